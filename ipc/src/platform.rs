@@ -1,0 +1,37 @@
+//! The guest platform: what every domain sees, fixed so that a binary built
+//! for QEMU's `virt` machine runs unchanged under Tessera (DESIGN.md, "What a
+//! guest sees"). Addresses are intermediate physical addresses (IPAs).
+
+/// Guest RAM starts here.
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// GICv3 distributor frame.
+pub const GICD_BASE: u64 = 0x0800_0000;
+/// Size of the distributor frame.
+pub const GICD_SIZE: u64 = 0x1_0000;
+/// First GICv3 redistributor; one per vCPU, `GICR_STRIDE` apart.
+pub const GICR_BASE: u64 = 0x080A_0000;
+/// Each redistributor is an RD_base frame and an SGI_base frame of 64 KiB.
+pub const GICR_STRIDE: u64 = 0x2_0000;
+/// Emulated PL011 UART.
+pub const PL011_BASE: u64 = 0x0900_0000;
+/// Size of the PL011 frame.
+pub const PL011_SIZE: u64 = 0x1000;
+/// First virtio-mmio slot.
+pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
+/// Distance between virtio-mmio slots.
+pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
+
+/// Most vCPUs one domain may have.
+pub const MAX_VCPUS_PER_DOMAIN: usize = 8;
+/// Number of SPIs the virtual distributor implements (INTIDs 32..32+N).
+pub const VGIC_NR_SPIS: u32 = 64;
+
+/// Virtual timer interrupt (PPI 27, INTID 27).
+pub const VTIMER_INTID: u32 = 27;
+/// Event-channel upcall interrupt (PPI 31, INTID 31), named in the guest DT.
+pub const EVTCHN_UPCALL_INTID: u32 = 31;
+/// Timer frequency is the host's; guests read CNTFRQ_EL0 directly.
+/// The guest's MPIDR for vCPU `n` is `n` in Aff0 (plus the RES1 bit 31).
+pub const fn vcpu_mpidr(n: u32) -> u64 {
+    (1 << 31) | n as u64
+}

@@ -1,0 +1,16 @@
+//! The portable half of the Tessera EL2 kernel.
+//!
+//! Everything here builds for the host and is unit-tested there: stage-2
+//! tables over fake memory, the scheduler, hypercall decoding, PSCI state,
+//! the virtual GIC's register model, and the system-description parser.
+//! Arch code (`arch/`) sits behind small traits; only the aarch64 binary
+//! (`main.rs`) links the real backend.
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod addr;
+pub mod config;
+pub mod fdt_writer;
+pub mod guest_dt;
+pub mod hostdt;
+pub mod vgic;
