@@ -10,7 +10,14 @@
 
 pub mod addr;
 pub mod config;
+pub mod esr;
 pub mod fdt_writer;
 pub mod guest_dt;
 pub mod hostdt;
+pub mod hypercall;
+pub mod idregs;
+pub mod image;
+pub mod pagetable;
+pub mod power;
+pub mod sched;
 pub mod vgic;

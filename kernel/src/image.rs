@@ -1,0 +1,254 @@
+//! Reading the unified image's module table (layout in `tessera_ipc::image`).
+//!
+//! The table sits in memory the kernel was loaded with, right after its own
+//! footprint. Nothing in it is trusted: every entry is bounds-checked against
+//! the table, and a module's SHA-256 is verified before the kernel uses it.
+
+use sha2::{Digest, Sha256};
+use tessera_ipc::image::{ModuleEntry, ModuleKind, TableHeader, TABLE_MAGIC, TABLE_VERSION};
+use zerocopy::FromBytes;
+
+/// Why the module table or a module was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageError {
+    /// Fewer bytes than a header.
+    Truncated,
+    /// The magic is not `TSRAMODS`.
+    BadMagic,
+    /// A table version this kernel does not understand.
+    BadVersion(u32),
+    /// Entry `n` points outside the table or has an unknown kind.
+    BadEntry(usize),
+    /// Entry `n` failed its checksum.
+    Corrupt(usize),
+    /// No module with the requested name.
+    Missing,
+}
+
+impl core::fmt::Display for ImageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Truncated => write!(f, "module table truncated"),
+            Self::BadMagic => write!(f, "no module table (bad magic)"),
+            Self::BadVersion(v) => write!(f, "module table version {v} not supported"),
+            Self::BadEntry(n) => write!(f, "module entry {n} is out of bounds or of unknown kind"),
+            Self::Corrupt(n) => write!(f, "module entry {n} fails its SHA-256 check"),
+            Self::Missing => write!(f, "module not found"),
+        }
+    }
+}
+
+/// A validated module: its kind, name and bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Module<'a> {
+    pub kind: ModuleKind,
+    pub name: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// A module table whose header and entry bounds have been checked.
+#[derive(Clone, Copy)]
+pub struct ModuleTable<'a> {
+    bytes: &'a [u8],
+    entries: &'a [ModuleEntry],
+}
+
+impl<'a> ModuleTable<'a> {
+    /// Parse and bounds-check the table at the start of `bytes` (which may
+    /// extend past the table's end). Checksums are verified by [`Self::verify_all`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
+        let (header, rest) =
+            TableHeader::read_from_prefix(bytes).map_err(|_| ImageError::Truncated)?;
+        if header.magic != TABLE_MAGIC {
+            return Err(ImageError::BadMagic);
+        }
+        if header.version.get() != TABLE_VERSION {
+            return Err(ImageError::BadVersion(header.version.get()));
+        }
+        let total = usize::try_from(header.total_size.get()).map_err(|_| ImageError::Truncated)?;
+        let bytes = bytes.get(..total).ok_or(ImageError::Truncated)?;
+        let count = header.count.get() as usize;
+        let (entries, _) = <[ModuleEntry]>::ref_from_prefix_with_elems(rest, count)
+            .map_err(|_| ImageError::Truncated)?;
+        for (n, e) in entries.iter().enumerate() {
+            let start = usize::try_from(e.offset.get()).map_err(|_| ImageError::BadEntry(n))?;
+            let len = usize::try_from(e.size.get()).map_err(|_| ImageError::BadEntry(n))?;
+            let end = start.checked_add(len).ok_or(ImageError::BadEntry(n))?;
+            if end > bytes.len() || ModuleKind::try_from(u64::from(e.kind.get())).is_err() {
+                return Err(ImageError::BadEntry(n));
+            }
+        }
+        Ok(Self { bytes, entries })
+    }
+
+    /// Number of modules.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The whole table's size in bytes, modules included.
+    pub fn total_size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn module(&self, n: usize) -> Option<Module<'a>> {
+        let e = self.entries.get(n)?;
+        let start = usize::try_from(e.offset.get()).ok()?;
+        let len = usize::try_from(e.size.get()).ok()?;
+        let data = self.bytes.get(start..start.checked_add(len)?)?;
+        let kind = ModuleKind::try_from(u64::from(e.kind.get())).ok()?;
+        Some(Module {
+            kind,
+            name: e.name_bytes(),
+            data,
+        })
+    }
+
+    /// Verify every module's SHA-256. Done once at boot, before any module is used.
+    pub fn verify_all(&self) -> Result<(), ImageError> {
+        for (n, e) in self.entries.iter().enumerate() {
+            let m = self.module(n).ok_or(ImageError::BadEntry(n))?;
+            if Sha256::digest(m.data).as_slice() != e.sha256 {
+                return Err(ImageError::Corrupt(n));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first module of `kind` named `name`.
+    pub fn find(&self, kind: ModuleKind, name: &str) -> Result<Module<'a>, ImageError> {
+        (0..self.entries.len())
+            .filter_map(|n| self.module(n))
+            .find(|m| m.kind == kind && m.name == name.as_bytes())
+            .ok_or(ImageError::Missing)
+    }
+
+    /// The first module of `kind`, whatever its name.
+    pub fn first(&self, kind: ModuleKind) -> Result<Module<'a>, ImageError> {
+        (0..self.entries.len())
+            .filter_map(|n| self.module(n))
+            .find(|m| m.kind == kind)
+            .ok_or(ImageError::Missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ipc::image::NAME_LEN;
+    use zerocopy::IntoBytes;
+
+    /// Builds a table the way xtask does, for tests.
+    fn build(mods: &[(ModuleKind, &str, &[u8])]) -> Vec<u8> {
+        let hdr_len =
+            core::mem::size_of::<TableHeader>() + mods.len() * core::mem::size_of::<ModuleEntry>();
+        let mut offset = hdr_len.next_multiple_of(16);
+        let mut entries = Vec::new();
+        let mut body = Vec::new();
+        for (kind, name, data) in mods {
+            let mut n = [0u8; NAME_LEN];
+            n[..name.len()].copy_from_slice(name.as_bytes());
+            let sha: [u8; 32] = Sha256::digest(data).into();
+            entries.push(ModuleEntry {
+                kind: (*kind as u32).into(),
+                _pad: 0.into(),
+                offset: (offset as u64).into(),
+                size: (data.len() as u64).into(),
+                sha256: sha,
+                name: n,
+            });
+            body.push((offset, *data));
+            offset = (offset + data.len()).next_multiple_of(16);
+        }
+        let header = TableHeader {
+            magic: TABLE_MAGIC,
+            version: TABLE_VERSION.into(),
+            count: (mods.len() as u32).into(),
+            total_size: (offset as u64).into(),
+        };
+        let mut out = vec![0u8; offset];
+        out[..24].copy_from_slice(header.as_bytes());
+        for (i, e) in entries.iter().enumerate() {
+            let at = 24 + i * 104;
+            out[at..at + 104].copy_from_slice(e.as_bytes());
+        }
+        for (at, data) in body {
+            out[at..at + data.len()].copy_from_slice(data);
+        }
+        out
+    }
+
+    #[test]
+    fn finds_and_verifies_modules() {
+        let img = build(&[
+            (ModuleKind::SystemDtb, "system.dtb", b"dtb"),
+            (ModuleKind::Kernel, "guest", b"code"),
+        ]);
+        let t = ModuleTable::parse(&img).unwrap();
+        t.verify_all().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.find(ModuleKind::Kernel, "guest").unwrap().data, b"code");
+        assert_eq!(t.first(ModuleKind::SystemDtb).unwrap().name, b"system.dtb");
+        assert_eq!(
+            t.find(ModuleKind::Kernel, "other").unwrap_err(),
+            ImageError::Missing
+        );
+        assert_eq!(
+            t.find(ModuleKind::Ramdisk, "guest").unwrap_err(),
+            ImageError::Missing
+        );
+    }
+
+    #[test]
+    fn refuses_corrupt_module() {
+        let mut img = build(&[(ModuleKind::Kernel, "guest", b"code")]);
+        let last = img.iter().rposition(|&b| b == b'e').unwrap();
+        img[last] = b'E';
+        assert_eq!(
+            ModuleTable::parse(&img).unwrap().verify_all(),
+            Err(ImageError::Corrupt(0))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_headers_and_entries() {
+        let img = build(&[(ModuleKind::Kernel, "guest", b"code")]);
+        assert_eq!(
+            ModuleTable::parse(&img[..10]).err(),
+            Some(ImageError::Truncated)
+        );
+        let mut bad = img.clone();
+        bad[0] = b'X';
+        assert_eq!(ModuleTable::parse(&bad).err(), Some(ImageError::BadMagic));
+        let mut bad = img.clone();
+        bad[8] = 9;
+        assert_eq!(
+            ModuleTable::parse(&bad).err(),
+            Some(ImageError::BadVersion(9))
+        );
+        let mut bad = img.clone();
+        bad[24 + 16] = 0xff; // size of entry 0 now runs past the end
+        assert_eq!(
+            ModuleTable::parse(&bad).err(),
+            Some(ImageError::BadEntry(0))
+        );
+        let mut bad = img.clone();
+        bad[24] = 77; // unknown kind
+        assert_eq!(
+            ModuleTable::parse(&bad).err(),
+            Some(ImageError::BadEntry(0))
+        );
+        let mut bad = img.clone();
+        bad[12] = 200; // count far beyond the bytes present
+        assert_eq!(ModuleTable::parse(&bad).err(), Some(ImageError::Truncated));
+        assert_eq!(
+            ModuleTable::parse(&img[..img.len() - 1]).err(),
+            Some(ImageError::Truncated)
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Per-pCPU round-robin scheduling.
+//!
+//! vCPUs are placed on pCPUs once, at domain build time: 1:1 while there are
+//! enough pCPUs, otherwise spread evenly. Each pCPU then only ever runs its
+//! own vCPUs, so a vCPU's register state is touched by one pCPU alone and no
+//! lock guards it. Time-slicing is round robin among the runnable ones.
+
+/// Most vCPUs one pCPU can host.
+pub const MAX_VCPUS_PER_PCPU: usize = 32;
+
+/// Which pCPU the `n`th vCPU (counting all domains in build order) runs on.
+pub const fn place(n: usize, pcpus: usize) -> usize {
+    if pcpus == 0 {
+        0
+    } else {
+        n % pcpus
+    }
+}
+
+/// The vCPUs of one pCPU, by global vCPU index, and whose turn it is.
+pub struct RunQueue {
+    vcpus: heapless::Vec<usize, MAX_VCPUS_PER_PCPU>,
+    /// Position in `vcpus` of the vCPU that ran last.
+    cursor: usize,
+}
+
+impl RunQueue {
+    /// An empty queue.
+    pub const fn new() -> Self {
+        Self {
+            vcpus: heapless::Vec::new(),
+            cursor: 0,
+        }
+    }
+
+    /// Add a vCPU; `Err` when the pCPU is full.
+    pub fn add(&mut self, vcpu: usize) -> Result<(), usize> {
+        self.vcpus.push(vcpu)
+    }
+
+    /// How many vCPUs live here.
+    pub fn len(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Whether no vCPU lives here.
+    pub fn is_empty(&self) -> bool {
+        self.vcpus.is_empty()
+    }
+
+    /// The vCPUs that live here.
+    pub fn vcpus(&self) -> &[usize] {
+        &self.vcpus
+    }
+
+    /// The next runnable vCPU after the one that ran last, wrapping around
+    /// and ending with the last one itself; `None` if none can run.
+    pub fn pick_next(&mut self, runnable: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.vcpus.len();
+        for step in 1..=n {
+            let pos = (self.cursor + step) % n;
+            if let Some(&v) = self.vcpus.get(pos) {
+                if runnable(v) {
+                    self.cursor = pos;
+                    return Some(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether another vCPU besides `current` could run (so a time slice is needed).
+    pub fn has_other_runnable(&self, current: usize, runnable: impl Fn(usize) -> bool) -> bool {
+        self.vcpus.iter().any(|&v| v != current && runnable(v))
+    }
+}
+
+impl Default for RunQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_is_one_to_one_then_round_robin() {
+        assert_eq!((0..2).map(|n| place(n, 2)).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(
+            (0..8).map(|n| place(n, 2)).collect::<Vec<_>>(),
+            [0, 1, 0, 1, 0, 1, 0, 1]
+        );
+        assert_eq!(place(3, 0), 0);
+    }
+
+    #[test]
+    fn round_robin_skips_blocked_and_wraps() {
+        let mut q = RunQueue::new();
+        for v in [10, 11, 12] {
+            q.add(v).unwrap();
+        }
+        let all = |_| true;
+        assert_eq!(q.pick_next(all), Some(11));
+        assert_eq!(q.pick_next(all), Some(12));
+        assert_eq!(q.pick_next(all), Some(10));
+        assert_eq!(q.pick_next(|v| v != 11), Some(12));
+        assert_eq!(
+            q.pick_next(|v| v == 12),
+            Some(12),
+            "the only runnable vCPU keeps running"
+        );
+        assert_eq!(q.pick_next(|_| false), None);
+        assert!(q.has_other_runnable(12, all));
+        assert!(!q.has_other_runnable(12, |v| v == 12));
+    }
+
+    #[test]
+    fn full_queue_is_an_error() {
+        let mut q = RunQueue::new();
+        for v in 0..MAX_VCPUS_PER_PCPU {
+            q.add(v).unwrap();
+        }
+        assert_eq!(q.add(99), Err(99));
+        let mut empty = RunQueue::new();
+        assert_eq!(empty.pick_next(|_| true), None);
+    }
+}
