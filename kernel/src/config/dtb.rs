@@ -1,0 +1,834 @@
+//! Checked reading of untrusted device-tree blobs, shared by the
+//! system-description parser (`config`) and the host-DT parser (`hostdt`).
+//!
+//! The one idea: the `fdt` crate (0.1.5) trusts its input. It indexes,
+//! `unwrap`s and `expect`s on malformed blobs, follows alias chains without
+//! a bound, and mis-walks `FDT_NOP` tokens. So `open` first walks the whole
+//! blob once and proves everything `fdt` relies on (header bounds, token
+//! grammar, string termination and UTF-8, properties before subnodes,
+//! bounded depth, 4-byte `#*-cells`), and only then hands it to `fdt`. After
+//! that, callers use only the parts of `fdt` that cannot panic on a checked
+//! blob (`all_nodes`, `children`, `properties`, `memory_reservations`) and
+//! decode every property value here, with explicit lengths.
+
+use core::fmt;
+
+use fdt::node::FdtNode;
+use fdt::Fdt;
+
+use crate::fdt_writer::{
+    FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_HEADER_SIZE, FDT_MAGIC, FDT_NOP, FDT_PROP,
+    FDT_VERSION,
+};
+
+/// Deepest node nesting accepted (the root is depth 1). `fdt` keeps a
+/// 64-entry parent stack; real trees stay under ten.
+pub const MAX_DEPTH: usize = 16;
+
+/// A node of a checked blob.
+pub type Node<'b, 'a> = FdtNode<'b, 'a>;
+
+/// Why a blob is not a well-formed FDT this kernel can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtbFormatError {
+    /// Shorter than the 40-byte header.
+    TooShort { len: usize },
+    /// The first word is not `0xd00dfeed`.
+    BadMagic { found: u32 },
+    /// The header's `totalsize` is smaller than a header or larger than the
+    /// buffer holding the blob.
+    BadTotalSize { total: usize, available: usize },
+    /// Older than v17, or not readable by a v17 reader.
+    UnsupportedVersion { version: u32, last_compatible: u32 },
+    /// A block's offset or size lies outside `totalsize`, or is misaligned.
+    BlockOutOfBounds { block: &'static str },
+    /// The memory-reservation map has no terminating zero entry.
+    ReservationMapUnterminated,
+    /// The structure block ends before the `FDT_END` token.
+    Truncated,
+    /// An unknown token, or a known one where the grammar forbids it.
+    UnexpectedToken { offset: usize, token: u32 },
+    /// `FDT_NOP` tokens are rejected: `fdt` 0.1.5 mis-walks them.
+    NopToken { offset: usize },
+    /// A node name without a terminating NUL, not UTF-8, or a root name that
+    /// is not empty.
+    BadNodeName { offset: usize },
+    /// A property's value runs past the structure block.
+    PropertyOutOfBounds { offset: usize },
+    /// A property's name offset is outside the strings block, or the name is
+    /// unterminated or not UTF-8.
+    BadPropertyName { offset: usize },
+    /// A property after the node's first subnode.
+    PropertyAfterSubnode { offset: usize },
+    /// A `#address-cells`, `#size-cells` or `#interrupt-cells` value that is
+    /// not exactly one cell.
+    BadCellsProperty { offset: usize },
+    /// Nodes nest deeper than `MAX_DEPTH`.
+    TooDeep { offset: usize },
+}
+
+impl fmt::Display for DtbFormatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooShort { len } => {
+                write!(f, "{len} bytes is too short for an FDT header")
+            }
+            Self::BadMagic { found } => {
+                write!(f, "bad FDT magic {found:#010x} (expected 0xd00dfeed)")
+            }
+            Self::BadTotalSize { total, available } => write!(
+                f,
+                "header totalsize {total} is invalid for a {available}-byte buffer"
+            ),
+            Self::UnsupportedVersion {
+                version,
+                last_compatible,
+            } => write!(
+                f,
+                "FDT version {version} (last compatible {last_compatible}) is not supported; need v17"
+            ),
+            Self::BlockOutOfBounds { block } => {
+                write!(f, "{block} block lies outside the blob or is misaligned")
+            }
+            Self::ReservationMapUnterminated => {
+                f.write_str("memory reservation map has no terminating entry")
+            }
+            Self::Truncated => f.write_str("structure block ends before FDT_END"),
+            Self::UnexpectedToken { offset, token } => {
+                write!(f, "unexpected token {token:#x} at offset {offset:#x}")
+            }
+            Self::NopToken { offset } => {
+                write!(f, "FDT_NOP at offset {offset:#x} is not supported")
+            }
+            Self::BadNodeName { offset } => write!(f, "bad node name at offset {offset:#x}"),
+            Self::PropertyOutOfBounds { offset } => {
+                write!(f, "property at offset {offset:#x} runs past the structure block")
+            }
+            Self::BadPropertyName { offset } => {
+                write!(f, "property at offset {offset:#x} has a bad name offset")
+            }
+            Self::PropertyAfterSubnode { offset } => {
+                write!(f, "property at offset {offset:#x} follows a subnode")
+            }
+            Self::BadCellsProperty { offset } => {
+                write!(f, "#*-cells property at offset {offset:#x} is not one cell")
+            }
+            Self::TooDeep { offset } => write!(
+                f,
+                "node at offset {offset:#x} nests deeper than {MAX_DEPTH} levels"
+            ),
+        }
+    }
+}
+
+/// Reads `totalsize` from an FDT header after checking the magic, so a
+/// caller holding only a pointer can bound the blob before parsing it.
+pub fn total_size(header: &[u8]) -> Option<usize> {
+    if be32(header, 0)? != FDT_MAGIC {
+        return None;
+    }
+    let total = be32(header, 4)? as usize;
+    (total >= FDT_HEADER_SIZE).then_some(total)
+}
+
+/// Checks `dtb` completely, then opens it with `fdt`. Bytes after
+/// `totalsize` are ignored.
+pub fn open(dtb: &[u8]) -> Result<Fdt<'_>, DtbFormatError> {
+    let blob = check_header(dtb)?;
+    check_structure(blob)?;
+    // The checks above cover every condition `Fdt::new` tests, so this
+    // cannot fail; map it anyway rather than assume.
+    Fdt::new(blob).map_err(|_| DtbFormatError::TooShort { len: dtb.len() })
+}
+
+/// The root node of a checked blob.
+pub fn root<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<Node<'b, 'a>> {
+    // `all_nodes` starts at the root; `Fdt::root` would go through
+    // `find_node`, whose alias fallback is unbounded.
+    fdt.all_nodes().next()
+}
+
+fn be32(bytes: &[u8], at: usize) -> Option<u32> {
+    let word = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_be_bytes(word.try_into().ok()?))
+}
+
+fn be64(bytes: &[u8], at: usize) -> Option<u64> {
+    let word = bytes.get(at..at.checked_add(8)?)?;
+    Some(u64::from_be_bytes(word.try_into().ok()?))
+}
+
+/// Header fields, as byte offsets into the blob.
+struct Layout {
+    struct_block: core::ops::Range<usize>,
+    strings_block: core::ops::Range<usize>,
+}
+
+/// Validates the header and returns the blob cut to `totalsize`.
+fn check_header(dtb: &[u8]) -> Result<&[u8], DtbFormatError> {
+    if dtb.len() < FDT_HEADER_SIZE {
+        return Err(DtbFormatError::TooShort { len: dtb.len() });
+    }
+    let word = |i: usize| be32(dtb, i * 4).unwrap_or(0);
+    if word(0) != FDT_MAGIC {
+        return Err(DtbFormatError::BadMagic { found: word(0) });
+    }
+    let total = word(1) as usize;
+    if total < FDT_HEADER_SIZE || total > dtb.len() {
+        return Err(DtbFormatError::BadTotalSize {
+            total,
+            available: dtb.len(),
+        });
+    }
+    let (version, last_compatible) = (word(5), word(6));
+    if version < FDT_VERSION || last_compatible > FDT_VERSION {
+        return Err(DtbFormatError::UnsupportedVersion {
+            version,
+            last_compatible,
+        });
+    }
+    let blob = dtb.get(..total).ok_or(DtbFormatError::Truncated)?;
+    Ok(blob)
+}
+
+fn layout(blob: &[u8]) -> Result<Layout, DtbFormatError> {
+    let total = blob.len();
+    let word = |i: usize| be32(blob, i * 4).unwrap_or(0) as usize;
+    let block = |off: usize, size: usize, align: usize, name| {
+        off.checked_add(size)
+            .filter(|end| *end <= total && off >= FDT_HEADER_SIZE && off.is_multiple_of(align))
+            .map(|end| off..end)
+            .ok_or(DtbFormatError::BlockOutOfBounds { block: name })
+    };
+    let struct_block = block(word(2), word(9), 4, "structure")?;
+    let strings_block = block(word(3), word(8), 1, "strings")?;
+    // The reservation map runs to its zero entry; it must end inside the blob.
+    let rsv = word(4);
+    if rsv < FDT_HEADER_SIZE || !rsv.is_multiple_of(8) {
+        return Err(DtbFormatError::BlockOutOfBounds {
+            block: "memory reservation",
+        });
+    }
+    let mut at = rsv;
+    loop {
+        let (base, size) = be64(blob, at)
+            .zip(be64(blob, at + 8))
+            .ok_or(DtbFormatError::ReservationMapUnterminated)?;
+        if base == 0 && size == 0 {
+            break;
+        }
+        at += 16;
+    }
+    Ok(Layout {
+        struct_block,
+        strings_block,
+    })
+}
+
+fn check_structure(blob: &[u8]) -> Result<(), DtbFormatError> {
+    let Layout {
+        struct_block,
+        strings_block,
+    } = layout(blob)?;
+    let base = struct_block.start;
+    let block = blob.get(struct_block).ok_or(DtbFormatError::Truncated)?;
+    let strings = blob
+        .get(strings_block)
+        .ok_or(DtbFormatError::BlockOutOfBounds { block: "strings" })?;
+
+    let mut pos = 0usize;
+    let mut depth = 0usize;
+    let mut root_seen = false;
+    // Whether the innermost open node has had a subnode yet.
+    let mut has_subnode = false;
+    loop {
+        let offset = base + pos;
+        let token = be32(block, pos).ok_or(DtbFormatError::Truncated)?;
+        pos += 4;
+        match token {
+            FDT_BEGIN_NODE => {
+                if root_seen && depth == 0 {
+                    return Err(DtbFormatError::UnexpectedToken { offset, token });
+                }
+                let rest = block.get(pos..).ok_or(DtbFormatError::Truncated)?;
+                let name_len = rest
+                    .iter()
+                    .position(|b| *b == 0)
+                    .ok_or(DtbFormatError::BadNodeName { offset })?;
+                let name = rest
+                    .get(..name_len)
+                    .and_then(|n| core::str::from_utf8(n).ok())
+                    .ok_or(DtbFormatError::BadNodeName { offset })?;
+                if depth == 0 && !name.is_empty() {
+                    return Err(DtbFormatError::BadNodeName { offset });
+                }
+                pos += align4(name_len + 1);
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(DtbFormatError::TooDeep { offset });
+                }
+                root_seen = true;
+                has_subnode = false;
+            }
+            FDT_END_NODE => {
+                if depth == 0 {
+                    return Err(DtbFormatError::UnexpectedToken { offset, token });
+                }
+                depth -= 1;
+                has_subnode = true;
+            }
+            FDT_PROP => {
+                if depth == 0 {
+                    return Err(DtbFormatError::UnexpectedToken { offset, token });
+                }
+                if has_subnode {
+                    return Err(DtbFormatError::PropertyAfterSubnode { offset });
+                }
+                let len = be32(block, pos).ok_or(DtbFormatError::Truncated)? as usize;
+                let name_off = be32(block, pos + 4).ok_or(DtbFormatError::Truncated)? as usize;
+                pos += 8;
+                let value_end = pos
+                    .checked_add(len)
+                    .filter(|end| *end <= block.len())
+                    .ok_or(DtbFormatError::PropertyOutOfBounds { offset })?;
+                let name = strings
+                    .get(name_off..)
+                    .and_then(|s| s.get(..s.iter().position(|b| *b == 0)?))
+                    .and_then(|n| core::str::from_utf8(n).ok())
+                    .ok_or(DtbFormatError::BadPropertyName { offset })?;
+                if matches!(name, "#address-cells" | "#size-cells" | "#interrupt-cells") && len != 4
+                {
+                    return Err(DtbFormatError::BadCellsProperty { offset });
+                }
+                pos = align4(value_end);
+            }
+            FDT_NOP => return Err(DtbFormatError::NopToken { offset }),
+            FDT_END => {
+                if !root_seen || depth != 0 {
+                    return Err(DtbFormatError::UnexpectedToken { offset, token });
+                }
+                return Ok(());
+            }
+            _ => return Err(DtbFormatError::UnexpectedToken { offset, token }),
+        }
+        if pos > block.len() {
+            return Err(DtbFormatError::Truncated);
+        }
+    }
+}
+
+const fn align4(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+/// Capacity of a node path kept for error messages.
+pub const PATH_CAPACITY: usize = 96;
+
+/// A node's full path (`/chosen/domU1`), for error messages. Too-long paths
+/// are cut short and end in `...`; a path never fails to build.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct NodePath(heapless::String<PATH_CAPACITY>);
+
+impl NodePath {
+    /// The root, `/`.
+    pub fn root() -> Self {
+        Self::new("/")
+    }
+
+    /// An absolute path given as text.
+    pub fn new(path: &str) -> Self {
+        let mut p = Self::default();
+        p.push(path);
+        p
+    }
+
+    /// The path of `name` under `self`.
+    pub fn child(&self, name: &str) -> Self {
+        let mut p = self.clone();
+        if p.0.as_str() != "/" {
+            p.push("/");
+        }
+        p.push(name);
+        p
+    }
+
+    /// The path as text.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    fn push(&mut self, text: &str) {
+        for c in text.chars() {
+            if self.0.len() + c.len_utf8() > PATH_CAPACITY - 3 {
+                // Room for the marker was kept back, so this cannot fail.
+                let _ = self.0.push_str("...");
+                return;
+            }
+            let _ = self.0.push(c);
+        }
+    }
+}
+
+impl fmt::Display for NodePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for NodePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// `#address-cells` and `#size-cells` a node sets for its children.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cells {
+    pub address: u32,
+    pub size: u32,
+}
+
+impl Cells {
+    /// The devicetree specification's defaults when a node sets none.
+    pub const DEFAULT: Cells = Cells {
+        address: 2,
+        size: 1,
+    };
+
+    /// The cell sizes `node` sets for its children (defaults where absent).
+    /// The structure check guarantees each is one cell long.
+    pub fn of(node: &Node<'_, '_>) -> Cells {
+        let mut cells = Cells::DEFAULT;
+        if let Some(v) = prop(node, "#address-cells").and_then(u32_value) {
+            cells.address = v;
+        }
+        if let Some(v) = prop(node, "#size-cells").and_then(u32_value) {
+            cells.size = v;
+        }
+        cells
+    }
+}
+
+/// The raw value of `node`'s property `name`, if present.
+pub fn prop<'a>(node: &Node<'_, 'a>, name: &str) -> Option<&'a [u8]> {
+    node.properties().find(|p| p.name == name).map(|p| p.value)
+}
+
+/// A one-cell value; `None` unless exactly four bytes.
+pub fn u32_value(value: &[u8]) -> Option<u32> {
+    (value.len() == 4).then(|| be32(value, 0)).flatten()
+}
+
+/// A two-cell value; `None` unless exactly eight bytes.
+pub fn u64_value(value: &[u8]) -> Option<u64> {
+    (value.len() == 8).then(|| be64(value, 0)).flatten()
+}
+
+/// A number of `cells` (1 or 2) big-endian cells starting at byte `at`.
+pub fn cells_value(value: &[u8], at: usize, cells: u32) -> Option<u64> {
+    match cells {
+        1 => be32(value, at).map(u64::from),
+        2 => be64(value, at),
+        _ => None,
+    }
+}
+
+/// A string property: UTF-8 with exactly one NUL, at the end.
+pub fn string_value(value: &[u8]) -> Option<&str> {
+    let (last, text) = value.split_last()?;
+    if *last != 0 || text.contains(&0) {
+        return None;
+    }
+    core::str::from_utf8(text).ok()
+}
+
+/// The entries of a string-list property; a malformed list yields fewer.
+pub fn string_list(value: &[u8]) -> impl Iterator<Item = &str> {
+    let body = value.strip_suffix(&[0]).unwrap_or(value);
+    body.split(|b| *b == 0)
+        .filter(move |_| !value.is_empty())
+        .filter_map(|s| core::str::from_utf8(s).ok())
+}
+
+/// Whether `node`'s `compatible` list contains `wanted`.
+pub fn is_compatible(node: &Node<'_, '_>, wanted: &str) -> bool {
+    prop(node, "compatible").is_some_and(|v| string_list(v).any(|c| c == wanted))
+}
+
+/// A node name without its unit address (`cpu@1` → `cpu`).
+pub fn base_name(name: &str) -> &str {
+    name.split('@').next().unwrap_or(name)
+}
+
+/// Why a `reg`-style property could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegError {
+    /// The parent's cell sizes are not ones this kernel decodes (address
+    /// 1..=2 cells, size 0..=2 cells).
+    UnsupportedCells(Cells),
+    /// The length is not a whole number of entries.
+    BadLength { len: usize, entry: usize },
+}
+
+impl fmt::Display for RegError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnsupportedCells(c) => write!(
+                f,
+                "unsupported #address-cells = {} / #size-cells = {}",
+                c.address, c.size
+            ),
+            Self::BadLength { len, entry } => write!(
+                f,
+                "{len} bytes is not a whole number of {entry}-byte entries"
+            ),
+        }
+    }
+}
+
+/// Decodes `(address, size)` pairs with the given cell sizes; with zero size
+/// cells every size is 0.
+pub fn reg_entries(
+    value: &[u8],
+    cells: Cells,
+) -> Result<impl Iterator<Item = (u64, u64)> + '_, RegError> {
+    if !(1..=2).contains(&cells.address) || cells.size > 2 {
+        return Err(RegError::UnsupportedCells(cells));
+    }
+    let addr_bytes = cells.address as usize * 4;
+    let entry = addr_bytes + cells.size as usize * 4;
+    if !value.len().is_multiple_of(entry) {
+        return Err(RegError::BadLength {
+            len: value.len(),
+            entry,
+        });
+    }
+    Ok(value.chunks_exact(entry).filter_map(move |chunk| {
+        let address = cells_value(chunk, 0, cells.address)?;
+        let size = match cells.size {
+            0 => 0,
+            n => cells_value(chunk, addr_bytes, n)?,
+        };
+        Some((address, size))
+    }))
+}
+
+/// A node found by path, with what is needed to decode its `reg`.
+pub struct Located<'b, 'a> {
+    pub node: Node<'b, 'a>,
+    pub path: NodePath,
+    /// The cell sizes its parent sets.
+    pub parent_cells: Cells,
+}
+
+/// Finds the node at an absolute `path`, walking from the root. A component
+/// without a unit address matches the first child with that base name, as
+/// in Linux's `of_find_node_by_path`.
+pub fn lookup<'b, 'a>(fdt: &'b Fdt<'a>, path: &str) -> Option<Located<'b, 'a>> {
+    let mut node = root(fdt)?;
+    let mut parent_cells = Cells::DEFAULT;
+    let mut found_path = NodePath::root();
+    if !path.starts_with('/') {
+        return None;
+    }
+    for component in path.split('/').filter(|c| !c.is_empty()) {
+        let cells = Cells::of(&node);
+        let child = node.children().find(|c| {
+            c.name == component || (!component.contains('@') && base_name(c.name) == component)
+        })?;
+        found_path = found_path.child(child.name);
+        parent_cells = cells;
+        node = child;
+    }
+    Some(Located {
+        node,
+        path: found_path,
+        parent_cells,
+    })
+}
+
+/// Depth-first search for the first node satisfying `pred`.
+pub fn find_first<'b, 'a>(
+    fdt: &'b Fdt<'a>,
+    pred: &dyn Fn(&Node<'b, 'a>) -> bool,
+) -> Option<Located<'b, 'a>> {
+    let root = root(fdt)?;
+    find_below(root, NodePath::root(), pred, 1)
+}
+
+fn find_below<'b, 'a>(
+    node: Node<'b, 'a>,
+    path: NodePath,
+    pred: &dyn Fn(&Node<'b, 'a>) -> bool,
+    depth: usize,
+) -> Option<Located<'b, 'a>> {
+    // The structure check bounds the depth; keep the recursion bounded even
+    // if that ever changes.
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let cells = Cells::of(&node);
+    for child in node.children() {
+        let child_path = path.child(child.name);
+        if pred(&child) {
+            return Some(Located {
+                node: child,
+                path: child_path,
+                parent_cells: cells,
+            });
+        }
+        if let Some(found) = find_below(child, child_path, pred, depth + 1) {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fdt_writer::FdtWriter;
+
+    fn small_tree(buf: &mut [u8]) -> usize {
+        let mut w = FdtWriter::new(buf).unwrap();
+        w.add_reservation(0x1000, 0x2000).unwrap();
+        w.begin_node("").unwrap();
+        w.property_u32("#address-cells", 2).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.begin_node("soc").unwrap();
+        w.property_u32("#address-cells", 1).unwrap();
+        w.property_u32("#size-cells", 1).unwrap();
+        w.begin_node("uart@1000").unwrap();
+        w.property_strings("compatible", &["a,b", "c,d"]).unwrap();
+        w.property_cells("reg", &[0x1000, 0x100]).unwrap();
+        w.end_node().unwrap();
+        w.end_node().unwrap();
+        w.end_node().unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn opens_a_good_blob_and_finds_nodes() {
+        let mut buf = [0u8; 512];
+        let n = small_tree(&mut buf);
+        let fdt = open(&buf[..n]).unwrap();
+        let uart = lookup(&fdt, "/soc/uart").unwrap();
+        assert_eq!(uart.path.as_str(), "/soc/uart@1000");
+        assert_eq!(
+            uart.parent_cells,
+            Cells {
+                address: 1,
+                size: 1
+            }
+        );
+        let reg: Vec<_> = reg_entries(prop(&uart.node, "reg").unwrap(), uart.parent_cells)
+            .unwrap()
+            .collect();
+        assert_eq!(reg, [(0x1000, 0x100)]);
+        let found = find_first(&fdt, &|n| is_compatible(n, "c,d")).unwrap();
+        assert_eq!(found.path.as_str(), "/soc/uart@1000");
+        assert!(lookup(&fdt, "/soc/missing").is_none());
+        assert!(lookup(&fdt, "soc").is_none());
+        assert_eq!(total_size(&buf), Some(n));
+    }
+
+    /// Flips/overwrites bytes of a good blob and checks the error.
+    fn corrupt(at: usize, bytes: &[u8]) -> Result<(), DtbFormatError> {
+        let mut buf = [0u8; 512];
+        let n = small_tree(&mut buf);
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        open(&buf[..n]).map(|_| ())
+    }
+
+    fn header_word(i: usize) -> u32 {
+        let mut buf = [0u8; 512];
+        small_tree(&mut buf);
+        u32::from_be_bytes(buf[i * 4..i * 4 + 4].try_into().unwrap())
+    }
+
+    #[test]
+    fn header_errors() {
+        assert_eq!(
+            open(&[0u8; 10]).err(),
+            Some(DtbFormatError::TooShort { len: 10 })
+        );
+        assert!(matches!(
+            corrupt(0, &[0, 0, 0, 0]),
+            Err(DtbFormatError::BadMagic { found: 0 })
+        ));
+        assert!(matches!(
+            corrupt(4, &0xffffu32.to_be_bytes()),
+            Err(DtbFormatError::BadTotalSize { .. })
+        ));
+        assert!(matches!(
+            corrupt(20, &16u32.to_be_bytes()),
+            Err(DtbFormatError::UnsupportedVersion { version: 16, .. })
+        ));
+        assert_eq!(
+            corrupt(8, &0x1_0000u32.to_be_bytes()),
+            Err(DtbFormatError::BlockOutOfBounds { block: "structure" })
+        );
+        assert_eq!(
+            corrupt(12, &0x1_0000u32.to_be_bytes()),
+            Err(DtbFormatError::BlockOutOfBounds { block: "strings" })
+        );
+        // Make the reservation map's terminator non-zero all the way.
+        let strings = header_word(3) as usize;
+        let mut buf = [0u8; 512];
+        let n = small_tree(&mut buf);
+        buf[16..20].copy_from_slice(&((strings - 8) as u32).to_be_bytes());
+        buf[strings - 8..strings].fill(0xff);
+        assert_eq!(
+            open(&buf[..n]).err(),
+            Some(DtbFormatError::ReservationMapUnterminated)
+        );
+        assert_eq!(total_size(&[0xd0, 0x0d, 0xfe, 0xed, 0, 0, 0, 8]), None);
+        assert_eq!(total_size(&[0xd0, 0x0d]), None);
+    }
+
+    #[test]
+    fn structure_errors() {
+        let s = header_word(2) as usize;
+        // Root: BEGIN_NODE "" (8 bytes), then PROP #address-cells at s + 8.
+        assert!(matches!(
+            corrupt(s, &FDT_NOP.to_be_bytes()),
+            Err(DtbFormatError::NopToken { .. })
+        ));
+        assert!(matches!(
+            corrupt(s, &9u32.to_be_bytes()),
+            Err(DtbFormatError::UnexpectedToken { token: 9, .. })
+        ));
+        assert!(matches!(
+            corrupt(s + 4, b"x"),
+            Err(DtbFormatError::BadNodeName { .. })
+        ));
+        assert!(matches!(
+            corrupt(s + 12, &0xffffu32.to_be_bytes()),
+            Err(DtbFormatError::PropertyOutOfBounds { .. })
+        ));
+        assert!(matches!(
+            corrupt(s + 16, &0xffffu32.to_be_bytes()),
+            Err(DtbFormatError::BadPropertyName { .. })
+        ));
+        assert!(matches!(
+            corrupt(s + 12, &0u32.to_be_bytes()),
+            Err(DtbFormatError::BadCellsProperty { .. })
+        ));
+        // Drop FDT_END by shrinking the structure block.
+        let size = header_word(9);
+        assert_eq!(
+            corrupt(36, &(size - 4).to_be_bytes()),
+            Err(DtbFormatError::Truncated)
+        );
+    }
+
+    #[test]
+    fn grammar_errors_built_by_hand() {
+        // A property after a subnode cannot be produced by the writer, so
+        // swap a subnode and a property in a blob it wrote.
+        let mut buf = [0u8; 256];
+        let mut w = FdtWriter::new(&mut buf).unwrap();
+        w.begin_node("").unwrap();
+        w.begin_node("a").unwrap();
+        w.property_u32("p", 1).unwrap();
+        w.end_node().unwrap();
+        w.end_node().unwrap();
+        let n = w.finish().unwrap();
+        let s = u32::from_be_bytes(buf[8..12].try_into().unwrap()) as usize;
+        // Layout: root BEGIN (8) | a BEGIN (8) | PROP (16) | END_NODE | END_NODE | END.
+        // Turn "a" into a property-less node followed by the root's property:
+        // root BEGIN | a BEGIN | END_NODE | PROP ... is what we want.
+        let prop: [u8; 16] = buf[s + 16..s + 32].try_into().unwrap();
+        buf[s + 16..s + 20].copy_from_slice(&FDT_END_NODE.to_be_bytes());
+        buf[s + 20..s + 36].copy_from_slice(&prop);
+        assert!(matches!(
+            open(&buf[..n]),
+            Err(DtbFormatError::PropertyAfterSubnode { .. })
+        ));
+
+        let mut buf = [0u8; 1024];
+        let mut w = FdtWriter::new(&mut buf).unwrap();
+        w.begin_node("").unwrap();
+        for _ in 0..MAX_DEPTH {
+            w.begin_node("n").unwrap();
+        }
+        for _ in 0..=MAX_DEPTH {
+            w.end_node().unwrap();
+        }
+        let n = w.finish().unwrap();
+        assert!(matches!(
+            open(&buf[..n]),
+            Err(DtbFormatError::TooDeep { .. })
+        ));
+    }
+
+    #[test]
+    fn no_truncation_or_corruption_panics() {
+        let mut good = [0u8; 512];
+        let n = small_tree(&mut good);
+        for cut in 0..n {
+            let mut buf = good;
+            buf[4..8].copy_from_slice(&(cut as u32).to_be_bytes());
+            let _ = open(&buf[..n]);
+            let _ = open(&good[..cut]);
+        }
+        for at in 0..n {
+            for byte in [0x00, 0x01, 0x03, 0x04, 0x7f, 0xff] {
+                let mut buf = good;
+                buf[at] = byte;
+                if let Ok(fdt) = open(&buf[..n]) {
+                    // Exercise the reading paths on whatever survived.
+                    let _ = find_first(&fdt, &|n| is_compatible(n, "x"));
+                    for node in fdt.all_nodes() {
+                        for p in node.properties() {
+                            let _ = (p.name, string_value(p.value));
+                        }
+                    }
+                    let _ = fdt.memory_reservations().count();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn value_decoders() {
+        assert_eq!(string_value(b"abc\0"), Some("abc"));
+        assert_eq!(string_value(b"abc"), None);
+        assert_eq!(string_value(b"a\0b\0"), None);
+        assert_eq!(string_value(b""), None);
+        assert_eq!(string_value(b"\xff\0"), None);
+        assert_eq!(string_list(b"a\0b\0").collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(string_list(b"").count(), 0);
+        assert_eq!(u32_value(&[0, 0, 0, 7]), Some(7));
+        assert_eq!(u32_value(&[0, 0, 7]), None);
+        assert_eq!(u64_value(&[0, 0, 0, 1, 0, 0, 0, 2]), Some(0x1_0000_0002));
+        assert_eq!(
+            reg_entries(
+                &[0; 12],
+                Cells {
+                    address: 2,
+                    size: 2
+                }
+            )
+            .err(),
+            Some(RegError::BadLength { len: 12, entry: 16 })
+        );
+        assert_eq!(
+            reg_entries(
+                &[0; 12],
+                Cells {
+                    address: 3,
+                    size: 0
+                }
+            )
+            .err(),
+            Some(RegError::UnsupportedCells(Cells {
+                address: 3,
+                size: 0
+            }))
+        );
+        let long = "x".repeat(200);
+        let p = NodePath::root().child(&long);
+        assert!(p.as_str().ends_with("...") && p.as_str().len() <= PATH_CAPACITY);
+    }
+}
