@@ -1,1 +1,364 @@
-fn main() {}
+//! `cargo xtask`: build, run, test, bench and fuzz Tessera.
+//!
+//! This file is only the command line; the logic lives in the library
+//! (`lib.rs`) where it is unit-tested. Every subcommand that needs QEMU or
+//! dtc first runs `scripts/setup.sh` if either is missing, so a fresh
+//! machine needs nothing but rustup.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+use tessera_system_tests::{Qemu, QemuConfig};
+use xtask::error::Error;
+use xtask::system::{build_and_write, flatten_artefacts, testguest_bin, Artefacts};
+use xtask::tools::{cargo, ensure_setup, run, QEMU};
+use xtask::{images_dir, repo_root};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  build [IMAGE_DIR]            build target/images/<name>/tessera.img (default images/qemu-virt)
+  run [IMAGE_DIR] [--smp N] [--cpu CPU] [-- QEMU_ARGS...]
+                               build, then boot under QEMU (serial on this terminal; Ctrl-A X quits)
+  test                         host unit tests, then every image's system tests under QEMU
+  bench                        instruction counts per operation, under Tessera and native
+  fuzz <TARGET> [ARGS...]      cargo fuzz run TARGET in fuzz/";
+
+const DEFAULT_IMAGE: &str = "images/qemu-virt";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("build") => build(&args[1..]),
+        Some("run") => run_qemu(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
+        Some("help" | "-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(Error::Usage(format!(
+            "unknown command `{other}`\n\n{USAGE}"
+        ))),
+        None => Err(Error::Usage(USAGE.into())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An image directory as the user named it: relative to the current
+/// directory if it exists there, else to the repository root.
+fn image_dir(arg: Option<&str>) -> Result<PathBuf, Error> {
+    let arg = arg.unwrap_or(DEFAULT_IMAGE);
+    let candidates = [PathBuf::from(arg), repo_root().join(arg)];
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("system.dts").is_file())
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "`{arg}` is not an image directory (no system.dts in it)"
+            ))
+        })
+}
+
+/// Builds the kernel and payloads, then flattens them.
+fn build_artefacts() -> Result<Artefacts, Error> {
+    xtask::tools::build_binaries()?;
+    flatten_artefacts()
+}
+
+fn build_one(dir: &Path, artefacts: &Artefacts) -> Result<PathBuf, Error> {
+    let out = build_and_write(dir, artefacts)?;
+    println!(
+        "xtask: built {}",
+        out.strip_prefix(repo_root()).unwrap_or(&out).display()
+    );
+    Ok(out)
+}
+
+fn build(args: &[String]) -> Result<(), Error> {
+    if args.len() > 1 {
+        return Err(Error::Usage(format!(
+            "build takes at most one image directory\n\n{USAGE}"
+        )));
+    }
+    let dir = image_dir(args.first().map(String::as_str))?;
+    ensure_setup()?;
+    build_one(&dir, &build_artefacts()?).map(drop)
+}
+
+fn run_qemu(args: &[String]) -> Result<(), Error> {
+    let (ours, qemu_args) = match args.iter().position(|a| a == "--") {
+        Some(split) => (&args[..split], &args[split + 1..]),
+        None => (args, &[][..]),
+    };
+    let mut smp = "2".to_string();
+    let mut cpu = "cortex-a72".to_string();
+    let mut image = None;
+    let mut it = ours.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--smp" => {
+                smp = it
+                    .next()
+                    .ok_or_else(|| Error::Usage("--smp needs a number".into()))?
+                    .clone()
+            }
+            "--cpu" => {
+                cpu = it
+                    .next()
+                    .ok_or_else(|| Error::Usage("--cpu needs a CPU model".into()))?
+                    .clone()
+            }
+            flag if flag.starts_with('-') => {
+                return Err(Error::Usage(format!("unknown option `{flag}`\n\n{USAGE}")))
+            }
+            dir if image.is_none() => image = Some(dir.to_owned()),
+            extra => {
+                return Err(Error::Usage(format!(
+                    "unexpected argument `{extra}`\n\n{USAGE}"
+                )))
+            }
+        }
+    }
+    if smp.parse::<u32>().map_or(true, |n| n == 0) {
+        return Err(Error::Usage(format!(
+            "--smp needs a positive number, not `{smp}`"
+        )));
+    }
+    let dir = image_dir(image.as_deref())?;
+    ensure_setup()?;
+    let img = build_one(&dir, &build_artefacts()?)?;
+
+    let mut command = Command::new(QEMU);
+    command
+        .args([
+            "-machine",
+            "virt,virtualization=on,gic-version=3",
+            "-cpu",
+            &cpu,
+            "-smp",
+            &smp,
+            "-m",
+            "1G",
+        ])
+        .args(["-nographic", "-kernel"])
+        .arg(&img)
+        .args(qemu_args);
+    println!(
+        "xtask: {} (Ctrl-A X quits)",
+        xtask::tools::describe(&command)
+    );
+    // exec: QEMU takes over this terminal (and its signals) directly.
+    let source = command.exec();
+    Err(Error::Spawn {
+        program: QEMU.into(),
+        source,
+    })
+}
+
+/// Every image directory that tests use: the default image, then
+/// `tests/images/*`.
+fn test_image_dirs() -> Result<Vec<PathBuf>, Error> {
+    let root = repo_root();
+    let tests = root.join("tests").join("images");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&tests)
+        .map_err(xtask::error::io(&tests))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|dir| dir.join("system.dts").is_file())
+        .collect();
+    dirs.sort();
+    dirs.insert(0, root.join(DEFAULT_IMAGE));
+    Ok(dirs)
+}
+
+fn test(args: &[String]) -> Result<(), Error> {
+    if !args.is_empty() {
+        return Err(Error::Usage(format!("test takes no arguments\n\n{USAGE}")));
+    }
+    ensure_setup()?;
+    let mut summary: Vec<(&str, Result<String, Error>)> = Vec::new();
+
+    println!("xtask test: [1/3] host unit tests");
+    let host = run(&mut cargo([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tessera-system-tests",
+    ]))
+    .map(|()| "ok".into());
+    summary.push(("host unit tests", host));
+
+    println!("xtask test: [2/3] building every image");
+    let built = build_artefacts().and_then(|artefacts| {
+        let dirs = test_image_dirs()?;
+        for dir in &dirs {
+            build_one(dir, &artefacts)?;
+        }
+        Ok(format!("ok ({} images)", dirs.len()))
+    });
+    let images_ok = built.is_ok();
+    summary.push(("image build", built));
+
+    println!("xtask test: [3/3] QEMU system tests, two at a time");
+    let system = if images_ok {
+        run(
+            cargo(["test", "-p", "tessera-system-tests", "--test", "system"])
+                .env(tessera_system_tests::runner::IMAGES_ENV, images_dir())
+                .env(tessera_system_tests::runner::JOBS_ENV, "2"),
+        )
+        .map(|()| "ok".into())
+    } else {
+        Err(Error::Failed("not run: the images did not build".into()))
+    };
+    summary.push(("system tests", system));
+
+    println!("\nxtask test summary:");
+    let mut failed = Vec::new();
+    for (stage, result) in &summary {
+        match result {
+            Ok(status) => println!("  {stage:<16} {status}"),
+            Err(error) => {
+                println!("  {stage:<16} FAILED: {error}");
+                failed.push(*stage);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!("failed: {}", failed.join(", "))))
+    }
+}
+
+/// One benchmark: a Tessera image and, if it has one, the native baseline's
+/// bootargs for the test guest booted bare.
+struct Benchmark {
+    name: &'static str,
+    image: &'static str,
+    native_bootargs: Option<&'static str>,
+}
+
+const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        name: "null_hypercall",
+        image: "bench-null-hypercall",
+        native_bootargs: Some("native bench=null_hypercall"),
+    },
+    Benchmark {
+        name: "vcpu_switch",
+        image: "bench-vcpu-switch",
+        native_bootargs: None,
+    },
+];
+
+/// Makes the guest's virtual counter tick once per instruction.
+const ICOUNT: [&str; 2] = ["-icount", "shift=4,sleep=off"];
+const BENCH_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Boots `config` and returns instructions per op from the guest's
+/// `BENCHRESULT <name> ops=<N> ticks=<T>` line.
+fn measure(name: &str, config: &QemuConfig) -> Result<f64, Error> {
+    let failed = |e: tessera_system_tests::Failure| Error::Failed(format!("benchmark {name}: {e}"));
+    let mut qemu = Qemu::spawn(config).map_err(failed)?;
+    let pattern = format!(r"BENCHRESULT {name} ops=(\d+) ticks=(\d+)");
+    let line = qemu.expect(&pattern, BENCH_TIMEOUT).map_err(failed)?;
+    let number = |key: &str| {
+        line.text
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(key))
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| {
+                Error::Failed(format!(
+                    "benchmark {name}: cannot read `{key}` in `{}`",
+                    line.text
+                ))
+            })
+    };
+    let (ops, ticks) = (number("ops=")?, number("ticks=")?);
+    if ops == 0 {
+        return Err(Error::Failed(format!(
+            "benchmark {name}: zero operations in `{}`",
+            line.text
+        )));
+    }
+    Ok(ticks as f64 / ops as f64)
+}
+
+fn bench(args: &[String]) -> Result<(), Error> {
+    if !args.is_empty() {
+        return Err(Error::Usage(format!("bench takes no arguments\n\n{USAGE}")));
+    }
+    ensure_setup()?;
+    let artefacts = build_artefacts()?;
+    let tests = repo_root().join("tests").join("images");
+    let logs = repo_root().join("target").join("bench");
+    let mut errors = Vec::new();
+    for bench in BENCHMARKS {
+        let image = build_one(&tests.join(bench.image), &artefacts)?;
+        let tessera = QemuConfig::tessera(&image)
+            .smp(1)
+            .args(ICOUNT)
+            .log(logs.join(format!("{}-tessera.log", bench.name)))
+            .deadline(BENCH_TIMEOUT);
+        let tessera = measure(bench.name, &tessera)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let native = bench.native_bootargs.and_then(|bootargs| {
+            let config = QemuConfig::tessera(testguest_bin())
+                .machine("virt,gic-version=3")
+                .smp(1)
+                .args(ICOUNT)
+                .args(["-append", bootargs])
+                .log(logs.join(format!("{}-native.log", bench.name)))
+                .deadline(BENCH_TIMEOUT);
+            measure(bench.name, &config)
+                .map_err(|e| errors.push(e))
+                .ok()
+        });
+        let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let ratio = match (tessera, native) {
+            (Some(t), Some(n)) if n > 0.0 => format!("{:.2}", t / n),
+            _ => "-".into(),
+        };
+        println!(
+            "BENCH name={} tessera={} native={} ratio={ratio}",
+            bench.name,
+            show(tessera),
+            show(native)
+        );
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    for error in &errors {
+        eprintln!("error: {error}");
+    }
+    Err(Error::Failed(format!(
+        "{} benchmark run(s) failed; console logs in {}",
+        errors.len(),
+        logs.display()
+    )))
+}
+
+fn fuzz(args: &[String]) -> Result<(), Error> {
+    let Some(target) = args.first() else {
+        return Err(Error::Usage(format!("fuzz needs a target name\n\n{USAGE}")));
+    };
+    let dir = repo_root().join("fuzz");
+    if !dir.is_dir() {
+        println!("xtask: no fuzz targets exist yet (there is no fuzz/ directory); nothing to run");
+        return Ok(());
+    }
+    run(Command::new("cargo")
+        .current_dir(&dir)
+        .args(["fuzz", "run", target])
+        .args(&args[1..]))
+}

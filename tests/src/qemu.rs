@@ -1,0 +1,506 @@
+//! One QEMU instance and its serial console.
+//!
+//! Two reader threads (stdout = the serial console, stderr = QEMU's own
+//! complaints) feed timestamped lines into a channel; the test thread pulls
+//! them on demand, so every wait has a deadline and nothing polls.
+
+use regex::Regex;
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+/// The QEMU binary.
+pub const QEMU: &str = "qemu-system-aarch64";
+/// The machine every Tessera image boots on.
+pub const TESSERA_MACHINE: &str = "virt,virtualization=on,gic-version=3";
+/// How many trailing lines a failure message quotes.
+const TAIL_LINES: usize = 40;
+
+/// Escapes `text` so it matches literally inside a pattern.
+pub fn lit(text: &str) -> String {
+    regex::escape(text)
+}
+
+/// A failed expectation, with the console tail for context.
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl Failure {
+    /// A failure with a plain message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure(message.into())
+    }
+}
+
+/// One console line and when it arrived, relative to QEMU's start.
+#[derive(Clone, Debug)]
+pub struct Line {
+    pub at: Duration,
+    pub text: String,
+    /// True for QEMU's own stderr rather than the guest-visible console.
+    pub from_stderr: bool,
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let source = if self.from_stderr {
+            " qemu-stderr:"
+        } else {
+            ""
+        };
+        write!(f, "[{:8.3}]{source} {}", self.at.as_secs_f64(), self.text)
+    }
+}
+
+/// How to start QEMU.
+#[derive(Clone, Debug)]
+pub struct QemuConfig {
+    pub kernel: PathBuf,
+    pub machine: String,
+    pub cpu: String,
+    pub smp: u32,
+    pub memory: String,
+    /// Extra arguments, appended last.
+    pub extra: Vec<String>,
+    /// Where to copy the console log, if anywhere.
+    pub log: Option<PathBuf>,
+    /// Hard limit for the whole run: every wait ends by then.
+    pub deadline: Duration,
+}
+
+impl QemuConfig {
+    /// Tessera's standard board: virt with EL2 and GICv3, Cortex-A72, 1 GiB.
+    pub fn tessera(image: impl Into<PathBuf>) -> Self {
+        QemuConfig {
+            kernel: image.into(),
+            machine: TESSERA_MACHINE.into(),
+            cpu: "cortex-a72".into(),
+            smp: 2,
+            memory: "1G".into(),
+            extra: Vec::new(),
+            log: None,
+            deadline: Duration::from_secs(60),
+        }
+    }
+
+    pub fn smp(mut self, smp: u32) -> Self {
+        self.smp = smp;
+        self
+    }
+
+    pub fn cpu(mut self, cpu: &str) -> Self {
+        self.cpu = cpu.into();
+        self
+    }
+
+    pub fn machine(mut self, machine: &str) -> Self {
+        self.machine = machine.into();
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.extra.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.log = Some(path.into());
+        self
+    }
+
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// The full command line.
+    pub fn command(&self) -> Command {
+        let mut command = Command::new(QEMU);
+        command
+            .args(["-machine", &self.machine, "-cpu", &self.cpu])
+            .args(["-smp", &self.smp.to_string(), "-m", &self.memory])
+            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .arg("-kernel")
+            .arg(&self.kernel)
+            .args(&self.extra);
+        command
+    }
+}
+
+enum Event {
+    Line(Line),
+    Closed,
+}
+
+/// A running QEMU; killed when dropped.
+pub struct Qemu {
+    child: Child,
+    events: Receiver<Event>,
+    lines: Vec<Line>,
+    cursor: usize,
+    open_streams: usize,
+    forbidden: Vec<(Regex, String)>,
+    started: Instant,
+    deadline: Instant,
+    log: Option<File>,
+    command: String,
+}
+
+fn compile(pattern: &str) -> Result<Regex, Failure> {
+    Regex::new(pattern).map_err(|e| Failure(format!("bad pattern /{pattern}/: {e}")))
+}
+
+fn forward<R: Read + Send + 'static>(
+    stream: R,
+    from_stderr: bool,
+    started: Instant,
+    events: Sender<Event>,
+) {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stream);
+        let mut raw = Vec::new();
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    // Serial output is bytes, not guaranteed UTF-8; keep going.
+                    let text = String::from_utf8_lossy(&raw)
+                        .trim_end_matches(['\r', '\n'])
+                        .to_owned();
+                    let line = Line {
+                        at: started.elapsed(),
+                        text,
+                        from_stderr,
+                    };
+                    if events.send(Event::Line(line)).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = events.send(Event::Closed);
+    });
+}
+
+impl Qemu {
+    /// Starts QEMU. Every line containing "panic" fails the run.
+    pub fn spawn(config: &QemuConfig) -> Result<Qemu, Failure> {
+        if !config.kernel.is_file() {
+            return Err(Failure(format!(
+                "image {} does not exist; build it with `cargo xtask build`",
+                config.kernel.display()
+            )));
+        }
+        let mut command = config.command();
+        let described = describe(&command);
+        let started = Instant::now();
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Failure(format!("cannot start `{described}`: {e}")))?;
+        let (sender, events) = channel();
+        if let Some(stdout) = child.stdout.take() {
+            forward(stdout, false, started, sender.clone());
+        }
+        if let Some(stderr) = child.stderr.take() {
+            forward(stderr, true, started, sender);
+        }
+        let log = match &config.log {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                let mut file = File::create(path)
+                    .map_err(|e| Failure(format!("cannot create log {}: {e}", path.display())))?;
+                let _ = writeln!(file, "$ {described}");
+                Some(file)
+            }
+            None => None,
+        };
+        let mut qemu = Qemu {
+            child,
+            events,
+            lines: Vec::new(),
+            cursor: 0,
+            open_streams: 2,
+            forbidden: Vec::new(),
+            started,
+            deadline: started + config.deadline,
+            log,
+            command: described,
+        };
+        qemu.forbid("(?i)panic", "a line mentions a panic")?;
+        Ok(qemu)
+    }
+
+    /// Fails the run as soon as a line matching `pattern` appears (or has
+    /// appeared already).
+    pub fn forbid(&mut self, pattern: &str, why: &str) -> Result<(), Failure> {
+        let regex = compile(pattern)?;
+        if let Some(line) = self.lines.iter().find(|l| regex.is_match(&l.text)) {
+            return Err(self.failure(&format!("forbidden line ({why}): {line}")));
+        }
+        self.forbidden.push((regex, why.into()));
+        Ok(())
+    }
+
+    /// Everything read so far.
+    pub fn lines(&self) -> &[Line] {
+        &self.lines
+    }
+
+    /// The QEMU command line, for messages.
+    pub fn command_line(&self) -> &str {
+        &self.command
+    }
+
+    /// Waits for one new line; `Ok(false)` at the deadline or once QEMU has
+    /// closed both streams.
+    fn pull(&mut self, until: Instant) -> Result<bool, Failure> {
+        loop {
+            if self.open_streams == 0 {
+                return Ok(false);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(false);
+            }
+            match self.events.recv_timeout(until - now) {
+                Ok(Event::Line(line)) => {
+                    if let Some(log) = &mut self.log {
+                        let _ = writeln!(log, "{line}");
+                    }
+                    let hit = self
+                        .forbidden
+                        .iter()
+                        .find(|(re, _)| re.is_match(&line.text))
+                        .map(|(_, why)| why.clone());
+                    self.lines.push(line);
+                    if let Some(why) = hit {
+                        let line = self
+                            .lines
+                            .last()
+                            .map(ToString::to_string)
+                            .unwrap_or_default();
+                        return Err(self.failure(&format!("forbidden line ({why}): {line}")));
+                    }
+                    return Ok(true);
+                }
+                Ok(Event::Closed) => self.open_streams -= 1,
+                Err(RecvTimeoutError::Timeout) => return Ok(false),
+                Err(RecvTimeoutError::Disconnected) => self.open_streams = 0,
+            }
+        }
+    }
+
+    fn until(&self, timeout: Duration) -> Instant {
+        (Instant::now() + timeout).min(self.deadline)
+    }
+
+    /// Waits until `found` returns `Some` over the log, pulling lines.
+    fn wait_until<T>(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut found: impl FnMut(&[Line]) -> Option<T>,
+    ) -> Result<T, Failure> {
+        let until = self.until(timeout);
+        loop {
+            if let Some(value) = found(&self.lines) {
+                return Ok(value);
+            }
+            if !self.pull(until)? {
+                if let Some(value) = found(&self.lines) {
+                    return Ok(value);
+                }
+                let why = if self.open_streams == 0 {
+                    "QEMU exited".to_string()
+                } else {
+                    format!(
+                        "timed out after {:.1}s",
+                        self.started.elapsed().as_secs_f64()
+                    )
+                };
+                return Err(self.failure(&format!("{why} while waiting for {what}")));
+            }
+        }
+    }
+
+    /// Waits for the next line after the cursor matching `pattern` and moves
+    /// the cursor past it.
+    pub fn expect(&mut self, pattern: &str, timeout: Duration) -> Result<Line, Failure> {
+        let regex = compile(pattern)?;
+        let from = self.cursor;
+        let index = self.wait_until(timeout, &format!("/{pattern}/"), |lines| {
+            lines
+                .iter()
+                .skip(from)
+                .position(|l| !l.from_stderr && regex.is_match(&l.text))
+                .map(|i| from + i)
+        })?;
+        self.cursor = index + 1;
+        Ok(self.lines[index].clone())
+    }
+
+    /// Waits until every pattern has matched a line after the cursor, in
+    /// any order; moves the cursor past the last of them.
+    pub fn expect_all(
+        &mut self,
+        patterns: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<Line>, Failure> {
+        let regexes = patterns
+            .iter()
+            .map(|p| compile(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let from = self.cursor;
+        let what = format!(
+            "all of {}",
+            patterns
+                .iter()
+                .map(|p| format!("/{p}/"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let indices = self.wait_until(timeout, &what, |lines| {
+            regexes
+                .iter()
+                .map(|re| {
+                    lines
+                        .iter()
+                        .skip(from)
+                        .position(|l| !l.from_stderr && re.is_match(&l.text))
+                        .map(|i| from + i)
+                })
+                .collect::<Option<Vec<usize>>>()
+        })?;
+        self.cursor = indices.iter().max().map_or(self.cursor, |&i| i + 1);
+        Ok(indices.iter().map(|&i| self.lines[i].clone()).collect())
+    }
+
+    /// Waits for `count` lines after the cursor matching `pattern`; moves the
+    /// cursor past the last.
+    pub fn expect_count(
+        &mut self,
+        pattern: &str,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Line>, Failure> {
+        let regex = compile(pattern)?;
+        let from = self.cursor;
+        let indices = self.wait_until(
+            timeout,
+            &format!("{count} lines matching /{pattern}/"),
+            |lines| {
+                let hits: Vec<usize> = lines
+                    .iter()
+                    .enumerate()
+                    .skip(from)
+                    .filter(|(_, l)| !l.from_stderr && regex.is_match(&l.text))
+                    .map(|(i, _)| i)
+                    .take(count)
+                    .collect();
+                (hits.len() == count).then_some(hits)
+            },
+        )?;
+        self.cursor = indices.last().map_or(self.cursor, |&i| i + 1);
+        Ok(indices.iter().map(|&i| self.lines[i].clone()).collect())
+    }
+
+    /// Waits for a line matching `pattern` anywhere in the log, without
+    /// moving the cursor.
+    pub fn wait_seen(&mut self, pattern: &str, timeout: Duration) -> Result<Line, Failure> {
+        let regex = compile(pattern)?;
+        let index = self.wait_until(timeout, &format!("/{pattern}/"), |lines| {
+            lines
+                .iter()
+                .position(|l| !l.from_stderr && regex.is_match(&l.text))
+        })?;
+        Ok(self.lines[index].clone())
+    }
+
+    /// Waits for QEMU to exit by itself (the kernel powered the board off).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, Failure> {
+        let until = self.until(timeout);
+        while self.pull(until)? {}
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Ok(status),
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) => return Err(self.failure("QEMU did not exit by itself")),
+                Err(e) => return Err(self.failure(&format!("cannot wait for QEMU: {e}"))),
+            }
+        }
+    }
+
+    /// Keeps reading for `duration` (to give a forbidden line time to show),
+    /// then checks the whole log again.
+    pub fn settle(&mut self, duration: Duration) -> Result<(), Failure> {
+        let until = self.until(duration);
+        while self.pull(until)? {}
+        Ok(())
+    }
+
+    /// Fails if any line matches `pattern`.
+    pub fn assert_absent(&self, pattern: &str, why: &str) -> Result<(), Failure> {
+        let regex = compile(pattern)?;
+        match self.lines.iter().find(|l| regex.is_match(&l.text)) {
+            Some(line) => Err(self.failure(&format!("unexpected line ({why}): {line}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// A failure message with the console tail attached.
+    pub fn failure(&self, message: &str) -> Failure {
+        let skip = self.lines.len().saturating_sub(TAIL_LINES);
+        let mut text = format!(
+            "{message}\n  command: {}\n  last {} lines:",
+            self.command,
+            self.lines.len() - skip
+        );
+        for line in &self.lines[skip..] {
+            text.push_str("\n    ");
+            text.push_str(&line.to_string());
+        }
+        Failure(text)
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        // Kill even if QEMU already exited: harmless, and it reaps the child.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn describe(command: &Command) -> String {
+    let mut text = command.get_program().to_string_lossy().into_owned();
+    for arg in command.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    text
+}
+
+/// `true` if `program` is on `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| Path::new(&dir).join(program).is_file()))
+        .unwrap_or(false)
+}

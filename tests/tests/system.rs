@@ -1,0 +1,188 @@
+//! The QEMU system tests. Each boots `tests/images/<name>/tessera.img` (built
+//! by `cargo xtask test`) and checks the kernel's and guests' console lines
+//! against the output contract:
+//!
+//! - kernel lines start with `tessera: `, guest lines with `(<domain>) `;
+//! - a guest test reports `TEST <name> PASS` or `TEST <name> FAIL <reason>`;
+//! - no line may mention a panic.
+
+use std::process::ExitCode;
+use std::time::Duration;
+use tessera_system_tests::hostdtb::broken_host_dtb;
+use tessera_system_tests::{run_main, Context, Failure, SystemTest};
+
+/// Bare-metal tests finish in seconds; this is for a slow CI machine.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn pass(domain: &str, test: &str) -> String {
+    format!(r"\({domain}\) TEST {test} PASS")
+}
+
+fn shutdown(domain: &str, how: &str) -> String {
+    format!(r"tessera: d\d+ {domain}: shutdown \({how}\)")
+}
+
+const ALL_STOPPED: &str = r"tessera: all domains stopped, powering off";
+
+/// One domain runs one guest test, then powers off: the whole board stops.
+fn hypercalls(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hypercalls", 2))?;
+    qemu.expect(&pass("hypercalls", "hypercalls"), WAIT)?;
+    qemu.expect(&shutdown("hypercalls", "poweroff"), WAIT)?;
+    qemu.expect(ALL_STOPPED, WAIT)?;
+    qemu.wait_exit(WAIT)?;
+    Ok(())
+}
+
+/// One domain, one guest test, nothing else to check.
+fn single(cx: &Context, image: &str, smp: u32, test: &str) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config(image, smp))?;
+    qemu.expect(&pass(image, test), WAIT)?;
+    Ok(())
+}
+
+fn psci(cx: &Context) -> Result<(), Failure> {
+    single(cx, "psci", 4, "psci")
+}
+
+fn sgi(cx: &Context) -> Result<(), Failure> {
+    single(cx, "sgi", 4, "sgi")
+}
+
+fn timer(cx: &Context) -> Result<(), Failure> {
+    single(cx, "timer", 2, "timer")
+}
+
+fn timeslice(cx: &Context) -> Result<(), Failure> {
+    single(cx, "timeslice", 2, "timeslice")
+}
+
+/// The attacker reads outside its memory and is stopped; its neighbour keeps
+/// printing heartbeats after the fault and then passes.
+fn isolation(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("isolation", 2))?;
+    qemu.forbid(
+        r"\(attacker\) TEST",
+        "the attacker must be stopped before it reports",
+    )?;
+    qemu.expect(
+        r"tessera: d\d+ attacker: stage-2 fault at IPA 0x[0-9a-fA-F]+ ESR 0x[0-9a-fA-F]+; domain stopped",
+        WAIT,
+    )?;
+    qemu.expect_count(r"\(neighbour\) .*HEARTBEAT", 5, WAIT)?;
+    qemu.expect(&pass("neighbour", "heartbeat"), WAIT)?;
+    Ok(())
+}
+
+/// Two 1-vCPU domains run at the same time, on different pCPUs.
+fn concurrent(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("concurrent", 2))?;
+    let lines = qemu.expect_all(
+        &[
+            r"tessera: d\d+ left: vcpu0 on pcpu\d+",
+            r"tessera: d\d+ right: vcpu0 on pcpu\d+",
+            &pass("left", "concurrent"),
+            &pass("right", "concurrent"),
+        ],
+        WAIT,
+    )?;
+    let pcpu = |text: &str| {
+        text.rsplit("pcpu")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let (left, right) = (pcpu(&lines[0].text), pcpu(&lines[1].text));
+    if left == right {
+        return Err(qemu.failure(&format!(
+            "left and right both run on pcpu{left}; expected different pCPUs"
+        )));
+    }
+    Ok(())
+}
+
+/// `-cpu max`: guests see only sanitised ID registers and still work.
+fn cpu_max(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("cpu-max", 2).cpu("max"))?;
+    qemu.expect_all(
+        &[&pass("idregs", "idregs"), &pass("hypercalls", "hypercalls")],
+        WAIT,
+    )?;
+    Ok(())
+}
+
+/// A crashing domain is stopped with `crash`; a rebooting one restarts.
+fn shutdown_modes(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("shutdown-modes", 2))?;
+    qemu.expect(r"\(rebooter\) .*REBOOT-START", WAIT)?;
+    qemu.expect(&shutdown("rebooter", "reboot"), WAIT)?;
+    qemu.expect(r"\(rebooter\) .*REBOOT-START", WAIT)?;
+    qemu.wait_seen(&shutdown("crasher", "crash"), WAIT)?;
+    Ok(())
+}
+
+/// A host DTB without `/psci`'s `method`: the kernel says why and halts.
+fn bad_host_dtb(cx: &Context) -> Result<(), Failure> {
+    let config = cx.config("hypercalls", 2);
+    let dtb = cx.scratch().join("broken.dtb");
+    broken_host_dtb(&config, "/psci", "method", &dtb)?;
+    let config = config.args(["-dtb".to_string(), dtb.display().to_string()]);
+    let mut qemu = cx.boot(&config)?;
+    let line = qemu.expect(r"tessera: bad host device tree: ", WAIT)?;
+    if !(line.text.contains("psci") && line.text.contains("method")) {
+        return Err(qemu.failure(&format!(
+            "the message must name /psci and method: {}",
+            line.text
+        )));
+    }
+    // Give a panic (or a domain starting anyway) a moment to show.
+    qemu.settle(Duration::from_secs(2))?;
+    qemu.assert_absent(r"^\(", "no domain may start on a bad host DTB")?;
+    Ok(())
+}
+
+/// The default image boots and every domain in it passes.
+fn qemu_virt(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("qemu-virt", 4))?;
+    qemu.expect_all(
+        &[
+            &pass("hypercalls", "hypercalls"),
+            &pass("psci", "psci"),
+            &pass("timer", "timer"),
+            &pass("heartbeat", "heartbeat"),
+        ],
+        WAIT,
+    )?;
+    Ok(())
+}
+
+const fn test(
+    name: &'static str,
+    secs: u64,
+    run: fn(&Context) -> Result<(), Failure>,
+) -> SystemTest {
+    SystemTest {
+        name,
+        timeout: Duration::from_secs(secs),
+        run,
+    }
+}
+
+const TESTS: &[SystemTest] = &[
+    test("hypercalls", 90, hypercalls),
+    test("psci", 90, psci),
+    test("sgi", 90, sgi),
+    test("timer", 90, timer),
+    test("isolation", 90, isolation),
+    test("concurrent", 90, concurrent),
+    test("timeslice", 120, timeslice),
+    test("cpu-max", 120, cpu_max),
+    test("shutdown-modes", 90, shutdown_modes),
+    test("bad-host-dtb", 90, bad_host_dtb),
+    test("qemu-virt", 120, qemu_virt),
+];
+
+fn main() -> ExitCode {
+    run_main(TESTS)
+}

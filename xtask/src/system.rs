@@ -1,0 +1,352 @@
+//! Turning an image directory (`system.dts` plus payload files) into
+//! `tessera.img`: compile the description, check it with the kernel's own
+//! parser, resolve every module it names, and pack.
+//!
+//! The one idea: the build runs exactly the parser the kernel runs at boot
+//! (`tessera_kernel::config::parse_system`), so a description the kernel
+//! would reject never becomes an image, and the error names node and property.
+
+use crate::error::{io, Error};
+use crate::flat::{flatten_file, FlatBinary};
+use crate::pack::{pack, Module};
+use crate::tools::{compile_dts, release_binary, GUEST_TARGET, KERNEL_TARGET};
+use std::path::{Path, PathBuf};
+use tessera_ipc::image::ModuleKind;
+
+/// The module name that means "the test guest built from this workspace".
+pub const TESTGUEST_MODULE: &str = "testguest";
+/// The name under which the system description itself is packed.
+pub const SYSTEM_DTB_MODULE: &str = "system.dtb";
+
+/// Payloads built from the workspace, by module name.
+pub struct BuiltPayloads {
+    pub testguest: Vec<u8>,
+}
+
+/// A compiled, validated system description.
+pub struct Description {
+    pub dtb: Vec<u8>,
+    /// (name, kind) of every module it references, in first-use order.
+    pub modules: Vec<(String, ModuleKind)>,
+}
+
+/// Compiles and validates `<image_dir>/system.dts`.
+pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
+    let dts = image_dir.join("system.dts");
+    if !dts.is_file() {
+        return Err(Error::Config {
+            path: dts,
+            message: "no such file; an image directory needs a system.dts".into(),
+        });
+    }
+    let dtb = compile_dts(&dts)?;
+    let config = tessera_kernel::config::parse_system(&dtb).map_err(|e| Error::Config {
+        path: dts.clone(),
+        message: e.to_string(),
+    })?;
+
+    let mut modules: Vec<(String, ModuleKind)> = Vec::new();
+    let mut add = |name: &str, kind: ModuleKind| -> Result<(), Error> {
+        match modules.iter().find(|(n, _)| n == name) {
+            Some((_, k)) if *k != kind => Err(Error::BadModule {
+                name: name.into(),
+                reason: format!("used both as {k:?} and as {kind:?}"),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                modules.push((name.into(), kind));
+                Ok(())
+            }
+        }
+    };
+    for domain in &config.domains {
+        add(domain.kernel.name.as_str(), ModuleKind::Kernel)?;
+        if let Some(ramdisk) = &domain.ramdisk {
+            add(ramdisk.name.as_str(), ModuleKind::Ramdisk)?;
+        }
+    }
+    // Every name the description references must be packed; one we cannot
+    // classify would boot without its payload, so refuse it here.
+    for name in config.module_names() {
+        if !modules.iter().any(|(n, _)| n == name) {
+            return Err(Error::BadModule {
+                name: name.into(),
+                reason: "referenced by system.dts but neither a domain kernel nor a ramdisk".into(),
+            });
+        }
+    }
+    Ok(Description { dtb, modules })
+}
+
+/// Finds the bytes of module `name`: a workspace payload or a file next to
+/// `system.dts`.
+pub fn resolve_module(
+    name: &str,
+    image_dir: &Path,
+    payloads: &BuiltPayloads,
+) -> Result<Vec<u8>, Error> {
+    if name == TESTGUEST_MODULE {
+        return Ok(payloads.testguest.clone());
+    }
+    let path = image_dir.join(name);
+    // A module name is a plain file name, never a path out of the image.
+    if name.contains('/') || name == ".." || !path.is_file() {
+        return Err(Error::UnknownModule {
+            name: name.into(),
+            image: image_dir.to_path_buf(),
+        });
+    }
+    std::fs::read(&path).map_err(io(path))
+}
+
+/// Builds the image for `image_dir` from an already-flattened kernel.
+pub fn build_image(
+    image_dir: &Path,
+    kernel: &FlatBinary,
+    payloads: &BuiltPayloads,
+) -> Result<Vec<u8>, Error> {
+    let description = load_description(image_dir)?;
+    let mut modules = vec![Module {
+        name: SYSTEM_DTB_MODULE.into(),
+        kind: ModuleKind::SystemDtb,
+        data: description.dtb,
+    }];
+    for (name, kind) in description.modules {
+        let data = resolve_module(&name, image_dir, payloads)?;
+        modules.push(Module { name, kind, data });
+    }
+    pack(&kernel.bytes, kernel.footprint, &modules)
+}
+
+/// The built kernel and payloads, flattened, with the test guest also
+/// written out as `target/images/testguest.bin` for native runs.
+pub struct Artefacts {
+    pub kernel: FlatBinary,
+    pub payloads: BuiltPayloads,
+}
+
+/// Flattens the release binaries that `tools::build_binaries` produced.
+pub fn flatten_artefacts() -> Result<Artefacts, Error> {
+    let kernel = flatten_file(&release_binary(KERNEL_TARGET, "tessera-kernel"))?;
+    let testguest = flatten_file(&release_binary(GUEST_TARGET, "tessera-testguest"))?;
+    let bin = testguest_bin();
+    write_file(&bin, &testguest.bytes)?;
+    Ok(Artefacts {
+        kernel,
+        payloads: BuiltPayloads {
+            testguest: testguest.bytes,
+        },
+    })
+}
+
+/// The flat test-guest binary, bootable bare on QEMU (`-append "native …"`).
+pub fn testguest_bin() -> PathBuf {
+    crate::images_dir().join("testguest.bin")
+}
+
+/// Output path of an image directory: `target/images/<dir name>/tessera.img`.
+pub fn image_output(image_dir: &Path) -> PathBuf {
+    let name = image_dir
+        .file_name()
+        .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+    crate::images_dir().join(name).join("tessera.img")
+}
+
+/// Builds `image_dir` and writes it to [`image_output`].
+pub fn build_and_write(image_dir: &Path, artefacts: &Artefacts) -> Result<PathBuf, Error> {
+    let image = build_image(image_dir, &artefacts.kernel, &artefacts.payloads)?;
+    let out = image_output(image_dir);
+    write_file(&out, &image)?;
+    Ok(out)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+    }
+    std::fs::write(path, bytes).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::{read_table, table_offset};
+    use crate::tools::{find_program, DTC};
+
+    /// Tests that need dtc say so and pass when it is missing, so a plain
+    /// `cargo test` works before `scripts/setup.sh` (CI runs setup first).
+    fn have_dtc() -> bool {
+        let found = find_program(DTC).is_some();
+        if !found {
+            eprintln!("skipped: dtc is not installed (run scripts/setup.sh)");
+        }
+        found
+    }
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("xtask-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn system_dts(domain: &str, cpus: &str, modules: &str) -> String {
+        format!(
+            r#"/dts-v1/;
+/ {{
+    #address-cells = <2>; #size-cells = <2>;
+    chosen {{
+        #address-cells = <1>; #size-cells = <1>;
+        {domain} {{
+            compatible = "xen,domain";
+            #address-cells = <1>; #size-cells = <1>;
+            memory = <0x0 0x4000>;
+            cpus = {cpus};
+            {modules}
+        }};
+    }};
+}};
+"#
+        )
+    }
+
+    const KERNEL_MODULE: &str = r#"module@0 {
+                compatible = "multiboot,kernel", "multiboot,module";
+                tessera,module = "KERNEL";
+                bootargs = "test=hypercalls";
+            };"#;
+
+    fn fake_kernel() -> FlatBinary {
+        let mut bytes = vec![0u8; 4096];
+        bytes[56..60].copy_from_slice(&tessera_ipc::image::ARM64_IMAGE_MAGIC.to_le_bytes());
+        FlatBinary {
+            bytes,
+            footprint: 0x2_0000,
+        }
+    }
+
+    fn payloads() -> BuiltPayloads {
+        BuiltPayloads {
+            testguest: b"guest payload".to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_image_round_trips_with_the_system_dtb_first() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = TempDir::new("roundtrip");
+        let dts = system_dts("hc", "<1>", &KERNEL_MODULE.replace("KERNEL", "testguest"));
+        std::fs::write(dir.0.join("system.dts"), dts).unwrap();
+        let image = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap();
+        let modules = read_table(&image, table_offset(0x2_0000)).unwrap();
+        assert_eq!(modules[0].name, SYSTEM_DTB_MODULE);
+        assert_eq!(modules[0].kind, ModuleKind::SystemDtb);
+        assert_eq!(&modules[0].data[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
+        assert_eq!(modules[1].name, TESTGUEST_MODULE);
+        assert_eq!(modules[1].kind, ModuleKind::Kernel);
+        assert_eq!(modules[1].data, payloads().testguest);
+    }
+
+    #[test]
+    fn a_module_file_next_to_the_description_is_packed() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = TempDir::new("file-module");
+        std::fs::write(
+            dir.0.join("system.dts"),
+            system_dts("hc", "<1>", &KERNEL_MODULE.replace("KERNEL", "custom.bin")),
+        )
+        .unwrap();
+        std::fs::write(dir.0.join("custom.bin"), b"custom").unwrap();
+        let image = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap();
+        let modules = read_table(&image, table_offset(0x2_0000)).unwrap();
+        assert_eq!(
+            (modules[1].name.as_str(), modules[1].data.as_slice()),
+            ("custom.bin", &b"custom"[..])
+        );
+    }
+
+    #[test]
+    fn a_missing_module_fails_naming_it() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = TempDir::new("missing-module");
+        std::fs::write(
+            dir.0.join("system.dts"),
+            system_dts("hc", "<1>", &KERNEL_MODULE.replace("KERNEL", "nowhere.bin")),
+        )
+        .unwrap();
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        assert!(
+            matches!(&err, Error::UnknownModule { name, .. } if name == "nowhere.bin"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("nowhere.bin"), "{err}");
+    }
+
+    /// The `bad-system-dts` system test: a malformed property fails the
+    /// build with a message naming its node and property.
+    #[test]
+    fn a_malformed_property_fails_naming_node_and_property() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = TempDir::new("bad-cpus");
+        std::fs::write(
+            dir.0.join("system.dts"),
+            system_dts(
+                "hc",
+                "\"two\"",
+                &KERNEL_MODULE.replace("KERNEL", "testguest"),
+            ),
+        )
+        .unwrap();
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Error::Config { .. }), "{message}");
+        assert!(
+            message.contains("/chosen/hc"),
+            "the error must name the node: {message}"
+        );
+        assert!(
+            message.contains("cpus"),
+            "the error must name the property: {message}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_fails_with_dtcs_message() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = TempDir::new("syntax");
+        std::fs::write(
+            dir.0.join("system.dts"),
+            "/dts-v1/;\n/ { chosen { oops }; };\n",
+        )
+        .unwrap();
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Dtc { message, .. } if message.contains("syntax error")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_directory_without_system_dts_is_an_error() {
+        let dir = TempDir::new("empty");
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        assert!(err.to_string().contains("system.dts"), "{err}");
+    }
+}
