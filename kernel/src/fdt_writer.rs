@@ -25,7 +25,7 @@ pub const FDT_PROP: u32 = 3;
 /// Structure-block token: no operation (left behind by in-place editors).
 pub const FDT_NOP: u32 = 4;
 /// Structure-block token: end of the structure block.
-pub const FDT_END: u32 = 5;
+pub const FDT_END: u32 = 9;
 /// Size of the v17 header: ten big-endian words.
 pub const FDT_HEADER_SIZE: usize = 40;
 /// The version this writer emits (and the oldest the readers accept).
