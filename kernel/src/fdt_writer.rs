@@ -74,7 +74,9 @@ impl fmt::Display for DtWriteError {
             Self::NoOpenNode => f.write_str("end_node without an open node"),
             Self::MisplacedNode => f.write_str("a tree has exactly one root node"),
             Self::Unbalanced => f.write_str("tree finished with nodes still open or no root"),
-            Self::InvalidName => f.write_str("name contains NUL or '/', or is empty"),
+            Self::InvalidName => {
+                f.write_str("empty name, NUL or '/' in a name, or NUL inside a string value")
+            }
             Self::TooLarge => f.write_str("device tree larger than 4 GiB"),
             Self::InvalidParameter(what) => write!(f, "invalid parameter: {what}"),
         }

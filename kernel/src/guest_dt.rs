@@ -1,1 +1,410 @@
-//! Placeholder; being written.
+//! Generates the device tree a domain receives in x0.
+//!
+//! The one idea: the guest sees QEMU `virt`'s platform (the addresses in
+//! `tessera_ipc::platform`), described the way QEMU describes it, so an
+//! unmodified arm64 Linux or a binary built for `virt` boots unchanged. Only
+//! RAM, the vCPU count, the command line, the initrd and the optional PL011
+//! vary per domain.
+
+use core::fmt::Write;
+
+use tessera_ipc::platform::{
+    vcpu_mpidr, GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, MAX_VCPUS_PER_DOMAIN, PL011_BASE,
+    PL011_SIZE, VTIMER_INTID,
+};
+
+use crate::fdt_writer::{DtWriteError, FdtWriter};
+
+/// What varies between domains' device trees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestDtParams<'a> {
+    /// Guest RAM, as IPAs.
+    pub ram_base: u64,
+    pub ram_size: u64,
+    /// 1..=`MAX_VCPUS_PER_DOMAIN`.
+    pub vcpus: u32,
+    pub bootargs: &'a str,
+    /// The initrd's IPA range, start and end (exclusive).
+    pub initrd: Option<(u64, u64)>,
+    /// Whether to describe the emulated PL011 (and make it the console).
+    pub vpl011: bool,
+}
+
+/// Phandle of the GIC, the root's `interrupt-parent`.
+const GIC_PHANDLE: u32 = 1;
+/// Phandle of the PL011's fixed 24 MHz clock.
+const APB_CLOCK_PHANDLE: u32 = 2;
+/// The PL011's reference clock, as QEMU `virt` describes it.
+const APB_CLOCK_HZ: u32 = 24_000_000;
+
+/// `interrupts` type cells (Linux binding `arm,gic-v3`).
+const GIC_SPI: u32 = 0;
+const GIC_PPI: u32 = 1;
+/// Level-high trigger. On GICv3 the PPI CPU-mask bits of the flags cell are
+/// not used (QEMU sets them only for GICv2), so the flags are just this.
+const IRQ_TYPE_LEVEL_HIGH: u32 = 4;
+/// PPIs are numbered from INTID 16 in the DT.
+const PPI_INTID_BASE: u32 = 16;
+/// Timer PPIs other than the virtual timer, as INTIDs: the Arm Base System
+/// Architecture's recommended assignment, which QEMU `virt` uses.
+const SECURE_PHYS_TIMER_INTID: u32 = 29;
+const NONSECURE_PHYS_TIMER_INTID: u32 = 30;
+const HYP_TIMER_INTID: u32 = 26;
+/// The PL011's SPI number (INTID 33), as on QEMU `virt` (`VIRT_UART`).
+const PL011_SPI: u32 = 1;
+/// MPIDR_EL1 Aff2..Aff0: what a cpu node's one-cell `reg` holds.
+const MPIDR_AFFINITY_MASK: u64 = 0x00ff_ffff;
+
+/// Writes the guest DT for `p` into `out` and returns its size.
+pub fn build_guest_dt(p: &GuestDtParams, out: &mut [u8]) -> Result<usize, DtWriteError> {
+    if p.vcpus == 0 || p.vcpus as usize > MAX_VCPUS_PER_DOMAIN {
+        return Err(DtWriteError::InvalidParameter("vcpus"));
+    }
+    if p.ram_size == 0 || p.ram_base.checked_add(p.ram_size).is_none() {
+        return Err(DtWriteError::InvalidParameter("ram"));
+    }
+    if p.initrd.is_some_and(|(start, end)| end < start) {
+        return Err(DtWriteError::InvalidParameter("initrd"));
+    }
+
+    let mut w = FdtWriter::new(out)?;
+    w.begin_node("")?;
+    w.property_string("compatible", "linux,dummy-virt")?;
+    w.property_string("model", "linux,dummy-virt")?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+
+    write_chosen(&mut w, p)?;
+
+    w.begin_node(&unit_name("memory", p.ram_base)?)?;
+    w.property_string("device_type", "memory")?;
+    w.property_u64s("reg", &[p.ram_base, p.ram_size])?;
+    w.end_node()?;
+
+    write_cpus(&mut w, p.vcpus)?;
+
+    w.begin_node("psci")?;
+    w.property_strings("compatible", &["arm,psci-1.0", "arm,psci-0.2", "arm,psci"])?;
+    w.property_string("method", "hvc")?;
+    w.end_node()?;
+
+    w.begin_node(&unit_name("intc", GICD_BASE)?)?;
+    w.property_string("compatible", "arm,gic-v3")?;
+    w.property_u32("#interrupt-cells", 3)?;
+    w.property_empty("interrupt-controller")?;
+    w.property_u32("#redistributor-regions", 1)?;
+    let gicr_size = u64::from(p.vcpus) * GICR_STRIDE;
+    w.property_u64s("reg", &[GICD_BASE, GICD_SIZE, GICR_BASE, gicr_size])?;
+    w.property_u32("phandle", GIC_PHANDLE)?;
+    w.end_node()?;
+
+    w.begin_node("timer")?;
+    w.property_strings("compatible", &["arm,armv8-timer", "arm,armv7-timer"])?;
+    let ppi = |intid: u32| [GIC_PPI, intid - PPI_INTID_BASE, IRQ_TYPE_LEVEL_HIGH];
+    let [s0, s1, s2] = ppi(SECURE_PHYS_TIMER_INTID);
+    let [p0, p1, p2] = ppi(NONSECURE_PHYS_TIMER_INTID);
+    let [v0, v1, v2] = ppi(VTIMER_INTID);
+    let [h0, h1, h2] = ppi(HYP_TIMER_INTID);
+    w.property_cells(
+        "interrupts",
+        &[s0, s1, s2, p0, p1, p2, v0, v1, v2, h0, h1, h2],
+    )?;
+    w.property_empty("always-on")?;
+    w.end_node()?;
+
+    if p.vpl011 {
+        write_pl011(&mut w)?;
+    }
+
+    w.end_node()?;
+    w.finish()
+}
+
+fn write_chosen(w: &mut FdtWriter, p: &GuestDtParams) -> Result<(), DtWriteError> {
+    w.begin_node("chosen")?;
+    w.property_string("bootargs", p.bootargs)?;
+    if p.vpl011 {
+        let mut path = heapless::String::<32>::new();
+        path.push('/')
+            .map_err(|_| DtWriteError::InvalidParameter("stdout-path"))?;
+        path.push_str(&unit_name("pl011", PL011_BASE)?)
+            .map_err(|_| DtWriteError::InvalidParameter("stdout-path"))?;
+        w.property_string("stdout-path", &path)?;
+    }
+    if let Some((start, end)) = p.initrd {
+        w.property_u64("linux,initrd-start", start)?;
+        w.property_u64("linux,initrd-end", end)?;
+    }
+    w.end_node()
+}
+
+fn write_cpus(w: &mut FdtWriter, vcpus: u32) -> Result<(), DtWriteError> {
+    w.begin_node("cpus")?;
+    w.property_u32("#address-cells", 1)?;
+    w.property_u32("#size-cells", 0)?;
+    for n in 0..vcpus {
+        let reg = vcpu_mpidr(n) & MPIDR_AFFINITY_MASK;
+        w.begin_node(&unit_name("cpu", reg)?)?;
+        w.property_string("device_type", "cpu")?;
+        w.property_string("compatible", "arm,armv8")?;
+        // The mask keeps 24 bits, so this cannot truncate.
+        w.property_u32("reg", reg as u32)?;
+        w.property_string("enable-method", "psci")?;
+        w.end_node()?;
+    }
+    w.end_node()
+}
+
+fn write_pl011(w: &mut FdtWriter) -> Result<(), DtWriteError> {
+    w.begin_node("apb-pclk")?;
+    w.property_string("compatible", "fixed-clock")?;
+    w.property_u32("#clock-cells", 0)?;
+    w.property_u32("clock-frequency", APB_CLOCK_HZ)?;
+    w.property_string("clock-output-names", "clk24mhz")?;
+    w.property_u32("phandle", APB_CLOCK_PHANDLE)?;
+    w.end_node()?;
+
+    w.begin_node(&unit_name("pl011", PL011_BASE)?)?;
+    w.property_strings("compatible", &["arm,pl011", "arm,primecell"])?;
+    w.property_u64s("reg", &[PL011_BASE, PL011_SIZE])?;
+    w.property_cells("interrupts", &[GIC_SPI, PL011_SPI, IRQ_TYPE_LEVEL_HIGH])?;
+    w.property_cells("clocks", &[APB_CLOCK_PHANDLE, APB_CLOCK_PHANDLE])?;
+    w.property_strings("clock-names", &["uartclk", "apb_pclk"])?;
+    w.end_node()
+}
+
+/// `name@<hex address>`, the devicetree convention for unit names.
+fn unit_name(name: &str, address: u64) -> Result<heapless::String<32>, DtWriteError> {
+    let mut s = heapless::String::new();
+    write!(s, "{name}@{address:x}").map_err(|_| DtWriteError::InvalidParameter("node name"))?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::dtb;
+
+    fn params() -> GuestDtParams<'static> {
+        GuestDtParams {
+            ram_base: tessera_ipc::platform::RAM_BASE,
+            ram_size: 256 << 20,
+            vcpus: 2,
+            bootargs: "console=ttyAMA0 earlycon",
+            initrd: Some((0x4800_0000, 0x4880_0000)),
+            vpl011: true,
+        }
+    }
+
+    fn build(p: &GuestDtParams) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        let n = build_guest_dt(p, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn cells(v: &[u8]) -> Vec<u32> {
+        v.chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn u64s(v: &[u8]) -> Vec<u64> {
+        v.chunks(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn describes_the_virt_platform() {
+        let blob = build(&params());
+        // Our own checker accepts it (properties before subnodes, no NOPs...).
+        let fdt = dtb::open(&blob).unwrap();
+        let root = fdt.find_node("/").unwrap();
+        assert_eq!(root.compatible().unwrap().first(), "linux,dummy-virt");
+        assert_eq!(root.cell_sizes().address_cells, 2);
+        assert_eq!(root.cell_sizes().size_cells, 2);
+        let gic = fdt.find_node("/intc@8000000").unwrap();
+        assert_eq!(
+            root.property("interrupt-parent").unwrap().value,
+            gic.property("phandle").unwrap().value
+        );
+
+        let mem = fdt.find_node("/memory@40000000").unwrap();
+        assert_eq!(
+            u64s(mem.property("reg").unwrap().value),
+            [0x4000_0000, 256 << 20]
+        );
+        assert_eq!(
+            mem.property("device_type").unwrap().as_str(),
+            Some("memory")
+        );
+
+        let cpus: Vec<_> = fdt.cpus().map(|c| c.ids().first()).collect();
+        assert_eq!(cpus, [0, 1]);
+        for cpu in fdt.find_node("/cpus").unwrap().children() {
+            assert_eq!(
+                cpu.property("enable-method").unwrap().as_str(),
+                Some("psci")
+            );
+            assert_eq!(cpu.property("device_type").unwrap().as_str(), Some("cpu"));
+        }
+
+        let psci = fdt.find_node("/psci").unwrap();
+        assert_eq!(psci.property("method").unwrap().as_str(), Some("hvc"));
+        assert!(psci
+            .compatible()
+            .unwrap()
+            .all()
+            .any(|c| c == "arm,psci-0.2"));
+
+        assert_eq!(gic.compatible().unwrap().first(), "arm,gic-v3");
+        assert_eq!(gic.interrupt_cells(), Some(3));
+        assert!(gic.property("interrupt-controller").is_some());
+        assert_eq!(
+            u64s(gic.property("reg").unwrap().value),
+            [GICD_BASE, GICD_SIZE, GICR_BASE, 2 * GICR_STRIDE]
+        );
+
+        let timer = fdt.find_node("/timer").unwrap();
+        assert_eq!(
+            cells(timer.property("interrupts").unwrap().value),
+            [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
+        );
+        assert!(timer.property("always-on").is_some());
+
+        let chosen = fdt.chosen();
+        assert_eq!(chosen.bootargs(), Some("console=ttyAMA0 earlycon"));
+        let uart = chosen.stdout().unwrap();
+        assert_eq!(uart.name, "pl011@9000000");
+        assert_eq!(
+            u64s(uart.property("reg").unwrap().value),
+            [PL011_BASE, PL011_SIZE]
+        );
+        assert_eq!(cells(uart.property("interrupts").unwrap().value), [0, 1, 4]);
+        let clock = fdt.find_node("/apb-pclk").unwrap();
+        assert_eq!(
+            cells(uart.property("clocks").unwrap().value),
+            [APB_CLOCK_PHANDLE; 2]
+        );
+        assert_eq!(
+            cells(clock.property("phandle").unwrap().value),
+            [APB_CLOCK_PHANDLE]
+        );
+        assert_eq!(
+            cells(clock.property("clock-frequency").unwrap().value),
+            [24_000_000]
+        );
+        let n = fdt.find_node("/chosen").unwrap();
+        assert_eq!(
+            n.property("linux,initrd-start").unwrap().as_usize(),
+            Some(0x4800_0000)
+        );
+        assert_eq!(
+            n.property("linux,initrd-end").unwrap().as_usize(),
+            Some(0x4880_0000)
+        );
+    }
+
+    #[test]
+    fn host_parser_reads_it_back() {
+        // The guest DT has the same shape as a host DT, so the host parser
+        // is a second, independent reader of the GIC, UART, CPUs and timer.
+        let mut p = params();
+        p.vcpus = 8;
+        let host = crate::hostdt::parse_host(&build(&p)).unwrap();
+        assert_eq!(host.cpus.len(), 8);
+        assert_eq!(host.cpus[7], vcpu_mpidr(7) & MPIDR_AFFINITY_MASK);
+        assert_eq!(host.gicd.base, GICD_BASE);
+        assert_eq!(host.gicr.size, 8 * GICR_STRIDE);
+        assert_eq!(host.uart.base, PL011_BASE);
+        assert_eq!(host.timer_ppis.virt, VTIMER_INTID);
+        assert_eq!(host.timer_ppis.hyp, HYP_TIMER_INTID);
+        assert_eq!(host.timer_ppis.phys, NONSECURE_PHYS_TIMER_INTID);
+    }
+
+    #[test]
+    fn optional_parts_are_left_out() {
+        let mut p = params();
+        p.vpl011 = false;
+        p.initrd = None;
+        p.bootargs = "";
+        let blob = build(&p);
+        let fdt = dtb::open(&blob).unwrap();
+        assert!(fdt.find_node("/pl011@9000000").is_none());
+        assert!(fdt.find_node("/apb-pclk").is_none());
+        let chosen = fdt.find_node("/chosen").unwrap();
+        assert!(chosen.property("stdout-path").is_none());
+        assert!(chosen.property("linux,initrd-start").is_none());
+        assert_eq!(chosen.property("bootargs").unwrap().value, b"\0");
+    }
+
+    #[test]
+    fn too_small_buffer_is_an_error() {
+        let size = build(&params()).len();
+        for len in 0..size {
+            let mut buf = vec![0u8; len];
+            assert_eq!(
+                build_guest_dt(&params(), &mut buf),
+                Err(DtWriteError::BufferTooSmall { capacity: len })
+            );
+        }
+    }
+
+    #[test]
+    fn bad_parameters_are_errors() {
+        let mut buf = [0u8; 4096];
+        for (p, what) in [
+            (
+                GuestDtParams {
+                    vcpus: 0,
+                    ..params()
+                },
+                "vcpus",
+            ),
+            (
+                GuestDtParams {
+                    vcpus: 9,
+                    ..params()
+                },
+                "vcpus",
+            ),
+            (
+                GuestDtParams {
+                    ram_size: 0,
+                    ..params()
+                },
+                "ram",
+            ),
+            (
+                GuestDtParams {
+                    ram_base: u64::MAX,
+                    ..params()
+                },
+                "ram",
+            ),
+            (
+                GuestDtParams {
+                    initrd: Some((2, 1)),
+                    ..params()
+                },
+                "initrd",
+            ),
+            (
+                GuestDtParams {
+                    bootargs: "a\0b",
+                    ..params()
+                },
+                "",
+            ),
+        ] {
+            let err = build_guest_dt(&p, &mut buf).unwrap_err();
+            if what.is_empty() {
+                assert_eq!(err, DtWriteError::InvalidName);
+            } else {
+                assert_eq!(err, DtWriteError::InvalidParameter(what));
+            }
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! The hypervisor proper: global state, boot, domain building and the
+//! per-pCPU scheduler loop. Trap handling is in `trap.rs`.
+//!
+//! Ownership is static: a vCPU is placed on one pCPU when its domain is built
+//! and only that pCPU ever touches its register frame, so frames need no
+//! lock. What other pCPUs may change (power state, "interrupt pending" hints,
+//! a domain's virtual GIC, console buffer, run state) is atomic or behind a
+//! spin lock, and they tell the owner with a kick SGI.
+
+pub mod console;
+mod trap;
+
+use crate::addr::{PhysAddr, BLOCK_2M, PAGE_SIZE};
+use crate::arch::aarch64::{self as arch, boot, gic, guest, guest::VcpuFrame, mmu};
+use crate::pagetable::{Attrs, PageTable, Stage2};
+use console::{log, LineBuffer};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use tessera_ipc::image::{Arm64ImageHeader, ModuleKind, ARM64_IMAGE_MAGIC};
+use tessera_ipc::platform;
+use tessera_kernel::config::{self, DomainConfig};
+use tessera_kernel::guest_dt::{self, GuestDtParams};
+use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
+use tessera_kernel::image::ModuleTable;
+use tessera_kernel::power::VcpuPower;
+use tessera_kernel::sched::{self, RunQueue};
+use tessera_kernel::vgic::Vgic;
+use zerocopy::FromBytes;
+
+/// Most domains.
+pub const MAX_DOMAINS: usize = config::MAX_DOMAINS;
+/// Most vCPUs in the whole system.
+pub const MAX_VCPUS: usize = 64;
+/// Time slice when several vCPUs share a pCPU, in microseconds.
+const SLICE_US: u64 = 2000;
+/// The guest DTB sits this far below the top of guest RAM.
+const GUEST_DTB_RESERVE: u64 = BLOCK_2M;
+
+const DOMAIN_RUNNING: u8 = 0;
+const DOMAIN_STOPPED: u8 = 1;
+
+/// What the kernel keeps of a domain after building it.
+pub struct Domain {
+    pub id: u16,
+    pub name: heapless::String<32>,
+    pub s2_root: u64,
+    pub ram_pa: u64,
+    pub ram_size: u64,
+    pub nr_vcpus: usize,
+    pub first_vcpu: usize,
+    pub entry: u64,
+    pub dtb_ipa: u64,
+    pub state: AtomicU8,
+    pub generation: AtomicU32,
+    pub vgic: spin::Mutex<Vgic>,
+    pub console: spin::Mutex<LineBuffer>,
+    /// Where the payload lives in the image, to reload it on reboot.
+    payload: &'static [u8],
+    load_offset: u64,
+    bootargs: heapless::String<256>,
+    vpl011: bool,
+}
+
+impl Domain {
+    pub fn is_running(&self) -> bool {
+        self.state.load(Ordering::Acquire) == DOMAIN_RUNNING
+    }
+
+    /// The host physical address backing `ipa`, if it is this domain's RAM
+    /// and `[ipa, ipa+len)` stays inside it.
+    pub fn ram_pa_of(&self, ipa: u64, len: u64) -> Option<u64> {
+        let off = ipa.checked_sub(platform::RAM_BASE)?;
+        if off.checked_add(len)? > self.ram_size {
+            return None;
+        }
+        Some(self.ram_pa + off)
+    }
+}
+
+/// One vCPU: its frame (owner pCPU only) and what others may signal.
+pub struct Vcpu {
+    frame: UnsafeCell<VcpuFrame>,
+    owner: UnsafeCell<OwnerState>,
+    pub power: VcpuPower,
+    pub domain: AtomicUsize,
+    pub index: AtomicUsize,
+    pub pcpu: AtomicUsize,
+    /// Something was made pending for this vCPU since its LRs were filled.
+    pub irq_hint: AtomicBool,
+}
+
+/// State only the owning pCPU touches.
+#[derive(Default)]
+pub struct OwnerState {
+    pub blocked: bool,
+    /// Bitmap of list registers holding one of this vCPU's interrupts.
+    pub lr_used: u8,
+    pub lr_intid: [u32; gic::NR_LRS],
+    /// Whether the vCPU's timer is live in the hardware.
+    pub timer_in_hw: bool,
+}
+
+// SAFETY: `frame` and `owner` are only accessed by the pCPU the vCPU is
+// placed on (see `Vcpu::frame`), everything else is atomic.
+unsafe impl Sync for Vcpu {}
+
+impl Vcpu {
+    const fn new() -> Self {
+        Self {
+            frame: UnsafeCell::new(VcpuFrame::new()),
+            owner: UnsafeCell::new(OwnerState { blocked: false, lr_used: 0, lr_intid: [0; gic::NR_LRS], timer_in_hw: false }),
+            power: VcpuPower::new(),
+            domain: AtomicUsize::new(0),
+            index: AtomicUsize::new(0),
+            pcpu: AtomicUsize::new(0),
+            irq_hint: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Per-pCPU scheduler state (owner only, except `mpidr`).
+pub struct Pcpu {
+    pub mpidr: AtomicU64,
+    inner: UnsafeCell<PcpuInner>,
+}
+
+struct PcpuInner {
+    runq: RunQueue,
+    current: Option<usize>,
+    loaded: Option<usize>,
+    slice_expired: bool,
+}
+
+// SAFETY: `inner` is only touched by its own pCPU (indexed by this pCPU's id).
+unsafe impl Sync for Pcpu {}
+
+static VCPUS: [Vcpu; MAX_VCPUS] = [const { Vcpu::new() }; MAX_VCPUS];
+static PCPUS: [Pcpu; boot::MAX_PCPUS] = [const {
+    Pcpu {
+        mpidr: AtomicU64::new(0),
+        inner: UnsafeCell::new(PcpuInner { runq: RunQueue::new(), current: None, loaded: None, slice_expired: false }),
+    }
+}; boot::MAX_PCPUS];
+static DOMAINS: spin::Once<heapless::Vec<Domain, MAX_DOMAINS>> = spin::Once::new();
+static LIVE_DOMAINS: AtomicUsize = AtomicUsize::new(0);
+static NR_PCPUS: AtomicUsize = AtomicUsize::new(1);
+static PSCI_SMC: AtomicBool = AtomicBool::new(true);
+static GICR: AtomicU64 = AtomicU64::new(0);
+static GICR_SIZE: AtomicU64 = AtomicU64::new(0);
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// The domains (empty until boot has built them).
+pub fn domains() -> &'static [Domain] {
+    DOMAINS.get().map(|d| d.as_slice()).unwrap_or(&[])
+}
+
+/// vCPU by global index.
+pub fn vcpu(v: usize) -> Option<&'static Vcpu> {
+    VCPUS.get(v)
+}
+
+/// The domain a vCPU belongs to.
+pub fn domain_of(v: usize) -> Option<&'static Domain> {
+    domains().get(vcpu(v)?.domain.load(Ordering::Relaxed))
+}
+
+/// The global index of the vCPU whose frame is at `frame` (trap entry
+/// passes the frame, not the index, so recover it by address).
+pub fn vcpu_of_frame(frame: *const VcpuFrame) -> Option<usize> {
+    let base = VCPUS.as_ptr() as usize + core::mem::offset_of!(Vcpu, frame);
+    let off = (frame as usize).checked_sub(base)?;
+    let v = off / core::mem::size_of::<Vcpu>();
+    (v < MAX_VCPUS && off % core::mem::size_of::<Vcpu>() == 0).then_some(v)
+}
+
+/// This pCPU's index, found by MPIDR (slow path only: the trap path knows
+/// its pCPU from the vCPU's placement).
+pub fn this_pcpu() -> usize {
+    let m = arch::mpidr();
+    let n = NR_PCPUS.load(Ordering::Relaxed);
+    (0..n).find(|&i| PCPUS[i].mpidr.load(Ordering::Relaxed) == m).unwrap_or(0)
+}
+
+/// The owner-only parts of vCPU `v`.
+///
+/// # Safety
+/// Must only be called on the pCPU `v` is placed on, and the returned
+/// references must not outlive the current trap or scheduler step.
+pub unsafe fn owned(v: usize) -> (&'static mut VcpuFrame, &'static mut OwnerState) {
+    let slot = &VCPUS[v];
+    // SAFETY: per the contract, only the owning pCPU calls this and it never
+    // holds two such references to the same vCPU at once.
+    unsafe { (&mut *slot.frame.get(), &mut *slot.owner.get()) }
+}
+
+/// This pCPU's scheduler state.
+///
+/// # Safety
+/// Must be called with `p == this_pcpu()`; one reference at a time.
+unsafe fn pcpu_inner(p: usize) -> &'static mut PcpuInner {
+    // SAFETY: per the contract, only pCPU `p` touches its own state.
+    unsafe { &mut *PCPUS[p].inner.get() }
+}
+
+fn halt_with(reason: core::fmt::Arguments<'_>) -> ! {
+    log!("{}; halting", reason);
+    arch::halt()
+}
+
+/// Boot pCPU entry, from `boot.rs`, MMU off, x0 = host DTB.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_main(dtb_addr: u64) -> ! {
+    // Bound the blob by its own header before parsing it.
+    // SAFETY: firmware passes the DTB address in x0; we read only the
+    // 40-byte header here, which lies in RAM.
+    let header = unsafe { core::slice::from_raw_parts(dtb_addr as *const u8, 40) };
+    let Some(total) = hostdt::dtb_total_size(header) else {
+        // No UART known yet: nothing can be printed.
+        arch::halt()
+    };
+    // SAFETY: the header says the blob is `total` bytes long; firmware
+    // placed it in RAM and nothing else uses that memory.
+    let dtb: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb_addr as *const u8, total) };
+    let host = match hostdt::parse_host(dtb) {
+        Ok(h) => h,
+        Err(e) => {
+            // Try to find a UART anyway to say why we stop.
+            if let Some(uart) = find_pl011(dtb) {
+                arch::uart::init(uart);
+            }
+            halt_with(format_args!("bad host device tree: {e}"))
+        }
+    };
+    arch::uart::init(host.uart.base);
+    boot_with(&host, dtb_addr, total as u64)
+}
+
+/// Best effort for reporting a broken host DTB: the first PL011's base.
+fn find_pl011(dtb: &[u8]) -> Option<u64> {
+    let fdt = fdt::Fdt::new(dtb).ok()?;
+    let node = fdt.find_compatible(&["arm,pl011"])?;
+    node.reg()?.next().map(|r| r.starting_address as u64)
+}
+
+fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
+    let ncpu = host.cpus.len().clamp(1, boot::MAX_PCPUS);
+    NR_PCPUS.store(ncpu, Ordering::Relaxed);
+    for (i, &m) in host.cpus.iter().take(ncpu).enumerate() {
+        PCPUS[i].mpidr.store(m & 0xff_00ff_ffff, Ordering::Relaxed);
+    }
+    PSCI_SMC.store(host.psci_conduit == Conduit::Smc, Ordering::Relaxed);
+
+    let ram: heapless::Vec<(u64, u64), 8> = host.memory.iter().map(|r| (r.base, r.size)).collect();
+    let devices = [(host.gicd.base, host.gicd.size), (host.gicr.base, host.gicr.size), (host.uart.base, host.uart.size)];
+    let root = match mmu::build_el2_map(&ram, &devices) {
+        Ok(r) => r,
+        Err(e) => halt_with(format_args!("cannot build the EL2 map: {e:?}")),
+    };
+    mmu::enable(root);
+    EL2_ROOT.store(root.raw(), Ordering::Relaxed);
+    log!("EL2 kernel up: {} pCPUs, {} MiB RAM, GICv3 at {:#x}", ncpu, ram.iter().map(|r| r.1).sum::<u64>() >> 20, host.gicd.base);
+
+    gic::init_distributor(host.gicd.base);
+    GICR.store(host.gicr.base, Ordering::Relaxed);
+    GICR_SIZE.store(host.gicr.size, Ordering::Relaxed);
+    init_this_cpu(0);
+
+    // The module table follows the kernel's footprint.
+    let table_addr = boot::kernel_end();
+    // SAFETY: the unified image was loaded in one piece; the header part is
+    // read first and the full length only after the header bounds it.
+    let probe = unsafe { core::slice::from_raw_parts(table_addr as *const u8, 24) };
+    let total = u64::from_le_bytes(probe.get(16..24).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
+    let in_ram = ram.iter().any(|&(b, s)| table_addr >= b && table_addr.saturating_add(total) <= b + s);
+    if !in_ram || total < 24 {
+        halt_with(format_args!("no module table after the kernel (image not built by `cargo xtask build`?)"));
+    }
+    // SAFETY: the range was just checked to lie in RAM.
+    let image: &'static [u8] = unsafe { core::slice::from_raw_parts(table_addr as *const u8, total as usize) };
+    let table = match ModuleTable::parse(image) {
+        Ok(t) => t,
+        Err(e) => halt_with(format_args!("bad unified image: {e}")),
+    };
+    if let Err(e) = table.verify_all() {
+        halt_with(format_args!("bad unified image: {e}"));
+    }
+    let system = match table.first(ModuleKind::SystemDtb) {
+        Ok(m) => m.data,
+        Err(e) => halt_with(format_args!("bad unified image: system description: {e}")),
+    };
+    let cfg = match config::parse_system(system) {
+        Ok(c) => c,
+        Err(e) => halt_with(format_args!("bad system description: {e}")),
+    };
+
+    let reserved_end = (table_addr + total).max(dtb_addr + dtb_size);
+    let mut alloc = RamAllocator::new(&ram, boot::kernel_start(), reserved_end, host);
+    let mut built: heapless::Vec<Domain, MAX_DOMAINS> = heapless::Vec::new();
+    let mut next_vcpu = 0usize;
+    for (i, dc) in cfg.domains.iter().enumerate() {
+        match build_domain(i, dc, &table, &mut alloc, &mut next_vcpu, ncpu) {
+            Ok(d) => {
+                let _ = built.push(d);
+            }
+            Err(e) => halt_with(format_args!("cannot build domain {}: {}", dc.name, e)),
+        }
+    }
+    LIVE_DOMAINS.store(built.len(), Ordering::Release);
+    DOMAINS.call_once(|| built);
+    for d in domains() {
+        start_domain(d);
+    }
+
+    // Secondary pCPUs start only now, so they see the finished domains.
+    for i in 1..ncpu {
+        let m = PCPUS[i].mpidr.load(Ordering::Relaxed);
+        let r = arch::firmware_call(PSCI_SMC.load(Ordering::Relaxed), 0xC400_0003, m, boot::secondary_entry as *const () as u64, i as u64);
+        if r != 0 {
+            log!("pcpu{} did not start (PSCI {})", i, r as i64);
+        }
+    }
+    scheduler_entry(0)
+}
+
+static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Secondary pCPU entry, from `boot.rs`, MMU off.
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main(idx: u64) -> ! {
+    mmu::enable(PhysAddr(EL2_ROOT.load(Ordering::Relaxed)));
+    let p = idx as usize;
+    init_this_cpu(p);
+    scheduler_entry(p)
+}
+
+fn init_this_cpu(p: usize) {
+    let mpidr = PCPUS.get(p).map(|c| c.mpidr.load(Ordering::Relaxed)).unwrap_or(0);
+    if gic::init_cpu(GICR.load(Ordering::Relaxed), GICR_SIZE.load(Ordering::Relaxed), mpidr).is_err() {
+        halt_with(format_args!("pcpu{p}: no redistributor for MPIDR {mpidr:#x}"));
+    }
+    guest::init_el2_controls();
+    STARTED.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Host RAM handed out to domains, 2 MiB at a time, skipping what the
+/// kernel, the image and the host DTB occupy.
+struct RamAllocator {
+    regions: heapless::Vec<(u64, u64), 8>,
+    reserved: heapless::Vec<(u64, u64), 16>,
+    next: u64,
+}
+
+impl RamAllocator {
+    fn new(ram: &[(u64, u64)], kernel_start: u64, reserved_end: u64, host: &HostPlatform) -> Self {
+        let mut reserved: heapless::Vec<(u64, u64), 16> = heapless::Vec::new();
+        let _ = reserved.push((kernel_start, reserved_end));
+        for r in &host.reserved {
+            let _ = reserved.push((r.base, r.base.saturating_add(r.size)));
+        }
+        Self { regions: ram.iter().copied().collect(), reserved, next: 0 }
+    }
+
+    fn overlaps_reserved(&self, start: u64, end: u64) -> bool {
+        self.reserved.iter().any(|&(s, e)| start < e && s < end)
+    }
+
+    /// `size` bytes, 2 MiB aligned, not yet given out.
+    fn alloc(&mut self, size: u64) -> Option<u64> {
+        let size = size.next_multiple_of(BLOCK_2M);
+        for &(base, len) in &self.regions {
+            let mut start = base.max(self.next).next_multiple_of(BLOCK_2M);
+            while start.checked_add(size)? <= base + len {
+                let end = start + size;
+                if !self.overlaps_reserved(start, end) {
+                    self.next = end;
+                    let _ = self.reserved.push((start, end));
+                    return Some(start);
+                }
+                start += BLOCK_2M;
+            }
+        }
+        None
+    }
+
+    /// Claim a fixed range (`xen,static-mem`).
+    fn claim(&mut self, start: u64, size: u64) -> Option<u64> {
+        let end = start.checked_add(size)?;
+        let in_ram = self.regions.iter().any(|&(b, l)| start >= b && end <= b + l);
+        if !in_ram || self.overlaps_reserved(start, end) {
+            return None;
+        }
+        let _ = self.reserved.push((start, end));
+        Some(start)
+    }
+}
+
+fn build_domain(
+    i: usize,
+    dc: &DomainConfig,
+    table: &ModuleTable<'static>,
+    alloc: &mut RamAllocator,
+    next_vcpu: &mut usize,
+    ncpu: usize,
+) -> Result<Domain, &'static str> {
+    let size = dc.memory_bytes;
+    if size < 2 * GUEST_DTB_RESERVE {
+        return Err("memory must be at least 4 MiB");
+    }
+    let ram_pa = match &dc.static_mem {
+        Some(m) => alloc.claim(m.base, m.size).ok_or("xen,static-mem is not free host RAM")?,
+        None => alloc.alloc(size).ok_or("not enough free host RAM")?,
+    };
+    let mut frames = mmu::Frames;
+    let mut s2: PageTable<Stage2> = PageTable::new(&mut frames, 1, mmu::VA_BITS).map_err(|_| "out of table memory")?;
+    s2.map(&mut frames, platform::RAM_BASE, PhysAddr(ram_pa), size.next_multiple_of(PAGE_SIZE), Attrs::RAM)
+        .map_err(|_| "cannot map guest RAM")?;
+
+    let payload = table.find(ModuleKind::Kernel, &dc.kernel.name).map_err(|_| "kernel module missing from the image")?.data;
+    let load_offset = match Arm64ImageHeader::read_from_prefix(payload) {
+        Ok((h, _)) if h.magic.get() == ARM64_IMAGE_MAGIC => h.text_offset.get(),
+        _ => 0,
+    };
+    if load_offset.saturating_add(payload.len() as u64) > size - GUEST_DTB_RESERVE {
+        return Err("kernel does not fit in guest RAM");
+    }
+    if dc.vcpus as usize > platform::MAX_VCPUS_PER_DOMAIN || *next_vcpu + dc.vcpus as usize > MAX_VCPUS {
+        return Err("too many vCPUs");
+    }
+    let id = (i + 1) as u16;
+    let first_vcpu = *next_vcpu;
+    for n in 0..dc.vcpus as usize {
+        let v = first_vcpu + n;
+        let p = sched::place(v, ncpu);
+        VCPUS[v].domain.store(i, Ordering::Relaxed);
+        VCPUS[v].index.store(n, Ordering::Relaxed);
+        VCPUS[v].pcpu.store(p, Ordering::Relaxed);
+        // SAFETY: domains are built on the boot pCPU before any other pCPU
+        // runs its scheduler, so no one else reads run queues yet.
+        let inner = unsafe { &mut *PCPUS[p].inner.get() };
+        inner.runq.add(v).map_err(|_| "too many vCPUs on one pCPU")?;
+        log!("d{} {}: vcpu{} on pcpu{}", id, dc.name, n, p);
+    }
+    *next_vcpu += dc.vcpus as usize;
+    let d = Domain {
+        id,
+        name: dc.name.clone(),
+        s2_root: s2.root().raw(),
+        ram_pa,
+        ram_size: size,
+        nr_vcpus: dc.vcpus as usize,
+        first_vcpu,
+        entry: platform::RAM_BASE + load_offset,
+        dtb_ipa: platform::RAM_BASE + size - GUEST_DTB_RESERVE,
+        state: AtomicU8::new(DOMAIN_RUNNING),
+        generation: AtomicU32::new(1),
+        vgic: spin::Mutex::new(Vgic::new(dc.vcpus as usize)),
+        console: spin::Mutex::new(LineBuffer::new()),
+        payload,
+        load_offset,
+        bootargs: dc.bootargs.clone(),
+        vpl011: dc.vpl011,
+    };
+    load_domain(&d)?;
+    Ok(d)
+}
+
+/// (Re)load a domain's RAM: zero it, copy the payload, write the guest DTB.
+fn load_domain(d: &Domain) -> Result<(), &'static str> {
+    // SAFETY: `[ram_pa, ram_pa+ram_size)` was allocated to this domain alone
+    // and is identity-mapped at EL2; while a domain is (re)loaded none of its
+    // vCPUs runs.
+    let ram = unsafe { core::slice::from_raw_parts_mut(d.ram_pa as *mut u8, d.ram_size as usize) };
+    ram.fill(0);
+    let at = d.load_offset as usize;
+    ram.get_mut(at..at + d.payload.len()).ok_or("kernel does not fit")?.copy_from_slice(d.payload);
+    let dtb_off = (d.dtb_ipa - platform::RAM_BASE) as usize;
+    let out = ram.get_mut(dtb_off..).ok_or("no room for the guest DTB")?;
+    let params = GuestDtParams {
+        ram_base: platform::RAM_BASE,
+        ram_size: d.ram_size,
+        vcpus: d.nr_vcpus as u32,
+        bootargs: &d.bootargs,
+        initrd: None,
+        vpl011: d.vpl011,
+    };
+    guest_dt::build_guest_dt(&params, out).map_err(|_| "cannot build the guest DTB")?;
+    // Guests start with caches off: push the payload to memory.
+    clean_dcache_range(d.ram_pa, d.ram_size);
+    Ok(())
+}
+
+fn clean_dcache_range(start: u64, len: u64) {
+    let mut a = start & !63;
+    while a < start + len {
+        // SAFETY: cache maintenance by VA on identity-mapped RAM owned by
+        // the kernel has no architectural side effects beyond the cache.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack)) };
+        a += 64;
+    }
+    arch::dsb_sy();
+    // SAFETY: invalidating the instruction cache is always safe.
+    unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+}
+
+/// Power on vCPU 0 of a (re)started domain.
+fn start_domain(d: &Domain) {
+    if let Some(v) = vcpu(d.first_vcpu) {
+        let _ = v.power.power_on(d.entry, d.dtb_ipa);
+        kick_owner(d.first_vcpu);
+    }
+}
+
+/// Tell the pCPU that owns `v` to look at it again.
+pub fn kick_owner(v: usize) {
+    let Some(slot) = vcpu(v) else { return };
+    let p = slot.pcpu.load(Ordering::Relaxed);
+    if p != this_pcpu() {
+        if let Some(c) = PCPUS.get(p) {
+            gic::kick(c.mpidr.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// Why a domain stops.
+#[derive(Clone, Copy)]
+pub enum StopReason {
+    Poweroff,
+    Crash,
+    Reboot,
+    Fault,
+}
+
+/// Stop a domain (or restart it, for `Reboot`). Safe to call from any pCPU.
+pub fn stop_domain(di: usize, why: StopReason) {
+    let Some(d) = domains().get(di) else { return };
+    if d.state.compare_exchange(DOMAIN_RUNNING, DOMAIN_STOPPED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return;
+    }
+    let what = match why {
+        StopReason::Poweroff => Some("poweroff"),
+        StopReason::Crash => Some("crash"),
+        StopReason::Reboot => Some("reboot"),
+        StopReason::Fault => None,
+    };
+    if let Some(w) = what {
+        log!("d{} {}: shutdown ({})", d.id, d.name, w);
+    }
+    for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
+        if let Some(slot) = vcpu(v) {
+            slot.power.stop();
+            kick_owner(v);
+        }
+    }
+    if let StopReason::Reboot = why {
+        // Let the other pCPUs leave the domain's vCPUs before reloading.
+        spin_wait_us(200);
+        *d.vgic.lock() = Vgic::new(d.nr_vcpus);
+        if load_domain(d).is_ok() {
+            for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
+                if let Some(slot) = vcpu(v) {
+                    slot.power.reset();
+                }
+            }
+            let g = d.generation.fetch_add(1, Ordering::AcqRel) + 1;
+            log!("d{} {}: restarting (generation {})", d.id, d.name, g);
+            d.state.store(DOMAIN_RUNNING, Ordering::Release);
+            start_domain(d);
+            return;
+        }
+        log!("d{} {}: reload failed; domain stopped", d.id, d.name);
+    }
+    if LIVE_DOMAINS.fetch_sub(1, Ordering::AcqRel) == 1 {
+        log!("all domains stopped, powering off");
+        arch::firmware_call(PSCI_SMC.load(Ordering::Relaxed), 0x8400_0008, 0, 0, 0);
+        arch::halt();
+    }
+}
+
+fn spin_wait_us(us: u64) {
+    let end = arch::counter() + us * arch::counter_freq() / 1_000_000;
+    while arch::counter() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Whether vCPU `v` (owned by this pCPU) can run now.
+fn runnable(v: usize) -> bool {
+    let Some(slot) = vcpu(v) else { return false };
+    let Some(d) = domain_of(v) else { return false };
+    if !d.is_running() || !slot.power.is_on() {
+        return false;
+    }
+    // SAFETY: called only by the owning pCPU from its scheduler.
+    let (frame, own) = unsafe { owned(v) };
+    if !own.blocked {
+        return true;
+    }
+    if timer_due(frame) {
+        let idx = slot.index.load(Ordering::Relaxed);
+        d.vgic.lock().inject(idx, platform::VTIMER_INTID);
+        frame.timer.ctl |= 0b10;
+        slot.irq_hint.store(true, Ordering::Release);
+    }
+    let idx = slot.index.load(Ordering::Relaxed);
+    if slot.irq_hint.load(Ordering::Acquire) || d.vgic.lock().has_deliverable(idx) {
+        own.blocked = false;
+        return true;
+    }
+    false
+}
+
+/// A stashed virtual timer whose condition is met (enabled, unmasked, expired).
+fn timer_due(frame: &VcpuFrame) -> bool {
+    let t = &frame.timer;
+    t.ctl & 0b11 == 0b01 && arch::counter() >= t.cval
+}
+
+/// Apply posted CPU_ON requests to this pCPU's vCPUs.
+fn take_start_requests(p: usize) {
+    // SAFETY: we are pCPU `p`.
+    let inner = unsafe { pcpu_inner(p) };
+    for &v in inner.runq.vcpus() {
+        let Some(slot) = vcpu(v) else { continue };
+        if let Some((entry, ctx)) = slot.power.take_start() {
+            let idx = slot.index.load(Ordering::Relaxed);
+            // SAFETY: owner pCPU.
+            let (frame, own) = unsafe { owned(v) };
+            frame.reset(entry, ctx, platform::vcpu_mpidr(idx as u32));
+            *own = OwnerState::default();
+            if inner.loaded == Some(v) {
+                inner.loaded = None;
+            }
+        }
+    }
+}
+
+/// First scheduling on a pCPU: wait for a runnable vCPU and enter it.
+fn scheduler_entry(p: usize) -> ! {
+    let next = pick_or_idle(p, None);
+    let frame = switch_to(p, next);
+    // SAFETY: `frame` is the frame of a vCPU owned by this pCPU whose EL1
+    // state `switch_to` loaded; the stack top is this pCPU's own.
+    unsafe { boot::enter_guest_first(frame as *mut VcpuFrame as *mut u64, boot::stack_top(p)) }
+}
+
+/// Pick the next vCPU to run on `p`, idling (WFI with interrupts masked)
+/// until one is runnable. `prev` is the vCPU that just stopped running.
+fn pick_or_idle(p: usize, prev: Option<usize>) -> usize {
+    loop {
+        take_start_requests(p);
+        // SAFETY: we are pCPU `p`.
+        let inner = unsafe { pcpu_inner(p) };
+        if let Some(v) = inner.runq.pick_next(runnable) {
+            return v;
+        }
+        if let Some(v) = prev {
+            stash_timer(p, v);
+        }
+        arm_wakeup(p);
+        arch::wfi();
+        drain_irqs(p);
+    }
+}
+
+/// Save the loaded vCPU's timer into its frame and silence the hardware timer.
+fn stash_timer(p: usize, v: usize) {
+    // SAFETY: we are pCPU `p`.
+    let inner = unsafe { pcpu_inner(p) };
+    if inner.loaded != Some(v) {
+        return;
+    }
+    // SAFETY: owner pCPU.
+    let (frame, own) = unsafe { owned(v) };
+    if own.timer_in_hw {
+        guest::save_timer(&mut frame.timer);
+        own.timer_in_hw = false;
+    }
+}
+
+/// Program the EL2 timer for the earliest blocked-vCPU timer deadline.
+fn arm_wakeup(p: usize) {
+    // SAFETY: we are pCPU `p`.
+    let inner = unsafe { pcpu_inner(p) };
+    let mut deadline = u64::MAX;
+    for &v in inner.runq.vcpus() {
+        // SAFETY: owner pCPU.
+        let (frame, own) = unsafe { owned(v) };
+        if own.blocked && !own.timer_in_hw && frame.timer.ctl & 0b11 == 0b01 {
+            deadline = deadline.min(frame.timer.cval);
+        }
+    }
+    set_hyp_timer(if deadline == u64::MAX { None } else { Some(deadline) });
+}
+
+fn set_hyp_timer(at: Option<u64>) {
+    match at {
+        Some(t) => {
+            arch::write_sysreg!("cnthp_cval_el2", t);
+            arch::write_sysreg!("cnthp_ctl_el2", 1);
+        }
+        None => arch::write_sysreg!("cnthp_ctl_el2", 0),
+    }
+}
+
+/// Handle every pending physical interrupt.
+fn drain_irqs(p: usize) {
+    loop {
+        let id = gic::ack();
+        if id >= gic::SPURIOUS {
+            break;
+        }
+        match id {
+            26 => {
+                set_hyp_timer(None);
+                // SAFETY: we are pCPU `p`.
+                unsafe { pcpu_inner(p) }.slice_expired = true;
+            }
+            27 => {
+                // SAFETY: we are pCPU `p`.
+                let inner = unsafe { pcpu_inner(p) };
+                if let Some(v) = inner.loaded {
+                    guest::mask_vtimer();
+                    if let (Some(d), Some(slot)) = (domain_of(v), vcpu(v)) {
+                        d.vgic.lock().inject(slot.index.load(Ordering::Relaxed), platform::VTIMER_INTID);
+                        slot.irq_hint.store(true, Ordering::Release);
+                    }
+                }
+            }
+            _ => {}
+        }
+        gic::eoi(id);
+    }
+}
+
+/// Make `next` the running vCPU on `p`: switch EL1 state if it is not the
+/// one loaded, fill its list registers, and arm the slice timer if others
+/// wait. Returns its frame for the exit path.
+fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
+    // SAFETY: we are pCPU `p`.
+    let inner = unsafe { pcpu_inner(p) };
+    if inner.loaded != Some(next) {
+        if let Some(old) = inner.loaded {
+            // SAFETY: owner pCPU.
+            let (of, oo) = unsafe { owned(old) };
+            if !oo.timer_in_hw {
+                // Already stashed; `save` must not overwrite it with zeros.
+                let t = core::mem::take(&mut of.timer);
+                guest::save(of);
+                of.timer = t;
+            } else {
+                guest::save(of);
+            }
+            oo.timer_in_hw = false;
+        }
+        // SAFETY: owner pCPU.
+        let (nf, no) = unsafe { owned(next) };
+        if let Some(d) = domain_of(next) {
+            guest::load_stage2(d.s2_root, d.id);
+        }
+        guest::restore(nf);
+        no.timer_in_hw = true;
+        inner.loaded = Some(next);
+    } else {
+        // SAFETY: owner pCPU.
+        let (nf, no) = unsafe { owned(next) };
+        if !no.timer_in_hw {
+            guest::restore_timer(&nf.timer);
+            no.timer_in_hw = true;
+        }
+    }
+    inner.current = Some(next);
+    inner.slice_expired = false;
+    let others = inner.runq.has_other_runnable(next, |v| {
+        // SAFETY: owner pCPU; a cheap check without side effects.
+        let (_, o) = unsafe { owned(v) };
+        vcpu(v).is_some_and(|s| s.power.is_on()) && domain_of(v).is_some_and(|d| d.is_running()) && !o.blocked
+    });
+    set_hyp_timer(others.then(|| arch::counter() + SLICE_US * arch::counter_freq() / 1_000_000));
+    flush_lrs(next);
+    // SAFETY: owner pCPU.
+    unsafe { owned(next) }.0
+}
+
+/// Retire list registers the guest has finished with and fill free ones
+/// from the virtual GIC. Cheap when nothing is in flight or pending.
+pub fn flush_lrs(v: usize) {
+    let Some(slot) = vcpu(v) else { return };
+    // SAFETY: called by the owner pCPU with `v` loaded.
+    let (_, own) = unsafe { owned(v) };
+    if own.lr_used == 0 && !slot.irq_hint.load(Ordering::Acquire) {
+        return;
+    }
+    let Some(d) = domain_of(v) else { return };
+    let idx = slot.index.load(Ordering::Relaxed);
+    let mut vgic = d.vgic.lock();
+    slot.irq_hint.store(false, Ordering::Release);
+    let empty = gic::empty_lrs();
+    for n in 0..gic::NR_LRS {
+        let bit = 1u8 << n;
+        if own.lr_used & bit != 0 && empty & (1 << n) != 0 {
+            vgic.lr_retired(idx, own.lr_intid[n]);
+            own.lr_used &= !bit;
+        }
+    }
+    for n in 0..gic::NR_LRS {
+        let bit = 1u8 << n;
+        if own.lr_used & bit != 0 {
+            continue;
+        }
+        let Some((intid, prio)) = vgic.next_deliverable(idx) else { break };
+        gic::write_lr(n, Vgic::lr_value(intid, prio));
+        vgic.mark_in_lr(idx, intid);
+        own.lr_used |= bit;
+        own.lr_intid[n] = intid;
+    }
+    gic::set_underflow_irq(vgic.has_deliverable(idx));
+}
