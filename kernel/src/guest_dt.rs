@@ -92,6 +92,8 @@ pub fn build_guest_dt(p: &GuestDtParams, out: &mut [u8]) -> Result<usize, DtWrit
     w.begin_node(&unit_name("intc", GICD_BASE)?)?;
     w.property_string("compatible", "arm,gic-v3")?;
     w.property_u32("#interrupt-cells", 3)?;
+    // No child bus; dtc warns about interrupt providers without it.
+    w.property_u32("#address-cells", 0)?;
     w.property_empty("interrupt-controller")?;
     w.property_u32("#redistributor-regions", 1)?;
     let gicr_size = u64::from(p.vcpus) * GICR_STRIDE;
