@@ -71,3 +71,41 @@ pub fn broken_host_dtb(
     )?;
     std::fs::write(out, dtb).map_err(|e| Failure(format!("cannot write {}: {e}", out.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::on_path;
+
+    /// Needs QEMU and dtc (CI installs them first); skipped without them.
+    #[test]
+    fn the_property_is_gone_and_everything_else_stays() {
+        if !on_path(QEMU) || !on_path("dtc") {
+            eprintln!("skipped: QEMU or dtc is not installed (run scripts/setup.sh)");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("tessera-hostdtb-{}", std::process::id()));
+        let out = dir.join("broken.dtb");
+        broken_host_dtb(&QemuConfig::tessera("unused.img"), "/psci", "method", &out).unwrap();
+        let text = run(
+            Command::new("dtc")
+                .args(["-I", "dtb", "-O", "dts", "-q"])
+                .arg(&out),
+            "decompiling",
+        )
+        .unwrap();
+        let text = String::from_utf8_lossy(&text);
+        let psci = text
+            .split("psci {")
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .unwrap();
+        assert!(psci.contains("compatible"), "{psci}");
+        assert!(!psci.contains("method"), "{psci}");
+        assert!(
+            text.contains("intc@8000000"),
+            "the rest of the tree survives"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -67,6 +67,8 @@ impl fmt::Display for Line {
 /// How to start QEMU.
 #[derive(Clone, Debug)]
 pub struct QemuConfig {
+    /// The emulator; [`QEMU`] except in the harness's own tests.
+    pub program: PathBuf,
     pub kernel: PathBuf,
     pub machine: String,
     pub cpu: String,
@@ -84,6 +86,7 @@ impl QemuConfig {
     /// Tessera's standard board: virt with EL2 and GICv3, Cortex-A72, 1 GiB.
     pub fn tessera(image: impl Into<PathBuf>) -> Self {
         QemuConfig {
+            program: QEMU.into(),
             kernel: image.into(),
             machine: TESSERA_MACHINE.into(),
             cpu: "cortex-a72".into(),
@@ -127,7 +130,7 @@ impl QemuConfig {
 
     /// The full command line.
     pub fn command(&self) -> Command {
-        let mut command = Command::new(QEMU);
+        let mut command = Command::new(&self.program);
         command
             .args(["-machine", &self.machine, "-cpu", &self.cpu])
             .args(["-smp", &self.smp.to_string(), "-m", &self.memory])
@@ -503,4 +506,142 @@ pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).any(|dir| Path::new(&dir).join(program).is_file()))
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The harness against a stand-in emulator: a shell script that ignores
+    //! QEMU's arguments and prints a scripted console, so these tests run on
+    //! any host, QEMU or not.
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn fake_qemu(script: &str) -> QemuConfig {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("tessera-harness-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let program = dir.join(format!("qemu-{}.sh", NEXT.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&program, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // Any existing file will do as the "image".
+        let mut config = QemuConfig::tessera(&program).deadline(WAIT);
+        config.program = program;
+        config
+    }
+
+    fn boot(script: &str) -> Qemu {
+        Qemu::spawn(&fake_qemu(script)).unwrap()
+    }
+
+    #[test]
+    fn expectations_consume_lines_in_order() {
+        let mut qemu = boot("echo 'tessera: boot'; echo '(a) one'; echo '(a) two'; echo '(b) one'");
+        let line = qemu.expect(r"\(a\) one", WAIT).unwrap();
+        assert_eq!(line.text, "(a) one");
+        qemu.expect(r"\(b\) one", WAIT).unwrap();
+        // `(a) two` came before the cursor: it is not found again.
+        assert!(qemu
+            .expect(r"\(a\) two", Duration::from_millis(300))
+            .is_err());
+        // ...but `wait_seen` looks at the whole log.
+        qemu.wait_seen(r"\(a\) two", WAIT).unwrap();
+    }
+
+    #[test]
+    fn expect_all_takes_any_order_and_expect_count_counts() {
+        let mut qemu = boot("echo B; echo HB; echo A; echo HB; echo HB; sleep 5");
+        let lines = qemu.expect_all(&["^A$", "^B$"], WAIT).unwrap();
+        assert_eq!((lines[0].text.as_str(), lines[1].text.as_str()), ("A", "B"));
+        // The cursor is past A, so only two HBs remain.
+        assert!(qemu
+            .expect_count("^HB$", 3, Duration::from_millis(500))
+            .is_err());
+        assert_eq!(qemu.lines().len(), 5);
+    }
+
+    #[test]
+    fn a_panic_line_fails_the_wait() {
+        let mut qemu = boot("echo 'tessera: kernel panicked at foo.rs:1'; echo done; sleep 5");
+        let failure = qemu.expect("^done$", WAIT).unwrap_err();
+        assert!(failure.0.contains("panic"), "{failure}");
+    }
+
+    #[test]
+    fn forbidden_lines_fail_even_if_already_seen() {
+        let mut qemu = boot("echo '(x) TEST t FAIL bad'; echo done; sleep 5");
+        qemu.expect("^done$", WAIT).unwrap();
+        assert!(qemu
+            .forbid("TEST \\S+ FAIL", "a guest test failed")
+            .is_err());
+    }
+
+    #[test]
+    fn a_timeout_quotes_the_console_tail() {
+        let mut qemu = boot("echo 'last words'; sleep 5");
+        let failure = qemu
+            .expect("never", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(failure.0.contains("timed out"), "{failure}");
+        assert!(failure.0.contains("last words"), "{failure}");
+    }
+
+    #[test]
+    fn exit_is_noticed_and_reported() {
+        let mut qemu = boot("echo bye; exit 3");
+        let failure = qemu.expect("never", WAIT).unwrap_err();
+        assert!(failure.0.contains("QEMU exited"), "{failure}");
+        let status = qemu.wait_exit(WAIT).unwrap();
+        assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn a_hung_emulator_is_killed_on_drop() {
+        let qemu = boot("exec sleep 60");
+        let pid = qemu.child.id();
+        let started = Instant::now();
+        drop(qemu);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the emulator outlived its handle"
+        );
+    }
+
+    #[test]
+    fn stderr_lines_are_kept_but_never_match_console_expectations() {
+        let mut qemu = boot("echo 'qemu: warning' >&2; echo console; sleep 5");
+        qemu.expect("^console$", WAIT).unwrap();
+        assert!(qemu.expect("warning", Duration::from_millis(300)).is_err());
+        assert!(qemu
+            .lines()
+            .iter()
+            .any(|l| l.from_stderr && l.text == "qemu: warning"));
+    }
+
+    #[test]
+    fn a_missing_image_is_reported_before_starting() {
+        let failure = Qemu::spawn(&QemuConfig::tessera("/nonexistent/tessera.img"))
+            .err()
+            .unwrap();
+        assert!(failure.0.contains("cargo xtask build"), "{failure}");
+    }
+
+    #[test]
+    fn the_command_line_is_tesseras_board() {
+        let command = describe(
+            &QemuConfig::tessera("t.img")
+                .smp(4)
+                .cpu("max")
+                .args(["-s"])
+                .command(),
+        );
+        assert_eq!(
+            command,
+            "qemu-system-aarch64 -machine virt,virtualization=on,gic-version=3 -cpu max -smp 4 -m 1G \
+             -display none -serial stdio -monitor none -kernel t.img -s"
+        );
+    }
 }
