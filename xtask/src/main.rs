@@ -11,7 +11,9 @@ use std::process::{Command, ExitCode};
 use std::time::Duration;
 use tessera_system_tests::{Qemu, QemuConfig};
 use xtask::error::Error;
-use xtask::system::{build_and_write, flatten_artefacts, testguest_bin, Artefacts};
+use xtask::system::{
+    build_and_write, flatten_artefacts, load_description, testguest_bin, Artefacts,
+};
 use xtask::tools::{cargo, ensure_setup, run, QEMU};
 use xtask::{images_dir, repo_root};
 
@@ -91,6 +93,8 @@ fn build(args: &[String]) -> Result<(), Error> {
     }
     let dir = image_dir(args.first().map(String::as_str))?;
     ensure_setup()?;
+    // A bad description fails in a second, before the slower cargo builds.
+    load_description(&dir)?;
     build_one(&dir, &build_artefacts()?).map(drop)
 }
 
@@ -135,6 +139,7 @@ fn run_qemu(args: &[String]) -> Result<(), Error> {
     }
     let dir = image_dir(image.as_deref())?;
     ensure_setup()?;
+    load_description(&dir)?;
     let img = build_one(&dir, &build_artefacts()?)?;
 
     let mut command = Command::new(QEMU);
