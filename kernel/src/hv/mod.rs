@@ -220,7 +220,10 @@ extern "C" fn kernel_main(dtb_addr: u64) -> ! {
     };
     // SAFETY: the header says the blob is `total` bytes long; firmware
     // placed it in RAM and nothing else uses that memory.
-    let dtb: &'static [u8] = unsafe { core::slice::from_raw_parts(dtb_addr as *const u8, total) };
+    let dtb: &'static mut [u8] = unsafe { core::slice::from_raw_parts_mut(dtb_addr as *mut u8, total) };
+    // libfdt-edited blobs may hold NOP tokens, which the parser cannot walk.
+    let _ = tessera_kernel::fdt_nop::strip_nops(dtb);
+    let dtb: &'static [u8] = dtb;
     let host = match hostdt::parse_host(dtb) {
         Ok(h) => h,
         Err(e) => {
@@ -514,10 +517,17 @@ fn start_domain(d: &Domain) {
 pub fn kick_owner(v: usize) {
     let Some(slot) = vcpu(v) else { return };
     let p = slot.pcpu.load(Ordering::Relaxed);
-    if p != this_pcpu() {
+    let me = this_pcpu();
+    if p != me {
         if let Some(c) = PCPUS.get(p) {
             gic::kick(c.mpidr.load(Ordering::Relaxed));
         }
+    } else if STARTED.load(Ordering::Acquire) > 0 {
+        // A vCPU of ours changed: reschedule on the way out so it gets its
+        // turn (and the slice timer is re-armed).
+        // SAFETY: we are pCPU `p`; no other reference to its state is live
+        // in the trap paths that call this.
+        unsafe { pcpu_inner(p) }.slice_expired = true;
     }
 }
 
@@ -710,6 +720,11 @@ fn drain_irqs(p: usize) {
             break;
         }
         match id {
+            gic::KICK_SGI => {
+                // Another pCPU changed one of our vCPUs: look again.
+                // SAFETY: we are pCPU `p`.
+                unsafe { pcpu_inner(p) }.slice_expired = true;
+            }
             26 => {
                 set_hyp_timer(None);
                 // SAFETY: we are pCPU `p`.
