@@ -12,7 +12,9 @@ const FDT_NOP: u32 = 4;
 const FDT_END: u32 = 9;
 
 fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 
 /// Compact away every NOP token; returns how many were removed. On a
@@ -58,7 +60,9 @@ pub fn strip_nops(dtb: &mut [u8]) -> Option<usize> {
     while src < stop {
         let tok = be32(dtb, src)?;
         let next = match tok {
-            FDT_BEGIN_NODE => (dtb.get(src + 4..end)?.iter().position(|&b| b == 0)? + src + 5).next_multiple_of(4),
+            FDT_BEGIN_NODE => {
+                (dtb.get(src + 4..end)?.iter().position(|&b| b == 0)? + src + 5).next_multiple_of(4)
+            }
             FDT_PROP => (src + 12 + be32(dtb, src + 4)? as usize).next_multiple_of(4),
             _ => src + 4,
         };
@@ -69,7 +73,8 @@ pub fn strip_nops(dtb: &mut [u8]) -> Option<usize> {
         src = next;
     }
     let new_size = (size - nops * 4) as u32;
-    dtb.get_mut(36..40)?.copy_from_slice(&new_size.to_be_bytes());
+    dtb.get_mut(36..40)?
+        .copy_from_slice(&new_size.to_be_bytes());
     Some(nops)
 }
 

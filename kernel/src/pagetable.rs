@@ -136,9 +136,9 @@ impl<F: PteFormat> PageTable<F> {
     ) -> Result<(), MapError> {
         let end = input.checked_add(size).ok_or(MapError::Misaligned)?;
         out.checked_add(size).ok_or(MapError::Misaligned)?;
-        if input % PAGE_SIZE != 0
-            || out.raw() % PAGE_SIZE != 0
-            || size % PAGE_SIZE != 0
+        if !input.is_multiple_of(PAGE_SIZE)
+            || !out.raw().is_multiple_of(PAGE_SIZE)
+            || !size.is_multiple_of(PAGE_SIZE)
             || size == 0
         {
             return Err(MapError::Misaligned);
@@ -157,8 +157,8 @@ impl<F: PteFormat> PageTable<F> {
             let mut level = self.start_level.max(1);
             while level < 3 {
                 let sz = level_size(level);
-                if va % sz == 0
-                    && pa % sz == 0
+                if va.is_multiple_of(sz)
+                    && pa.is_multiple_of(sz)
                     && remaining >= sz
                     && self.subtree_empty(mem, va, level)
                 {
@@ -487,7 +487,7 @@ mod tests {
             Err(MapError::Misaligned)
         );
         assert_eq!(
-            pt.map(&mut mem, u64::MAX & !0xfff, PhysAddr(0), 0x2000, Attrs::RAM),
+            pt.map(&mut mem, !0xfff, PhysAddr(0), 0x2000, Attrs::RAM),
             Err(MapError::Misaligned)
         );
         assert_eq!(

@@ -48,7 +48,9 @@ pub struct LineBuffer {
 
 impl LineBuffer {
     pub const fn new() -> Self {
-        Self { buf: heapless::Vec::new() }
+        Self {
+            buf: heapless::Vec::new(),
+        }
     }
 
     /// Append guest bytes, printing every completed (or overlong) line.
@@ -64,7 +66,11 @@ impl LineBuffer {
             }
             // Non-printable bytes are shown as '.', so a guest cannot send
             // terminal escape sequences to the operator's console.
-            let b = if b == b'\t' || (0x20..0x7f).contains(&b) { b } else { b'.' };
+            let b = if b == b'\t' || (0x20..0x7f).contains(&b) {
+                b
+            } else {
+                b'.'
+            };
             if self.buf.push(b).is_err() {
                 guest_line(domain, &self.buf);
                 self.buf.clear();

@@ -108,7 +108,12 @@ impl Vcpu {
     const fn new() -> Self {
         Self {
             frame: UnsafeCell::new(VcpuFrame::new()),
-            owner: UnsafeCell::new(OwnerState { blocked: false, lr_used: 0, lr_intid: [0; gic::NR_LRS], timer_in_hw: false }),
+            owner: UnsafeCell::new(OwnerState {
+                blocked: false,
+                lr_used: 0,
+                lr_intid: [0; gic::NR_LRS],
+                timer_in_hw: false,
+            }),
             power: VcpuPower::new(),
             domain: AtomicUsize::new(0),
             index: AtomicUsize::new(0),
@@ -138,7 +143,12 @@ static VCPUS: [Vcpu; MAX_VCPUS] = [const { Vcpu::new() }; MAX_VCPUS];
 static PCPUS: [Pcpu; boot::MAX_PCPUS] = [const {
     Pcpu {
         mpidr: AtomicU64::new(0),
-        inner: UnsafeCell::new(PcpuInner { runq: RunQueue::new(), current: None, loaded: None, slice_expired: false }),
+        inner: UnsafeCell::new(PcpuInner {
+            runq: RunQueue::new(),
+            current: None,
+            loaded: None,
+            slice_expired: false,
+        }),
     }
 }; boot::MAX_PCPUS];
 static DOMAINS: spin::Once<heapless::Vec<Domain, MAX_DOMAINS>> = spin::Once::new();
@@ -178,7 +188,9 @@ pub fn vcpu_of_frame(frame: *const VcpuFrame) -> Option<usize> {
 pub fn this_pcpu() -> usize {
     let m = arch::mpidr();
     let n = NR_PCPUS.load(Ordering::Relaxed);
-    (0..n).find(|&i| PCPUS[i].mpidr.load(Ordering::Relaxed) == m).unwrap_or(0)
+    (0..n)
+        .find(|&i| PCPUS[i].mpidr.load(Ordering::Relaxed) == m)
+        .unwrap_or(0)
 }
 
 /// The owner-only parts of vCPU `v`.
@@ -220,7 +232,8 @@ extern "C" fn kernel_main(dtb_addr: u64) -> ! {
     };
     // SAFETY: the header says the blob is `total` bytes long; firmware
     // placed it in RAM and nothing else uses that memory.
-    let dtb: &'static mut [u8] = unsafe { core::slice::from_raw_parts_mut(dtb_addr as *mut u8, total) };
+    let dtb: &'static mut [u8] =
+        unsafe { core::slice::from_raw_parts_mut(dtb_addr as *mut u8, total) };
     // libfdt-edited blobs may hold NOP tokens, which the parser cannot walk.
     let _ = tessera_kernel::fdt_nop::strip_nops(dtb);
     let dtb: &'static [u8] = dtb;
@@ -254,14 +267,23 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     PSCI_SMC.store(host.psci_conduit == Conduit::Smc, Ordering::Relaxed);
 
     let ram: heapless::Vec<(u64, u64), 8> = host.memory.iter().map(|r| (r.base, r.size)).collect();
-    let devices = [(host.gicd.base, host.gicd.size), (host.gicr.base, host.gicr.size), (host.uart.base, host.uart.size)];
+    let devices = [
+        (host.gicd.base, host.gicd.size),
+        (host.gicr.base, host.gicr.size),
+        (host.uart.base, host.uart.size),
+    ];
     let root = match mmu::build_el2_map(&ram, &devices) {
         Ok(r) => r,
         Err(e) => halt_with(format_args!("cannot build the EL2 map: {e:?}")),
     };
     mmu::enable(root);
     EL2_ROOT.store(root.raw(), Ordering::Relaxed);
-    log!("EL2 kernel up: {} pCPUs, {} MiB RAM, GICv3 at {:#x}", ncpu, ram.iter().map(|r| r.1).sum::<u64>() >> 20, host.gicd.base);
+    log!(
+        "EL2 kernel up: {} pCPUs, {} MiB RAM, GICv3 at {:#x}",
+        ncpu,
+        ram.iter().map(|r| r.1).sum::<u64>() >> 20,
+        host.gicd.base
+    );
 
     gic::init_distributor(host.gicd.base);
     GICR.store(host.gicr.base, Ordering::Relaxed);
@@ -273,13 +295,23 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     // SAFETY: the unified image was loaded in one piece; the header part is
     // read first and the full length only after the header bounds it.
     let probe = unsafe { core::slice::from_raw_parts(table_addr as *const u8, 24) };
-    let total = u64::from_le_bytes(probe.get(16..24).and_then(|b| b.try_into().ok()).unwrap_or([0; 8]));
-    let in_ram = ram.iter().any(|&(b, s)| table_addr >= b && table_addr.saturating_add(total) <= b + s);
+    let total = u64::from_le_bytes(
+        probe
+            .get(16..24)
+            .and_then(|b| b.try_into().ok())
+            .unwrap_or([0; 8]),
+    );
+    let in_ram = ram
+        .iter()
+        .any(|&(b, s)| table_addr >= b && table_addr.saturating_add(total) <= b + s);
     if !in_ram || total < 24 {
-        halt_with(format_args!("no module table after the kernel (image not built by `cargo xtask build`?)"));
+        halt_with(format_args!(
+            "no module table after the kernel (image not built by `cargo xtask build`?)"
+        ));
     }
     // SAFETY: the range was just checked to lie in RAM.
-    let image: &'static [u8] = unsafe { core::slice::from_raw_parts(table_addr as *const u8, total as usize) };
+    let image: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(table_addr as *const u8, total as usize) };
     let table = match ModuleTable::parse(image) {
         Ok(t) => t,
         Err(e) => halt_with(format_args!("bad unified image: {e}")),
@@ -315,9 +347,15 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     }
 
     // Secondary pCPUs start only now, so they see the finished domains.
-    for i in 1..ncpu {
-        let m = PCPUS[i].mpidr.load(Ordering::Relaxed);
-        let r = arch::firmware_call(PSCI_SMC.load(Ordering::Relaxed), 0xC400_0003, m, boot::secondary_entry as *const () as u64, i as u64);
+    for (i, cpu) in PCPUS.iter().enumerate().take(ncpu).skip(1) {
+        let m = cpu.mpidr.load(Ordering::Relaxed);
+        let r = arch::firmware_call(
+            PSCI_SMC.load(Ordering::Relaxed),
+            0xC400_0003,
+            m,
+            boot::secondary_entry as *const () as u64,
+            i as u64,
+        );
         if r != 0 {
             log!("pcpu{} did not start (PSCI {})", i, r as i64);
         }
@@ -337,9 +375,20 @@ extern "C" fn secondary_main(idx: u64) -> ! {
 }
 
 fn init_this_cpu(p: usize) {
-    let mpidr = PCPUS.get(p).map(|c| c.mpidr.load(Ordering::Relaxed)).unwrap_or(0);
-    if gic::init_cpu(GICR.load(Ordering::Relaxed), GICR_SIZE.load(Ordering::Relaxed), mpidr).is_err() {
-        halt_with(format_args!("pcpu{p}: no redistributor for MPIDR {mpidr:#x}"));
+    let mpidr = PCPUS
+        .get(p)
+        .map(|c| c.mpidr.load(Ordering::Relaxed))
+        .unwrap_or(0);
+    if gic::init_cpu(
+        GICR.load(Ordering::Relaxed),
+        GICR_SIZE.load(Ordering::Relaxed),
+        mpidr,
+    )
+    .is_err()
+    {
+        halt_with(format_args!(
+            "pcpu{p}: no redistributor for MPIDR {mpidr:#x}"
+        ));
     }
     guest::init_el2_controls();
     STARTED.fetch_add(1, Ordering::AcqRel);
@@ -360,7 +409,11 @@ impl RamAllocator {
         for r in &host.reserved {
             let _ = reserved.push((r.base, r.base.saturating_add(r.size)));
         }
-        Self { regions: ram.iter().copied().collect(), reserved, next: 0 }
+        Self {
+            regions: ram.iter().copied().collect(),
+            reserved,
+            next: 0,
+        }
     }
 
     fn overlaps_reserved(&self, start: u64, end: u64) -> bool {
@@ -388,7 +441,10 @@ impl RamAllocator {
     /// Claim a fixed range (`xen,static-mem`).
     fn claim(&mut self, start: u64, size: u64) -> Option<u64> {
         let end = start.checked_add(size)?;
-        let in_ram = self.regions.iter().any(|&(b, l)| start >= b && end <= b + l);
+        let in_ram = self
+            .regions
+            .iter()
+            .any(|&(b, l)| start >= b && end <= b + l);
         if !in_ram || self.overlaps_reserved(start, end) {
             return None;
         }
@@ -410,15 +466,27 @@ fn build_domain(
         return Err("memory must be at least 4 MiB");
     }
     let ram_pa = match &dc.static_mem {
-        Some(m) => alloc.claim(m.base, m.size).ok_or("xen,static-mem is not free host RAM")?,
+        Some(m) => alloc
+            .claim(m.base, m.size)
+            .ok_or("xen,static-mem is not free host RAM")?,
         None => alloc.alloc(size).ok_or("not enough free host RAM")?,
     };
     let mut frames = mmu::Frames;
-    let mut s2: PageTable<Stage2> = PageTable::new(&mut frames, 1, mmu::VA_BITS).map_err(|_| "out of table memory")?;
-    s2.map(&mut frames, platform::RAM_BASE, PhysAddr(ram_pa), size.next_multiple_of(PAGE_SIZE), Attrs::RAM)
-        .map_err(|_| "cannot map guest RAM")?;
+    let mut s2: PageTable<Stage2> =
+        PageTable::new(&mut frames, 1, mmu::VA_BITS).map_err(|_| "out of table memory")?;
+    s2.map(
+        &mut frames,
+        platform::RAM_BASE,
+        PhysAddr(ram_pa),
+        size.next_multiple_of(PAGE_SIZE),
+        Attrs::RAM,
+    )
+    .map_err(|_| "cannot map guest RAM")?;
 
-    let payload = table.find(ModuleKind::Kernel, &dc.kernel.name).map_err(|_| "kernel module missing from the image")?.data;
+    let payload = table
+        .find(ModuleKind::Kernel, &dc.kernel.name)
+        .map_err(|_| "kernel module missing from the image")?
+        .data;
     let load_offset = match Arm64ImageHeader::read_from_prefix(payload) {
         Ok((h, _)) if h.magic.get() == ARM64_IMAGE_MAGIC => h.text_offset.get(),
         _ => 0,
@@ -426,7 +494,9 @@ fn build_domain(
     if load_offset.saturating_add(payload.len() as u64) > size - GUEST_DTB_RESERVE {
         return Err("kernel does not fit in guest RAM");
     }
-    if dc.vcpus as usize > platform::MAX_VCPUS_PER_DOMAIN || *next_vcpu + dc.vcpus as usize > MAX_VCPUS {
+    if dc.vcpus as usize > platform::MAX_VCPUS_PER_DOMAIN
+        || *next_vcpu + dc.vcpus as usize > MAX_VCPUS
+    {
         return Err("too many vCPUs");
     }
     let id = (i + 1) as u16;
@@ -440,7 +510,10 @@ fn build_domain(
         // SAFETY: domains are built on the boot pCPU before any other pCPU
         // runs its scheduler, so no one else reads run queues yet.
         let inner = unsafe { &mut *PCPUS[p].inner.get() };
-        inner.runq.add(v).map_err(|_| "too many vCPUs on one pCPU")?;
+        inner
+            .runq
+            .add(v)
+            .map_err(|_| "too many vCPUs on one pCPU")?;
         log!("d{} {}: vcpu{} on pcpu{}", id, dc.name, n, p);
     }
     *next_vcpu += dc.vcpus as usize;
@@ -475,7 +548,9 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
     let ram = unsafe { core::slice::from_raw_parts_mut(d.ram_pa as *mut u8, d.ram_size as usize) };
     ram.fill(0);
     let at = d.load_offset as usize;
-    ram.get_mut(at..at + d.payload.len()).ok_or("kernel does not fit")?.copy_from_slice(d.payload);
+    ram.get_mut(at..at + d.payload.len())
+        .ok_or("kernel does not fit")?
+        .copy_from_slice(d.payload);
     let dtb_off = (d.dtb_ipa - platform::RAM_BASE) as usize;
     let out = ram.get_mut(dtb_off..).ok_or("no room for the guest DTB")?;
     let params = GuestDtParams {
@@ -543,7 +618,15 @@ pub enum StopReason {
 /// Stop a domain (or restart it, for `Reboot`). Safe to call from any pCPU.
 pub fn stop_domain(di: usize, why: StopReason) {
     let Some(d) = domains().get(di) else { return };
-    if d.state.compare_exchange(DOMAIN_RUNNING, DOMAIN_STOPPED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    if d.state
+        .compare_exchange(
+            DOMAIN_RUNNING,
+            DOMAIN_STOPPED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_err()
+    {
         return;
     }
     let what = match why {
@@ -699,7 +782,11 @@ fn arm_wakeup(p: usize) {
             deadline = deadline.min(frame.timer.cval);
         }
     }
-    set_hyp_timer(if deadline == u64::MAX { None } else { Some(deadline) });
+    set_hyp_timer(if deadline == u64::MAX {
+        None
+    } else {
+        Some(deadline)
+    });
 }
 
 fn set_hyp_timer(at: Option<u64>) {
@@ -736,7 +823,9 @@ fn drain_irqs(p: usize) {
                 if let Some(v) = inner.loaded {
                     guest::mask_vtimer();
                     if let (Some(d), Some(slot)) = (domain_of(v), vcpu(v)) {
-                        d.vgic.lock().inject(slot.index.load(Ordering::Relaxed), platform::VTIMER_INTID);
+                        d.vgic
+                            .lock()
+                            .inject(slot.index.load(Ordering::Relaxed), platform::VTIMER_INTID);
                         slot.irq_hint.store(true, Ordering::Release);
                     }
                 }
@@ -788,7 +877,9 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
     let others = inner.runq.has_other_runnable(next, |v| {
         // SAFETY: owner pCPU; a cheap check without side effects.
         let (_, o) = unsafe { owned(v) };
-        vcpu(v).is_some_and(|s| s.power.is_on()) && domain_of(v).is_some_and(|d| d.is_running()) && !o.blocked
+        vcpu(v).is_some_and(|s| s.power.is_on())
+            && domain_of(v).is_some_and(|d| d.is_running())
+            && !o.blocked
     });
     set_hyp_timer(others.then(|| arch::counter() + SLICE_US * arch::counter_freq() / 1_000_000));
     flush_lrs(next);
@@ -822,7 +913,9 @@ pub fn flush_lrs(v: usize) {
         if own.lr_used & bit != 0 {
             continue;
         }
-        let Some((intid, prio)) = vgic.next_deliverable(idx) else { break };
+        let Some((intid, prio)) = vgic.next_deliverable(idx) else {
+            break;
+        };
         gic::write_lr(n, Vgic::lr_value(intid, prio));
         vgic.mark_in_lr(idx, intid);
         own.lr_used |= bit;

@@ -8,7 +8,10 @@ use super::console::log;
 use super::*;
 use crate::arch::aarch64::{read_sysreg, write_sysreg};
 use tessera_ipc::errno::Errno;
-use tessera_ipc::hypercall::{self as hc, SchedShutdown, ShutdownReason, XenFeatureInfo, XenVersionCmd, HVC_IMM_HYPERCALL, HVC_IMM_SMCCC};
+use tessera_ipc::hypercall::{
+    self as hc, SchedShutdown, ShutdownReason, XenFeatureInfo, XenVersionCmd, HVC_IMM_HYPERCALL,
+    HVC_IMM_SMCCC,
+};
 use tessera_ipc::psci::{self, AffinityState, Status};
 use tessera_kernel::esr::{self, DataAbort, SysReg, SysRegAccess, Trap};
 use tessera_kernel::hypercall::{self as dec, Call, PsciCall};
@@ -29,12 +32,16 @@ enum Next {
 /// Sync exception from a guest.
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_sync(frame: *mut VcpuFrame) -> *mut VcpuFrame {
-    let Some(v) = vcpu_of_frame(frame) else { arch::halt() };
+    let Some(v) = vcpu_of_frame(frame) else {
+        arch::halt()
+    };
     let esr = read_sysreg!("esr_el2");
     // SAFETY: trap entry runs on the pCPU that owns the trapped vCPU.
     let (f, _) = unsafe { owned(v) };
     let next = match esr::decode(esr) {
-        Trap::Hvc { imm: HVC_IMM_HYPERCALL } => hypercall(v, f),
+        Trap::Hvc {
+            imm: HVC_IMM_HYPERCALL,
+        } => hypercall(v, f),
         Trap::Hvc { imm: HVC_IMM_SMCCC } => psci_call(v, f),
         Trap::Hvc { .. } => {
             f.x[0] = Status::NotSupported.to_ret();
@@ -71,7 +78,9 @@ extern "C" fn handle_guest_sync(frame: *mut VcpuFrame) -> *mut VcpuFrame {
 /// IRQ (or FIQ) while a guest ran.
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_irq(frame: *mut VcpuFrame) -> *mut VcpuFrame {
-    let Some(v) = vcpu_of_frame(frame) else { arch::halt() };
+    let Some(v) = vcpu_of_frame(frame) else {
+        arch::halt()
+    };
     let p = vcpu(v).map(|s| s.pcpu.load(Ordering::Relaxed)).unwrap_or(0);
     drain_irqs(p);
     // SAFETY: we are pCPU `p`.
@@ -82,7 +91,9 @@ extern "C" fn handle_guest_irq(frame: *mut VcpuFrame) -> *mut VcpuFrame {
 /// SError from a guest: the domain is stopped.
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_serror(frame: *mut VcpuFrame) -> *mut VcpuFrame {
-    let Some(v) = vcpu_of_frame(frame) else { arch::halt() };
+    let Some(v) = vcpu_of_frame(frame) else {
+        arch::halt()
+    };
     let esr = read_sysreg!("esr_el2");
     let next = fault(v, esr);
     finish(v, next)
@@ -91,18 +102,28 @@ extern "C" fn handle_guest_serror(frame: *mut VcpuFrame) -> *mut VcpuFrame {
 /// An exception taken from EL2 itself: a kernel bug. Log it and stop this pCPU.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_exception(kind: u64, esr: u64, elr: u64, far: u64) -> ! {
-    log!("kernel exception {} ESR {:#x} ELR {:#x} FAR {:#x}; pcpu halted", kind, esr, elr, far);
+    log!(
+        "kernel exception {} ESR {:#x} ELR {:#x} FAR {:#x}; pcpu halted",
+        kind,
+        esr,
+        elr,
+        far
+    );
     arch::halt()
 }
 
 fn advance_pc(esr: u64) {
-    write_sysreg!("elr_el2", read_sysreg!("elr_el2") + esr::instruction_len(esr));
+    write_sysreg!(
+        "elr_el2",
+        read_sysreg!("elr_el2") + esr::instruction_len(esr)
+    );
 }
 
 /// Decide which vCPU the exit path resumes.
 fn finish(v: usize, next: Next) -> *mut VcpuFrame {
     let p = vcpu(v).map(|s| s.pcpu.load(Ordering::Relaxed)).unwrap_or(0);
-    let still_ok = domain_of(v).is_some_and(|d| d.is_running()) && vcpu(v).is_some_and(|s| s.power.is_on());
+    let still_ok =
+        domain_of(v).is_some_and(|d| d.is_running()) && vcpu(v).is_some_and(|s| s.power.is_on());
     let next = if still_ok { next } else { Next::Leave };
     match next {
         Next::Resume => {
@@ -140,7 +161,13 @@ fn fault(v: usize, esr: u64) -> Next {
     let far = read_sysreg!("far_el2");
     let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
     if let Some(d) = domain_of(v) {
-        log!("d{} {}: stage-2 fault at IPA {:#x} ESR {:#x}; domain stopped", d.id, d.name, ipa, esr);
+        log!(
+            "d{} {}: stage-2 fault at IPA {:#x} ESR {:#x}; domain stopped",
+            d.id,
+            d.name,
+            ipa,
+            esr
+        );
         if let Some(slot) = vcpu(v) {
             stop_domain(slot.domain.load(Ordering::Relaxed), StopReason::Fault);
         }
@@ -162,7 +189,9 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     let hpfar = read_sysreg!("hpfar_el2");
     let far = read_sysreg!("far_el2");
     let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
-    let (Some(dom), Some(slot)) = (domain_of(v), vcpu(v)) else { return Next::Leave };
+    let (Some(dom), Some(slot)) = (domain_of(v), vcpu(v)) else {
+        return Next::Leave;
+    };
     let mut vgic = dom.vgic.lock();
     let Some((frame_kind, off)) = vgic.decode(ipa) else {
         drop(vgic);
@@ -170,7 +199,13 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     };
     let Some(acc) = d.syndrome else {
         drop(vgic);
-        log!("d{} {}: GIC access at IPA {:#x} without syndrome (ESR {:#x})", dom.id, dom.name, ipa, esr);
+        log!(
+            "d{} {}: GIC access at IPA {:#x} without syndrome (ESR {:#x})",
+            dom.id,
+            dom.name,
+            ipa,
+            esr
+        );
         return fault(v, esr);
     };
     let idx = slot.index.load(Ordering::Relaxed);
@@ -179,7 +214,11 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     let _ = matches!(frame_kind, Frame::Dist);
     if d.write {
         let raw = get_reg(f, acc.reg);
-        let val = if acc.size == 8 { raw } else { raw & ((1u64 << (acc.size * 8)) - 1) };
+        let val = if acc.size == 8 {
+            raw
+        } else {
+            raw & ((1u64 << (acc.size * 8)) - 1)
+        };
         let targets = vgic.mmio_write(frame_kind, off, acc.size, val).unwrap_or(0);
         drop(vgic);
         notify_targets(dom, targets);
@@ -215,7 +254,10 @@ fn notify_targets(d: &Domain, mask: u32) {
 }
 
 fn sysreg(v: usize, f: &mut VcpuFrame, a: SysRegAccess, esr: u64) {
-    if a.reg == SysReg::ICC_SGI1R_EL1 || a.reg == SysReg::ICC_ASGI1R_EL1 || a.reg == SysReg::ICC_SGI0R_EL1 {
+    if a.reg == SysReg::ICC_SGI1R_EL1
+        || a.reg == SysReg::ICC_ASGI1R_EL1
+        || a.reg == SysReg::ICC_SGI0R_EL1
+    {
         if !a.read {
             if let (Some(d), Some(slot)) = (domain_of(v), vcpu(v)) {
                 let val = get_reg(f, a.rt);
@@ -312,12 +354,16 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             return Next::Resume;
         }
     };
-    let Some(d) = domain_of(v) else { return Next::Leave };
+    let Some(d) = domain_of(v) else {
+        return Next::Leave;
+    };
     let (ret, next) = match call {
         Call::XenVersion { cmd, arg } => (xen_version(d, cmd, arg.raw()), Next::Resume),
         Call::ConsoleWrite { buf, len } => {
             let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
-            let Some(dst) = tmp.get_mut(..len) else { return Next::Resume };
+            let Some(dst) = tmp.get_mut(..len) else {
+                return Next::Resume;
+            };
             match copy_from_guest(d, buf.raw(), dst) {
                 Ok(()) => {
                     d.console.lock().push(&d.name, dst);
@@ -340,9 +386,16 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
                         let why = match reason {
                             ShutdownReason::Reboot => StopReason::Reboot,
                             ShutdownReason::Crash | ShutdownReason::Watchdog => StopReason::Crash,
-                            ShutdownReason::Poweroff | ShutdownReason::Suspend => StopReason::Poweroff,
+                            ShutdownReason::Poweroff | ShutdownReason::Suspend => {
+                                StopReason::Poweroff
+                            }
                         };
-                        stop_domain(vcpu(v).map(|s| s.domain.load(Ordering::Relaxed)).unwrap_or(usize::MAX), why);
+                        stop_domain(
+                            vcpu(v)
+                                .map(|s| s.domain.load(Ordering::Relaxed))
+                                .unwrap_or(usize::MAX),
+                            why,
+                        );
                         (Ok(0), Next::Leave)
                     }
                 },
@@ -377,10 +430,13 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
         f.x[0] = Status::NotSupported.to_ret();
         return Next::Resume;
     };
-    let (Some(d), Some(slot)) = (domain_of(v), vcpu(v)) else { return Next::Leave };
+    let (Some(d), Some(slot)) = (domain_of(v), vcpu(v)) else {
+        return Next::Leave;
+    };
     let di = slot.domain.load(Ordering::Relaxed);
     let target_vcpu = |mpidr: u64| -> Option<usize> {
-        let idx = (0..d.nr_vcpus).find(|&i| platform::vcpu_mpidr(i as u32) & 0xff_00ff_ffff == mpidr & 0xff_00ff_ffff)?;
+        let idx = (0..d.nr_vcpus)
+            .find(|&i| platform::vcpu_mpidr(i as u32) & 0xff_00ff_ffff == mpidr & 0xff_00ff_ffff)?;
         Some(d.first_vcpu + idx)
     };
     let (ret, next) = match call {
@@ -388,12 +444,25 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
         PsciCall::SmcccVersion => (psci::SMCCC_VERSION_1_1, Next::Resume),
         PsciCall::Features { function } => {
             let known = psci::Function::try_from(function).is_ok();
-            (if known { 0 } else { Status::NotSupported.to_ret() }, Next::Resume)
+            (
+                if known {
+                    0
+                } else {
+                    Status::NotSupported.to_ret()
+                },
+                Next::Resume,
+            )
         }
         PsciCall::MigrateInfoType => (psci::MIGRATE_INFO_NOT_PRESENT, Next::Resume),
-        PsciCall::CpuOn { target, entry, context } => match target_vcpu(target) {
+        PsciCall::CpuOn {
+            target,
+            entry,
+            context,
+        } => match target_vcpu(target) {
             None => (Status::InvalidParameters.to_ret(), Next::Resume),
-            Some(_) if d.ram_pa_of(entry, 4).is_none() || entry % 4 != 0 => (Status::InvalidAddress.to_ret(), Next::Resume),
+            Some(_) if d.ram_pa_of(entry, 4).is_none() || entry % 4 != 0 => {
+                (Status::InvalidAddress.to_ret(), Next::Resume)
+            }
             Some(t) => match vcpu(t).map(|s| s.power.power_on(entry, context)) {
                 Some(Ok(())) => {
                     kick_owner(t);
@@ -410,7 +479,14 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
         PsciCall::AffinityInfo { target, level } => match target_vcpu(target) {
             Some(t) if level == 0 => {
                 let on = vcpu(t).is_some_and(|s| s.power.is_on());
-                (if on { AffinityState::On as u64 } else { AffinityState::Off as u64 }, Next::Resume)
+                (
+                    if on {
+                        AffinityState::On as u64
+                    } else {
+                        AffinityState::Off as u64
+                    },
+                    Next::Resume,
+                )
             }
             _ => (Status::InvalidParameters.to_ret(), Next::Resume),
         },

@@ -73,8 +73,8 @@ pub fn init_cpu(gicr: u64, size: u64, mpidr: u64) -> Result<(), ()> {
     }
     let enable = (1 << KICK_SGI) | (1 << MAINTENANCE_INTID) | (1 << 26) | (1 << 27);
     mmio_write32(sgi + 0x100, enable); // ISENABLER0
-    // CPU interface: system registers on, EL1 may use them too; unmask all
-    // priorities; EOI both drops priority and deactivates (EOImode = 0).
+                                       // CPU interface: system registers on, EL1 may use them too; unmask all
+                                       // priorities; EOI both drops priority and deactivates (EOImode = 0).
     write_sysreg!("icc_sre_el2", read_sysreg!("icc_sre_el2") | 0b1001);
     isb();
     write_sysreg!("icc_pmr_el1", 0xff);
@@ -103,7 +103,12 @@ pub fn kick(mpidr: u64) {
     let aff2 = (mpidr >> 16) & 0xff;
     let aff3 = (mpidr >> 32) & 0xff;
     let rs = (mpidr & 0xff) >> 4;
-    let v = (aff3 << 48) | (aff2 << 32) | (rs << 44) | (u64::from(KICK_SGI) << 24) | (aff1 << 16) | (1 << aff0);
+    let v = (aff3 << 48)
+        | (aff2 << 32)
+        | (rs << 44)
+        | (u64::from(KICK_SGI) << 24)
+        | (aff1 << 16)
+        | (1 << aff0);
     dsb_sy();
     write_sysreg!("icc_sgi1r_el1", v);
     isb();

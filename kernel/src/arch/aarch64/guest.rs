@@ -117,9 +117,18 @@ impl VcpuFrame {
                 mdscr: 0,
                 vmpidr: 0,
             },
-            fp: FpState { q: [0; 32], fpsr: 0, fpcr: 0 },
+            fp: FpState {
+                q: [0; 32],
+                fpsr: 0,
+                fpcr: 0,
+            },
             timer: TimerState { ctl: 0, cval: 0 },
-            vgic: VgicCpuState { lr: [0; NR_LRS], vmcr: 0, ap0r0: 0, ap1r0: 0 },
+            vgic: VgicCpuState {
+                lr: [0; NR_LRS],
+                vmcr: 0,
+                ap0r0: 0,
+                ap1r0: 0,
+            },
         }
     }
 
@@ -285,7 +294,16 @@ fn restore_fp(fp: &FpState) {
 pub fn init_el2_controls() {
     // VM | SWIO | FMO | IMO | AMO | FB | TWI | TSC | TID3 | RW. PAuth (API/APK)
     // and MTE (ATA) stay clear so their use traps or is undefined.
-    let hcr = 1 | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 9) | (1 << 13) | (1 << 19) | (1 << 18) | (1 << 31);
+    let hcr = 1
+        | (1 << 1)
+        | (1 << 3)
+        | (1 << 4)
+        | (1 << 5)
+        | (1 << 9)
+        | (1 << 13)
+        | (1 << 19)
+        | (1 << 18)
+        | (1 << 31);
     write_sysreg!("hcr_el2", hcr);
     // CPTR_EL2 (nVHE): RES1 bits 13:12 and 9:0, TZ (SVE) and TSM (SME) trap;
     // TFP clear so FP/SIMD is the guest's to use.
@@ -295,7 +313,13 @@ pub fn init_el2_controls() {
     write_sysreg!("cntvoff_el2", 0);
     // VTCR_EL2: T0SZ = 25 (39-bit IPA), SL0 = 1 (start at level 1), inner/
     // outer write-back, inner shareable, 4 KiB granule, PS capped at 40 bits.
-    let vtcr = 25 | (1 << 6) | (1 << 8) | (1 << 10) | (3 << 12) | (super::mmu::pa_size_code() << 16) | (1 << 31);
+    let vtcr = 25
+        | (1 << 6)
+        | (1 << 8)
+        | (1 << 10)
+        | (3 << 12)
+        | (super::mmu::pa_size_code() << 16)
+        | (1 << 31);
     write_sysreg!("vtcr_el2", vtcr);
     write_sysreg!("mdcr_el2", read_sysreg!("mdcr_el2") & 0x1f);
     isb();

@@ -71,7 +71,13 @@ pub fn build_el2_map(ram: &[(u64, u64)], devices: &[(u64, u64)]) -> Result<PhysA
 pub fn enable(root: PhysAddr) {
     write_sysreg!("mair_el2", MAIR_EL2);
     // T0SZ = 64 - 39; inner/outer write-back, inner shareable; 4 KiB granule.
-    let tcr = (64 - u64::from(VA_BITS)) | (1 << 8) | (1 << 10) | (3 << 12) | (pa_size_code() << 16) | (1 << 23) | (1 << 31);
+    let tcr = (64 - u64::from(VA_BITS))
+        | (1 << 8)
+        | (1 << 10)
+        | (3 << 12)
+        | (pa_size_code() << 16)
+        | (1 << 23)
+        | (1 << 31);
     write_sysreg!("tcr_el2", tcr);
     write_sysreg!("ttbr0_el2", root.raw());
     dsb_ish();
