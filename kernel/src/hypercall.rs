@@ -61,6 +61,22 @@ pub fn decode(op: u64, args: &[u64; 6]) -> Result<Call, Errno> {
     }
 }
 
+/// The answer to a "leaf" hypercall, one whose result is a constant of the
+/// ABI (no guest memory, no kernel state), so the trap path can reply
+/// without the general decode. `None` for everything else.
+#[inline(always)]
+pub fn leaf_result(op: u64, arg0: u64) -> Option<u64> {
+    const XEN_VERSION: u64 = Op::XenVersion as u64;
+    match (op, XenVersionCmd::try_from(arg0)) {
+        (XEN_VERSION, Ok(XenVersionCmd::Version)) => Some(
+            (tessera_ipc::hypercall::XEN_VERSION_MAJOR << 16)
+                | tessera_ipc::hypercall::XEN_VERSION_MINOR,
+        ),
+        (XEN_VERSION, Ok(XenVersionCmd::PageSize)) => Some(crate::addr::PAGE_SIZE),
+        _ => None,
+    }
+}
+
 /// A decoded PSCI / SMCCC call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PsciCall {
@@ -158,6 +174,15 @@ mod tests {
                 len: CONSOLE_IO_MAX
             })
         );
+    }
+
+    #[test]
+    fn leaf_calls_answer_constants_only() {
+        assert_eq!(leaf_result(17, 0), Some((4 << 16) | 17));
+        assert_eq!(leaf_result(17, 7), Some(4096));
+        assert_eq!(leaf_result(17, 1), None, "extraversion writes guest memory");
+        assert_eq!(leaf_result(29, 0), None);
+        assert_eq!(leaf_result(999, 0), None);
     }
 
     #[test]

@@ -205,6 +205,19 @@ pub unsafe fn owned(v: usize) -> (&'static mut VcpuFrame, &'static mut OwnerStat
     unsafe { (&mut *slot.frame.get(), &mut *slot.owner.get()) }
 }
 
+/// Whether the trapped vCPU `f` can go straight back to the guest: nothing
+/// asked its pCPU to reschedule and no interrupt is in flight or pending.
+#[inline(always)]
+pub fn can_resume_directly(f: &VcpuFrame) -> bool {
+    let (v, p) = (f.id as usize, f.pcpu as usize);
+    let (Some(slot), Some(pc)) = (VCPUS.get(v), PCPUS.get(p)) else {
+        return false;
+    };
+    // SAFETY: trap paths run on the owning pCPU, which alone touches these.
+    let (inner, own) = unsafe { (&*pc.inner.get(), &*slot.owner.get()) };
+    !inner.slice_expired && own.lr_used == 0 && !slot.irq_hint.load(Ordering::Relaxed)
+}
+
 /// This pCPU's scheduler state.
 ///
 /// # Safety
@@ -507,6 +520,10 @@ fn build_domain(
         VCPUS[v].domain.store(i, Ordering::Relaxed);
         VCPUS[v].index.store(n, Ordering::Relaxed);
         VCPUS[v].pcpu.store(p, Ordering::Relaxed);
+        // SAFETY: no pCPU runs guests yet; the boot pCPU is the only user.
+        let (frame, _) = unsafe { owned(v) };
+        frame.id = v as u32;
+        frame.pcpu = p as u32;
         // SAFETY: domains are built on the boot pCPU before any other pCPU
         // runs its scheduler, so no one else reads run queues yet.
         let inner = unsafe { &mut *PCPUS[p].inner.get() };
@@ -858,8 +875,14 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
         }
         // SAFETY: owner pCPU.
         let (nf, no) = unsafe { owned(next) };
-        if let Some(d) = domain_of(next) {
-            guest::load_stage2(d.s2_root, d.id);
+        let same_domain = inner.loaded.zip(Some(next)).is_some_and(|(a, b)| {
+            vcpu(a).map(|s| s.domain.load(Ordering::Relaxed))
+                == vcpu(b).map(|s| s.domain.load(Ordering::Relaxed))
+        });
+        if !same_domain {
+            if let Some(d) = domain_of(next) {
+                guest::load_stage2(d.s2_root, d.id);
+            }
         }
         guest::restore(nf);
         no.timer_in_hw = true;

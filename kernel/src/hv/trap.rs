@@ -29,13 +29,40 @@ enum Next {
     Leave,
 }
 
-/// Sync exception from a guest.
+/// Sync exception from a guest. Leaf hypercalls that read no state and
+/// change none are answered here without entering the general path; the
+/// rest goes to `handle_sync`.
 #[unsafe(no_mangle)]
 extern "C" fn handle_guest_sync(frame: *mut VcpuFrame) -> *mut VcpuFrame {
+    let esr = read_sysreg!("esr_el2");
+    if esr >> 26 == 0x16 && esr & 0xffff == u64::from(HVC_IMM_HYPERCALL) {
+        // SAFETY: the trap entry passes the trapped vCPU's own frame, which
+        // only this pCPU touches.
+        let f = unsafe { &mut *frame };
+        if let Some(ret) = dec::leaf_result(f.x[16], f.x[0]) {
+            f.x[0] = ret;
+            if can_resume_directly(f) {
+                return frame;
+            }
+            return finish_slow(frame, Next::Resume);
+        }
+    }
+    handle_sync(frame, esr)
+}
+
+#[inline(never)]
+fn finish_slow(frame: *mut VcpuFrame, next: Next) -> *mut VcpuFrame {
+    match vcpu_of_frame(frame) {
+        Some(v) => finish(v, next),
+        None => arch::halt(),
+    }
+}
+
+#[inline(never)]
+fn handle_sync(frame: *mut VcpuFrame, esr: u64) -> *mut VcpuFrame {
     let Some(v) = vcpu_of_frame(frame) else {
         arch::halt()
     };
-    let esr = read_sysreg!("esr_el2");
     // SAFETY: trap entry runs on the pCPU that owns the trapped vCPU.
     let (f, _) = unsafe { owned(v) };
     let next = match esr::decode(esr) {

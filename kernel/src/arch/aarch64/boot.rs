@@ -136,7 +136,7 @@ el2_vectors:
     kernel_fault 3
     // Lower EL, AArch64: guest traps.
     .balign 128
-    guest_trap handle_guest_sync
+    b       guest_sync_entry
     .balign 128
     guest_trap handle_guest_irq
     .balign 128
@@ -152,6 +152,30 @@ el2_vectors:
     kernel_fault 4
     .balign 128
     kernel_fault 4
+
+// Guest sync exceptions. The leaf hypercall xen_version(XENVER_version)
+// reads no state and changes none, so it is answered here with two scratch
+// registers, before any frame is saved. Resuming at once is always safe:
+// anything else pending for this vCPU arrives as a physical IRQ, which traps
+// again right after the ERET.
+guest_sync_entry:
+    stp     x0, x1, [sp, #-16]!
+    mrs     x0, esr_el2
+    movz    x1, #{hvc_imm}
+    movk    x1, #{hvc_esr_hi}, lsl #16
+    cmp     x0, x1
+    b.ne    1f
+    cmp     x16, #{op_xen_version}
+    b.ne    1f
+    ldr     x0, [sp]
+    cbnz    x0, 1f
+    movz    x0, #{xen_minor}
+    movk    x0, #{xen_major}, lsl #16
+    ldr     x1, [sp, #8]
+    add     sp, sp, #16
+    eret
+1:  ldp     x0, x1, [sp], #16
+    guest_trap handle_guest_sync
 
 // x0 = frame to resume. If it is not the frame that trapped, move the
 // callee-saved registers (still the old guest's, per AAPCS64) across.
@@ -199,6 +223,12 @@ enter_guest_first:
     b       3b
 "#,
     stack_size = const STACK_SIZE,
+    hvc_imm = const tessera_ipc::hypercall::HVC_IMM_HYPERCALL,
+    // ESR_EL2 of `hvc #0xEA1`: EC 0x16 in bits 31:26, IL in bit 25.
+    hvc_esr_hi = const (0x16 << 10) | (1 << 9),
+    op_xen_version = const tessera_ipc::hypercall::Op::XenVersion as u64,
+    xen_major = const tessera_ipc::hypercall::XEN_VERSION_MAJOR,
+    xen_minor = const tessera_ipc::hypercall::XEN_VERSION_MINOR,
 );
 
 unsafe extern "C" {

@@ -17,6 +17,10 @@ pub struct VcpuFrame {
     pub fp: FpState,
     pub timer: TimerState,
     pub vgic: VgicCpuState,
+    /// This vCPU's global index and its pCPU, fixed at build time, so the
+    /// trap path finds its bookkeeping without searching.
+    pub id: u32,
+    pub pcpu: u32,
 }
 const _: () = assert!(core::mem::offset_of!(VcpuFrame, x) == 0);
 const _: () = assert!(core::mem::offset_of!(VcpuFrame, elr) == 248);
@@ -129,13 +133,18 @@ impl VcpuFrame {
                 ap0r0: 0,
                 ap1r0: 0,
             },
+            id: 0,
+            pcpu: 0,
         }
     }
 
     /// Architectural reset for PSCI CPU_ON / domain start (Arm DEN0022 6.4.3:
     /// MMU off, caches off, EL1h, x0 = context).
     pub fn reset(&mut self, entry: u64, x0: u64, mpidr: u64) {
+        let (id, pcpu) = (self.id, self.pcpu);
         *self = Self::new();
+        self.id = id;
+        self.pcpu = pcpu;
         self.x[0] = x0;
         self.elr = entry;
         self.spsr = SPSR_EL1H_MASKED;
