@@ -7,6 +7,8 @@
 /// Why a guest trapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trap {
+    /// FP/SIMD use trapped by CPTR_EL2.TFP (lazy FP switching).
+    FpAccess,
     /// WFI (or WFE, when `wfe` is set).
     Wfx { wfe: bool },
     /// `hvc #imm` from AArch64.
@@ -112,6 +114,7 @@ pub fn decode(esr: u64) -> Trap {
     let iss = esr & 0x1ff_ffff;
     match exception_class(esr) {
         0x01 => Trap::Wfx { wfe: iss & 1 == 1 },
+        0x07 => Trap::FpAccess,
         0x16 => Trap::Hvc {
             imm: (iss & 0xffff) as u16,
         },
@@ -165,6 +168,7 @@ mod tests {
         assert_eq!(decode(0x5a00_0ea1), Trap::Hvc { imm: 0xea1 });
         assert_eq!(decode(0x5e00_0000), Trap::Smc { imm: 0 });
         assert_eq!(decode(0x0600_0000), Trap::Wfx { wfe: false });
+        assert_eq!(decode(0x07 << 26 | 1 << 25), Trap::FpAccess);
     }
 
     #[test]

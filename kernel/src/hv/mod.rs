@@ -133,6 +133,8 @@ struct PcpuInner {
     runq: RunQueue,
     current: Option<usize>,
     loaded: Option<usize>,
+    /// The vCPU whose FP/SIMD registers are in the hardware.
+    fp_owner: Option<usize>,
     slice_expired: bool,
 }
 
@@ -147,6 +149,7 @@ static PCPUS: [Pcpu; boot::MAX_PCPUS] = [const {
             runq: RunQueue::new(),
             current: None,
             loaded: None,
+            fp_owner: None,
             slice_expired: false,
         }),
     }
@@ -158,6 +161,8 @@ static PSCI_SMC: AtomicBool = AtomicBool::new(true);
 static GICR: AtomicU64 = AtomicU64::new(0);
 static GICR_SIZE: AtomicU64 = AtomicU64::new(0);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
+/// The time slice in counter ticks, computed once at boot.
+static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// The domains (empty until boot has built them).
 pub fn domains() -> &'static [Domain] {
@@ -174,13 +179,14 @@ pub fn domain_of(v: usize) -> Option<&'static Domain> {
     domains().get(vcpu(v)?.domain.load(Ordering::Relaxed))
 }
 
-/// The global index of the vCPU whose frame is at `frame` (trap entry
-/// passes the frame, not the index, so recover it by address).
+/// The global index of the vCPU whose frame is at `frame`, as recorded in
+/// the frame at build time; checked against the frame's real address so a
+/// corrupted index can never select another vCPU's bookkeeping.
 pub fn vcpu_of_frame(frame: *const VcpuFrame) -> Option<usize> {
-    let base = VCPUS.as_ptr() as usize + core::mem::offset_of!(Vcpu, frame);
-    let off = (frame as usize).checked_sub(base)?;
-    let v = off / core::mem::size_of::<Vcpu>();
-    (v < MAX_VCPUS && off % core::mem::size_of::<Vcpu>() == 0).then_some(v)
+    // SAFETY: trap entry passes a pointer to a live frame inside `VCPUS`.
+    let v = unsafe { (*frame).id } as usize;
+    let slot = VCPUS.get(v)?;
+    core::ptr::eq(slot.frame.get(), frame).then_some(v)
 }
 
 /// This pCPU's index, found by MPIDR (slow path only: the trap path knows
@@ -278,6 +284,10 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         PCPUS[i].mpidr.store(m & 0xff_00ff_ffff, Ordering::Relaxed);
     }
     PSCI_SMC.store(host.psci_conduit == Conduit::Smc, Ordering::Relaxed);
+    SLICE_TICKS.store(
+        SLICE_US * arch::counter_freq() / 1_000_000,
+        Ordering::Relaxed,
+    );
 
     let ram: heapless::Vec<(u64, u64), 8> = host.memory.iter().map(|r| (r.base, r.size)).collect();
     let devices = [
@@ -736,10 +746,19 @@ fn take_start_requests(p: usize) {
             // SAFETY: owner pCPU.
             let (frame, own) = unsafe { owned(v) };
             frame.reset(entry, ctx, platform::vcpu_mpidr(idx as u32));
-            *own = OwnerState::default();
             if inner.loaded == Some(v) {
+                // The old incarnation's interrupts must not reach the new one.
+                if own.lr_used != 0 {
+                    for n in 0..gic::NR_LRS {
+                        gic::write_lr(n, 0);
+                    }
+                }
                 inner.loaded = None;
             }
+            if inner.fp_owner == Some(v) {
+                inner.fp_owner = None;
+            }
+            *own = OwnerState::default();
         }
     }
 }
@@ -866,10 +885,10 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
             if !oo.timer_in_hw {
                 // Already stashed; `save` must not overwrite it with zeros.
                 let t = core::mem::take(&mut of.timer);
-                guest::save(of);
+                guest::save(of, oo.lr_used != 0);
                 of.timer = t;
             } else {
-                guest::save(of);
+                guest::save(of, oo.lr_used != 0);
             }
             oo.timer_in_hw = false;
         }
@@ -884,7 +903,7 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
                 guest::load_stage2(d.s2_root, d.id);
             }
         }
-        guest::restore(nf);
+        guest::restore(nf, no.lr_used != 0);
         no.timer_in_hw = true;
         inner.loaded = Some(next);
     } else {
@@ -895,6 +914,7 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
             no.timer_in_hw = true;
         }
     }
+    guest::trap_fp(inner.fp_owner != Some(next));
     inner.current = Some(next);
     inner.slice_expired = false;
     let others = inner.runq.has_other_runnable(next, |v| {
@@ -904,10 +924,27 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
             && domain_of(v).is_some_and(|d| d.is_running())
             && !o.blocked
     });
-    set_hyp_timer(others.then(|| arch::counter() + SLICE_US * arch::counter_freq() / 1_000_000));
+    set_hyp_timer(others.then(|| arch::counter() + SLICE_TICKS.load(Ordering::Relaxed)));
     flush_lrs(next);
     // SAFETY: owner pCPU.
     unsafe { owned(next) }.0
+}
+
+/// The running vCPU `v` touched FP/SIMD: move the registers over to it.
+pub fn take_fp(p: usize, v: usize) {
+    // SAFETY: we are pCPU `p`, the owner of `v` and of any previous FP owner.
+    let inner = unsafe { pcpu_inner(p) };
+    guest::trap_fp(false);
+    if inner.fp_owner == Some(v) {
+        return;
+    }
+    if let Some(old) = inner.fp_owner {
+        // SAFETY: `old` lives on this pCPU.
+        guest::save_fp(&mut unsafe { owned(old) }.0.fp);
+    }
+    // SAFETY: owner pCPU.
+    guest::restore_fp(&unsafe { owned(v) }.0.fp);
+    inner.fp_owner = Some(v);
 }
 
 /// Retire list registers the guest has finished with and fill free ones

@@ -78,6 +78,10 @@ fn handle_sync(frame: *mut VcpuFrame, esr: u64) -> *mut VcpuFrame {
             advance_pc(esr);
             psci_call(v, f)
         }
+        Trap::FpAccess => {
+            take_fp(f.pcpu as usize, v);
+            Next::Resume
+        }
         Trap::Wfx { wfe } => {
             advance_pc(esr);
             if wfe {

@@ -159,8 +159,9 @@ impl Default for VcpuFrame {
 }
 
 /// Save the EL1 state, FP/SIMD and the virtual CPU interface of the vCPU
-/// currently on this pCPU.
-pub fn save(f: &mut VcpuFrame) {
+/// currently on this pCPU. `lrs_in_use` says whether any list register
+/// holds one of its interrupts; if none does they are all empty already.
+pub fn save(f: &mut VcpuFrame, lrs_in_use: bool) {
     f.elr = read_sysreg!("elr_el2");
     f.spsr = read_sysreg!("spsr_el2");
     let e = &mut f.el1;
@@ -188,20 +189,22 @@ pub fn save(f: &mut VcpuFrame) {
     e.cntkctl = read_sysreg!("cntkctl_el1");
     e.csselr = read_sysreg!("csselr_el1");
     e.mdscr = read_sysreg!("mdscr_el1");
-    save_fp(&mut f.fp);
     save_timer(&mut f.timer);
     let g = &mut f.vgic;
-    for (n, lr) in g.lr.iter_mut().enumerate() {
-        *lr = gic::read_lr(n);
-        gic::write_lr(n, 0);
+    if lrs_in_use {
+        for (n, lr) in g.lr.iter_mut().enumerate() {
+            *lr = gic::read_lr(n);
+            gic::write_lr(n, 0);
+        }
     }
     g.vmcr = read_sysreg!("ich_vmcr_el2");
     g.ap0r0 = read_sysreg!("ich_ap0r0_el2");
     g.ap1r0 = read_sysreg!("ich_ap1r0_el2");
 }
 
-/// Load a vCPU's state into this pCPU (the inverse of [`save`]).
-pub fn restore(f: &VcpuFrame) {
+/// Load a vCPU's state into this pCPU (the inverse of [`save`]); the list
+/// registers are empty on entry and only written if the vCPU has any in use.
+pub fn restore(f: &VcpuFrame, lrs_in_use: bool) {
     write_sysreg!("elr_el2", f.elr);
     write_sysreg!("spsr_el2", f.spsr);
     let e = &f.el1;
@@ -230,11 +233,12 @@ pub fn restore(f: &VcpuFrame) {
     write_sysreg!("csselr_el1", e.csselr);
     write_sysreg!("mdscr_el1", e.mdscr);
     write_sysreg!("vmpidr_el2", e.vmpidr);
-    restore_fp(&f.fp);
     restore_timer(&f.timer);
     let g = &f.vgic;
-    for (n, &lr) in g.lr.iter().enumerate() {
-        gic::write_lr(n, lr);
+    if lrs_in_use {
+        for (n, &lr) in g.lr.iter().enumerate() {
+            gic::write_lr(n, lr);
+        }
     }
     write_sysreg!("ich_vmcr_el2", g.vmcr);
     write_sysreg!("ich_ap0r0_el2", g.ap0r0);
@@ -263,7 +267,9 @@ pub fn mask_vtimer() {
     write_sysreg!("cntv_ctl_el0", read_sysreg!("cntv_ctl_el0") | 0b10);
 }
 
-fn save_fp(fp: &mut FpState) {
+/// Save the FP/SIMD registers. FP state moves lazily: a vCPU's registers
+/// stay in the hardware until another vCPU on the same pCPU uses FP.
+pub fn save_fp(fp: &mut FpState) {
     let p = fp.q.as_mut_ptr();
     // SAFETY: `p` points at 32 aligned u128 slots; the stores write exactly
     // those 512 bytes. EL2 code is built soft-float, so the registers hold
@@ -282,7 +288,8 @@ fn save_fp(fp: &mut FpState) {
     fp.fpcr = read_sysreg!("S3_3_C4_C4_0");
 }
 
-fn restore_fp(fp: &FpState) {
+/// Load the FP/SIMD registers.
+pub fn restore_fp(fp: &FpState) {
     let p = fp.q.as_ptr();
     // SAFETY: `p` points at 32 aligned u128 slots, read exactly once each.
     unsafe {
@@ -297,6 +304,22 @@ fn restore_fp(fp: &FpState) {
     }
     write_sysreg!("S3_3_C4_C4_1", fp.fpsr);
     write_sysreg!("S3_3_C4_C4_0", fp.fpcr);
+}
+
+const CPTR_EL2_BASE: u64 = 0x33ff;
+const CPTR_TFP: u64 = 1 << 10;
+
+/// Trap (or stop trapping) the running guest's FP/SIMD use (CPTR_EL2.TFP).
+pub fn trap_fp(on: bool) {
+    write_sysreg!(
+        "cptr_el2",
+        if on {
+            CPTR_EL2_BASE | CPTR_TFP
+        } else {
+            CPTR_EL2_BASE
+        }
+    );
+    isb();
 }
 
 /// Per-pCPU EL2 controls for running guests (Arm ARM D17.2.48 HCR_EL2).
@@ -314,9 +337,9 @@ pub fn init_el2_controls() {
         | (1 << 18)
         | (1 << 31);
     write_sysreg!("hcr_el2", hcr);
-    // CPTR_EL2 (nVHE): RES1 bits 13:12 and 9:0, TZ (SVE) and TSM (SME) trap;
-    // TFP clear so FP/SIMD is the guest's to use.
-    write_sysreg!("cptr_el2", 0x33ff | (1 << 8) | (1 << 12));
+    // CPTR_EL2 (nVHE): RES1 bits 13:12 and 9:0, TZ (SVE) and TSM (SME)
+    // trap; TFP starts set so the first FP use loads the vCPU's registers.
+    write_sysreg!("cptr_el2", CPTR_EL2_BASE | CPTR_TFP);
     // Guests read the physical counter; the physical timer is the kernel's.
     write_sysreg!("cnthctl_el2", 1);
     write_sysreg!("cntvoff_el2", 0);
