@@ -24,7 +24,7 @@ use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
 use tessera_kernel::image::ModuleTable;
 use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::{self, RunQueue};
-use tessera_kernel::vgic::Vgic;
+use tessera_kernel::vgic::{LrState, Vgic};
 use zerocopy::FromBytes;
 
 /// Most domains.
@@ -722,11 +722,39 @@ fn runnable(v: usize) -> bool {
         slot.irq_hint.store(true, Ordering::Release);
     }
     let idx = slot.index.load(Ordering::Relaxed);
-    if slot.irq_hint.load(Ordering::Acquire) || d.vgic.lock().has_deliverable(idx) {
+    if slot.irq_hint.load(Ordering::Acquire)
+        || lr_pending(v, frame, own)
+        || d.vgic.lock().has_deliverable(idx)
+    {
         own.blocked = false;
         return true;
     }
     false
+}
+
+/// Whether one of `v`'s list registers holds a pending interrupt: it was
+/// delivered before the vCPU blocked (with interrupts masked, say), and a
+/// pending virtual interrupt wakes a WFI just as a physical one would.
+fn lr_pending(v: usize, frame: &VcpuFrame, own: &OwnerState) -> bool {
+    if own.lr_used == 0 {
+        return false;
+    }
+    // SAFETY: owner pCPU; the scheduler state is only read here.
+    let loaded =
+        unsafe { &*PCPUS[frame.pcpu as usize % boot::MAX_PCPUS].inner.get() }.loaded == Some(v);
+    (0..gic::NR_LRS)
+        .filter(|n| own.lr_used & (1 << n) != 0)
+        .any(|n| {
+            let lr = if loaded {
+                gic::read_lr(n)
+            } else {
+                frame.vgic.lr[n]
+            };
+            matches!(
+                Vgic::lr_decode(lr).1,
+                LrState::Pending | LrState::PendingActive
+            )
+        })
 }
 
 /// A stashed virtual timer whose condition is met (enabled, unmasked, expired).
