@@ -15,7 +15,9 @@ use crate::arch::aarch64::{self as arch, boot, gic, guest, guest::VcpuFrame, mmu
 use crate::pagetable::{Attrs, PageTable, Stage2};
 use console::{log, LineBuffer};
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{
+    AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
+};
 use tessera_ipc::image::{Arm64ImageHeader, ModuleKind, ARM64_IMAGE_MAGIC};
 use tessera_ipc::platform;
 use tessera_kernel::config::{self, DomainConfig};
@@ -83,6 +85,8 @@ pub struct Vcpu {
     owner: UnsafeCell<OwnerState>,
     pub power: VcpuPower,
     pub domain: AtomicUsize,
+    /// The domain itself, once the domain list is final (null before).
+    domain_ptr: AtomicPtr<Domain>,
     pub index: AtomicUsize,
     pub pcpu: AtomicUsize,
     /// Something was made pending for this vCPU since its LRs were filled.
@@ -116,6 +120,7 @@ impl Vcpu {
             }),
             power: VcpuPower::new(),
             domain: AtomicUsize::new(0),
+            domain_ptr: AtomicPtr::new(core::ptr::null_mut()),
             index: AtomicUsize::new(0),
             pcpu: AtomicUsize::new(0),
             irq_hint: AtomicBool::new(false),
@@ -126,6 +131,9 @@ impl Vcpu {
 /// Per-pCPU scheduler state (owner only, except `mpidr`).
 pub struct Pcpu {
     pub mpidr: AtomicU64,
+    /// Another pCPU (or this one) posted a start request or a stop for one
+    /// of this pCPU's vCPUs; the scheduler scans its vCPUs only then.
+    attention: AtomicBool,
     inner: UnsafeCell<PcpuInner>,
 }
 
@@ -136,6 +144,12 @@ struct PcpuInner {
     /// The vCPU whose FP/SIMD registers are in the hardware.
     fp_owner: Option<usize>,
     slice_expired: bool,
+    /// The EL2 timer holds a slice deadline (not a wake-up).
+    slice_armed: bool,
+    /// CPTR_EL2.TFP as last written.
+    fp_trapped: bool,
+    /// The domain whose stage 2 is in VTTBR_EL2.
+    stage2_of: Option<usize>,
 }
 
 // SAFETY: `inner` is only touched by its own pCPU (indexed by this pCPU's id).
@@ -145,12 +159,16 @@ static VCPUS: [Vcpu; MAX_VCPUS] = [const { Vcpu::new() }; MAX_VCPUS];
 static PCPUS: [Pcpu; boot::MAX_PCPUS] = [const {
     Pcpu {
         mpidr: AtomicU64::new(0),
+        attention: AtomicBool::new(true),
         inner: UnsafeCell::new(PcpuInner {
             runq: RunQueue::new(),
             current: None,
             loaded: None,
             fp_owner: None,
             slice_expired: false,
+            slice_armed: false,
+            fp_trapped: true,
+            stage2_of: None,
         }),
     }
 }; boot::MAX_PCPUS];
@@ -176,7 +194,10 @@ pub fn vcpu(v: usize) -> Option<&'static Vcpu> {
 
 /// The domain a vCPU belongs to.
 pub fn domain_of(v: usize) -> Option<&'static Domain> {
-    domains().get(vcpu(v)?.domain.load(Ordering::Relaxed))
+    let ptr = vcpu(v)?.domain_ptr.load(Ordering::Relaxed);
+    // SAFETY: a non-null `domain_ptr` points into the domain list, which is
+    // 'static and never changes after boot (set once, before any vCPU runs).
+    unsafe { ptr.as_ref() }
 }
 
 /// The global index of the vCPU whose frame is at `frame`, as recorded in
@@ -365,6 +386,14 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     }
     LIVE_DOMAINS.store(built.len(), Ordering::Release);
     DOMAINS.call_once(|| built);
+    for d in domains() {
+        for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
+            if let Some(slot) = vcpu(v) {
+                slot.domain_ptr
+                    .store(d as *const Domain as *mut Domain, Ordering::Release);
+            }
+        }
+    }
     for d in domains() {
         start_domain(d);
     }
@@ -619,6 +648,9 @@ fn start_domain(d: &Domain) {
 pub fn kick_owner(v: usize) {
     let Some(slot) = vcpu(v) else { return };
     let p = slot.pcpu.load(Ordering::Relaxed);
+    if let Some(c) = PCPUS.get(p) {
+        c.attention.store(true, Ordering::Release);
+    }
     let me = this_pcpu();
     if p != me {
         if let Some(c) = PCPUS.get(p) {
@@ -765,6 +797,12 @@ fn timer_due(frame: &VcpuFrame) -> bool {
 
 /// Apply posted CPU_ON requests to this pCPU's vCPUs.
 fn take_start_requests(p: usize) {
+    if !PCPUS
+        .get(p)
+        .is_some_and(|c| c.attention.swap(false, Ordering::AcqRel))
+    {
+        return;
+    }
     // SAFETY: we are pCPU `p`.
     let inner = unsafe { pcpu_inner(p) };
     for &v in inner.runq.vcpus() {
@@ -879,7 +917,9 @@ fn drain_irqs(p: usize) {
             26 => {
                 set_hyp_timer(None);
                 // SAFETY: we are pCPU `p`.
-                unsafe { pcpu_inner(p) }.slice_expired = true;
+                let inner = unsafe { pcpu_inner(p) };
+                inner.slice_expired = true;
+                inner.slice_armed = false;
             }
             27 => {
                 // SAFETY: we are pCPU `p`.
@@ -922,14 +962,12 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
         }
         // SAFETY: owner pCPU.
         let (nf, no) = unsafe { owned(next) };
-        let same_domain = inner.loaded.zip(Some(next)).is_some_and(|(a, b)| {
-            vcpu(a).map(|s| s.domain.load(Ordering::Relaxed))
-                == vcpu(b).map(|s| s.domain.load(Ordering::Relaxed))
-        });
-        if !same_domain {
+        let di = vcpu(next).map(|s| s.domain.load(Ordering::Relaxed));
+        if inner.stage2_of != di {
             if let Some(d) = domain_of(next) {
                 guest::load_stage2(d.s2_root, d.id);
             }
+            inner.stage2_of = di;
         }
         guest::restore(nf, no.lr_used != 0);
         no.timer_in_hw = true;
@@ -942,17 +980,19 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
             no.timer_in_hw = true;
         }
     }
-    guest::trap_fp(inner.fp_owner != Some(next));
+    let want_trap = inner.fp_owner != Some(next);
+    if want_trap != inner.fp_trapped {
+        guest::trap_fp(want_trap);
+        inner.fp_trapped = want_trap;
+    }
     inner.current = Some(next);
     inner.slice_expired = false;
-    let others = inner.runq.has_other_runnable(next, |v| {
-        // SAFETY: owner pCPU; a cheap check without side effects.
-        let (_, o) = unsafe { owned(v) };
-        vcpu(v).is_some_and(|s| s.power.is_on())
-            && domain_of(v).is_some_and(|d| d.is_running())
-            && !o.blocked
-    });
-    set_hyp_timer(others.then(|| arch::counter() + SLICE_TICKS.load(Ordering::Relaxed)));
+    // A pCPU with several vCPUs keeps a periodic slice timer; one that
+    // expired (or was used to wake from idle) is re-armed here.
+    if inner.runq.len() > 1 && !inner.slice_armed {
+        set_hyp_timer(Some(arch::counter() + SLICE_TICKS.load(Ordering::Relaxed)));
+        inner.slice_armed = true;
+    }
     flush_lrs(next);
     // SAFETY: owner pCPU.
     unsafe { owned(next) }.0
@@ -963,6 +1003,7 @@ pub fn take_fp(p: usize, v: usize) {
     // SAFETY: we are pCPU `p`, the owner of `v` and of any previous FP owner.
     let inner = unsafe { pcpu_inner(p) };
     guest::trap_fp(false);
+    inner.fp_trapped = false;
     if inner.fp_owner == Some(v) {
         return;
     }
