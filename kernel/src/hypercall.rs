@@ -77,6 +77,13 @@ pub fn leaf_result(op: u64, arg0: u64) -> Option<u64> {
     }
 }
 
+/// Whether `op`/`arg0` is `sched_op(SCHEDOP_yield)`, which has no
+/// arguments to check and so skips the general decode.
+#[inline(always)]
+pub fn is_sched_yield(op: u64, arg0: u64) -> bool {
+    op == Op::SchedOp as u64 && arg0 == SchedCmd::Yield as u64
+}
+
 /// A decoded PSCI / SMCCC call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PsciCall {
@@ -183,6 +190,9 @@ mod tests {
         assert_eq!(leaf_result(17, 1), None, "extraversion writes guest memory");
         assert_eq!(leaf_result(29, 0), None);
         assert_eq!(leaf_result(999, 0), None);
+        assert!(is_sched_yield(29, 0));
+        assert!(!is_sched_yield(29, 1));
+        assert!(!is_sched_yield(17, 0));
     }
 
     #[test]

@@ -1018,6 +1018,7 @@ pub fn take_fp(p: usize, v: usize) {
 
 /// Retire list registers the guest has finished with and fill free ones
 /// from the virtual GIC. Cheap when nothing is in flight or pending.
+#[inline(always)]
 pub fn flush_lrs(v: usize) {
     let Some(slot) = vcpu(v) else { return };
     // SAFETY: called by the owner pCPU with `v` loaded.
@@ -1025,6 +1026,11 @@ pub fn flush_lrs(v: usize) {
     if own.lr_used == 0 && !slot.irq_hint.load(Ordering::Acquire) {
         return;
     }
+    fill_lrs(v, slot, own);
+}
+
+#[inline(never)]
+fn fill_lrs(v: usize, slot: &Vcpu, own: &mut OwnerState) {
     let Some(d) = domain_of(v) else { return };
     let idx = slot.index.load(Ordering::Relaxed);
     let mut vgic = d.vgic.lock();

@@ -46,6 +46,11 @@ extern "C" fn handle_guest_sync(frame: *mut VcpuFrame) -> *mut VcpuFrame {
             }
             return finish_slow(frame, Next::Resume);
         }
+        // SCHEDOP_yield takes no arguments: straight to the scheduler.
+        if dec::is_sched_yield(f.x[16], f.x[0]) {
+            f.x[0] = 0;
+            return finish_slow(frame, Next::Yield);
+        }
     }
     handle_sync(frame, esr)
 }
@@ -153,11 +158,10 @@ fn advance_pc(esr: u64) {
 /// Decide which vCPU the exit path resumes.
 fn finish(v: usize, next: Next) -> *mut VcpuFrame {
     let p = vcpu(v).map(|s| s.pcpu.load(Ordering::Relaxed)).unwrap_or(0);
-    let still_ok =
-        domain_of(v).is_some_and(|d| d.is_running()) && vcpu(v).is_some_and(|s| s.power.is_on());
-    let next = if still_ok { next } else { Next::Leave };
+    let alive =
+        || domain_of(v).is_some_and(|d| d.is_running()) && vcpu(v).is_some_and(|s| s.power.is_on());
     match next {
-        Next::Resume => {
+        Next::Resume if alive() => {
             // Fast path: the same vCPU goes on.
             // SAFETY: we are pCPU `p`.
             if unsafe { pcpu_inner(p) }.slice_expired {
@@ -167,14 +171,17 @@ fn finish(v: usize, next: Next) -> *mut VcpuFrame {
             // SAFETY: owner pCPU.
             unsafe { owned(v) }.0 as *mut VcpuFrame
         }
+        // The scheduler only picks runnable vCPUs, and stashes the timer of
+        // one that is not coming back when it idles, so a yield needs no
+        // liveness check of its own.
         Next::Yield => reschedule(p, v),
-        Next::Block => {
+        Next::Block if alive() => {
             // SAFETY: owner pCPU.
             unsafe { owned(v) }.1.blocked = true;
             stash_timer(p, v);
             reschedule(p, v)
         }
-        Next::Leave => {
+        Next::Resume | Next::Block | Next::Leave => {
             stash_timer(p, v);
             reschedule(p, v)
         }
