@@ -226,7 +226,7 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     let hpfar = read_sysreg!("hpfar_el2");
     let far = read_sysreg!("far_el2");
     let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
-    let (Some(dom), Some(slot)) = (domain_of(v), vcpu(v)) else {
+    let Some(dom) = domain_of(v) else {
         return Next::Leave;
     };
     let mut vgic = dom.vgic.lock();
