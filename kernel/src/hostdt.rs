@@ -79,14 +79,7 @@ pub struct TimerPpis {
 }
 
 /// A host DT the kernel cannot boot on: where, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostDtError {
-    /// The node to blame; empty when the blob itself is malformed.
-    pub node: NodePath,
-    /// The property to blame, when there is one.
-    pub property: Option<&'static str>,
-    pub kind: HostDtErrorKind,
-}
+pub type HostDtError = dtb::DtError<HostDtErrorKind>;
 
 /// What is wrong with the host DT.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,24 +154,8 @@ impl fmt::Display for HostDtErrorKind {
     }
 }
 
-impl fmt::Display for HostDtError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.node.as_str().is_empty() {
-            write!(f, "{}: ", self.node)?;
-        }
-        if let Some(property) = self.property {
-            write!(f, "property \"{property}\": ")?;
-        }
-        write!(f, "{}", self.kind)
-    }
-}
-
 fn error(node: &NodePath, property: Option<&'static str>, kind: HostDtErrorKind) -> HostDtError {
-    HostDtError {
-        node: node.clone(),
-        property,
-        kind,
-    }
+    HostDtError::new(node, property, kind)
 }
 
 /// Reads `totalsize` from an FDT header after checking its magic, so the

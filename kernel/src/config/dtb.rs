@@ -832,3 +832,38 @@ mod tests {
         assert!(p.as_str().ends_with("...") && p.as_str().len() <= PATH_CAPACITY);
     }
 }
+
+/// An error found in a device tree: the node and property to blame, and what
+/// is wrong (`K`, one enum per kind of tree). It prints as
+/// `/chosen/domU1: property "cpus": <what>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtError<K> {
+    /// The offending node's path; empty when the blob itself is malformed.
+    pub node: NodePath,
+    /// The offending property, when one is to blame.
+    pub property: Option<&'static str>,
+    pub kind: K,
+}
+
+impl<K> DtError<K> {
+    /// An error at `node` (and `property`, if one is to blame).
+    pub fn new(node: &NodePath, property: Option<&'static str>, kind: K) -> Self {
+        Self {
+            node: node.clone(),
+            property,
+            kind,
+        }
+    }
+}
+
+impl<K: fmt::Display> fmt::Display for DtError<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.node.as_str().is_empty() {
+            write!(f, "{}: ", self.node)?;
+        }
+        if let Some(property) = self.property {
+            write!(f, "property \"{property}\": ")?;
+        }
+        write!(f, "{}", self.kind)
+    }
+}

@@ -121,14 +121,7 @@ impl SystemConfig {
 }
 
 /// A system description that cannot be booted: where, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The offending node's path; empty when the blob itself is malformed.
-    pub node: NodePath,
-    /// The offending property, when one is to blame.
-    pub property: Option<&'static str>,
-    pub kind: ConfigErrorKind,
-}
+pub type ConfigError = dtb::DtError<ConfigErrorKind>;
 
 /// What is wrong. Each check has its own variant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,24 +306,8 @@ impl fmt::Display for ConfigErrorKind {
     }
 }
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if !self.node.as_str().is_empty() {
-            write!(f, "{}: ", self.node)?;
-        }
-        if let Some(property) = self.property {
-            write!(f, "property \"{property}\": ")?;
-        }
-        write!(f, "{}", self.kind)
-    }
-}
-
 fn error(node: &NodePath, property: Option<&'static str>, kind: ConfigErrorKind) -> ConfigError {
-    ConfigError {
-        node: node.clone(),
-        property,
-        kind,
-    }
+    ConfigError::new(node, property, kind)
 }
 
 /// Parses and validates a compiled system description.
