@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod config;
 pub mod esr;
+pub mod evtchn;
 pub mod fdt_nop;
 pub mod fdt_writer;
 pub mod guest_dt;
