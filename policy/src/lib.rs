@@ -1,10 +1,35 @@
 //! FLASK-style mandatory access control for Tessera.
 //!
-//! This crate is a placeholder in the foundation: it fixes the crate's place
-//! in the workspace and the shape of a security context. The engine, the TE
-//! language compiler and the access vector cache arrive with issue #3.
+//! Three parts, one idea: the policy is decided on the host and only looked
+//! up at run time.
+//! - [`compile`] (host, feature `std`) turns TE source into a binary;
+//! - [`Policy::load`] (no_std, no allocation) validates that binary in place;
+//! - [`Avc`] answers "may this SID do this to that SID?" from a small cache in
+//!   front of a binary search of the policy's rule table.
+//!
+//! The language is described in `policy/README.md`, the binary in
+//! [`binary`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+#[cfg(feature = "std")]
+extern crate alloc;
+
+mod avc;
+pub mod binary;
+mod class;
+#[cfg(feature = "std")]
+pub mod compile;
+mod load;
+
+pub use avc::{AuditLine, Avc, Decision, Denial, Mode, AVC_SLOTS};
+pub use class::{
+    Class, ConsolePerm, DomainPerm, EventPerm, GrantPerm, IoreqPerm, MmuPerm, Perm, ResourcePerm,
+    StorePerm, UnknownClass, UnknownPerm, VtpmPerm,
+};
+pub use load::{Context, LoadError, Policy, Sid};
+
+impl core::error::Error for LoadError {}
 
 /// The label every domain gets when its device-tree node names none.
 pub const DEFAULT_DOMAIN_LABEL: &str = "system_u:system_r:domU_t";
