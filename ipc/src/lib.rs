@@ -13,6 +13,7 @@ pub mod hypercall;
 pub mod image;
 pub mod platform;
 pub mod psci;
+pub mod ring;
 
 /// Declares a `#[repr(u64)]`-style enum of ABI numbers with an exhaustive
 /// `TryFrom<u64>` so that an unknown number is an error, never a default.
