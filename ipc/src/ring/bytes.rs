@@ -27,6 +27,16 @@ fn split(index: u32, capacity: u32, len: usize) -> (usize, usize) {
     (DATA_OFF + pos, first)
 }
 
+/// A byte ring must hold a length word and at least one payload byte; a
+/// smaller one could only ever report `Full`.
+fn check_capacity(capacity: u32, len: usize) -> Result<(), RingError> {
+    if capacity as usize > RECORD_HEADER {
+        Ok(())
+    } else {
+        Err(RingError::RegionTooSmall { len })
+    }
+}
+
 fn copy_in<M: SharedMem>(mem: &M, index: u32, capacity: u32, data: &[u8]) {
     let (off, first) = split(index, capacity, data.len());
     let (head, tail) = data.split_at(first);
@@ -49,9 +59,9 @@ pub struct ByteProducer<M> {
 impl<M: SharedMem> ByteProducer<M> {
     /// Attaches to a ring initialised with [`super::layout::init`].
     pub fn attach(mem: M) -> Result<Self, RingError> {
-        Ok(Self {
-            index: ProducerIndex::attach(mem, 1)?,
-        })
+        let index = ProducerIndex::attach(mem, 1)?;
+        check_capacity(index.capacity, index.mem.len())?;
+        Ok(Self { index })
     }
 
     /// Size of the data area in bytes.
@@ -61,7 +71,7 @@ impl<M: SharedMem> ByteProducer<M> {
 
     /// Largest payload a single record can carry in this ring.
     pub fn max_record(&self) -> usize {
-        self.index.capacity as usize - RECORD_HEADER
+        (self.index.capacity as usize).saturating_sub(RECORD_HEADER)
     }
 
     /// Queues one record. `Err(Full)` means the consumer has been asked to
@@ -107,9 +117,15 @@ pub struct ByteConsumer<M> {
 impl<M: SharedMem> ByteConsumer<M> {
     /// Attaches to a ring initialised with [`super::layout::init`].
     pub fn attach(mem: M) -> Result<Self, RingError> {
-        Ok(Self {
-            index: ConsumerIndex::attach(mem, 1)?,
-        })
+        let index = ConsumerIndex::attach(mem, 1)?;
+        check_capacity(index.capacity, index.mem.len())?;
+        Ok(Self { index })
+    }
+
+    /// Bytes published and not yet consumed, without arming a notification:
+    /// for a consumer that polls briefly before it sleeps.
+    pub fn pending(&self) -> Result<u32, RingError> {
+        self.index.available_unarmed()
     }
 
     /// Size of the data area in bytes.

@@ -87,6 +87,14 @@ fn init_rejects_tiny_region() {
     );
     assert!(SlotProducer::<_, 8>::attach(&mem).is_err());
     assert!(ByteConsumer::attach(&mem).is_err());
+    // Room for a length word but no payload is no byte ring either.
+    let words = region(DATA_OFF + 4);
+    let mem = AtomicMem::new(&words);
+    layout::init(&mem, 0).unwrap();
+    let too_small = Err(RingError::RegionTooSmall { len: DATA_OFF + 4 });
+    assert_eq!(ByteProducer::attach(&mem).map(|_| ()), too_small);
+    assert_eq!(ByteConsumer::attach(&mem).map(|_| ()), too_small);
+    assert!(SlotProducer::<_, 4>::attach(&mem).is_ok());
 }
 
 #[test]
