@@ -68,11 +68,6 @@ impl RunQueue {
         }
         None
     }
-
-    /// Whether another vCPU besides `current` could run (so a time slice is needed).
-    pub fn has_other_runnable(&self, current: usize, runnable: impl Fn(usize) -> bool) -> bool {
-        self.vcpus.iter().any(|&v| v != current && runnable(v))
-    }
 }
 
 impl Default for RunQueue {
@@ -112,8 +107,6 @@ mod tests {
             "the only runnable vCPU keeps running"
         );
         assert_eq!(q.pick_next(|_| false), None);
-        assert!(q.has_other_runnable(12, all));
-        assert!(!q.has_other_runnable(12, |v| v == 12));
     }
 
     #[test]

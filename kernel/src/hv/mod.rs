@@ -139,7 +139,6 @@ pub struct Pcpu {
 
 struct PcpuInner {
     runq: RunQueue,
-    current: Option<usize>,
     loaded: Option<usize>,
     /// The vCPU whose FP/SIMD registers are in the hardware.
     fp_owner: Option<usize>,
@@ -162,7 +161,6 @@ static PCPUS: [Pcpu; boot::MAX_PCPUS] = [const {
         attention: AtomicBool::new(true),
         inner: UnsafeCell::new(PcpuInner {
             runq: RunQueue::new(),
-            current: None,
             loaded: None,
             fp_owner: None,
             slice_expired: false,
@@ -985,7 +983,6 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
         guest::trap_fp(want_trap);
         inner.fp_trapped = want_trap;
     }
-    inner.current = Some(next);
     inner.slice_expired = false;
     // A pCPU with several vCPUs keeps a periodic slice timer; one that
     // expired (or was used to wake from idle) is re-armed here.
