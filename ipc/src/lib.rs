@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 
 pub mod errno;
+pub mod event_channel;
 pub mod hypercall;
 pub mod image;
+pub mod memory;
 pub mod platform;
 pub mod psci;
 pub mod ring;

@@ -21,6 +21,22 @@ pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
 /// Distance between virtio-mmio slots.
 pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
 
+/// The grant-table window: `XENMAPSPACE_grant_table` frames are placed
+/// here (the guest DT's hypervisor node `reg[0]`, as in Xen's layout).
+pub const GNTTAB_BASE: u64 = 0x3800_0000;
+/// Size of the grant-table window.
+pub const GNTTAB_SIZE: u64 = 0x0100_0000;
+/// Special pages (PV console, xenstore ring), as in Xen's layout.
+pub const MAGIC_BASE: u64 = 0x3900_0000;
+/// Size of the special-page window.
+pub const MAGIC_SIZE: u64 = 0x0100_0000;
+/// The extended region: free guest-physical space where a domain maps
+/// pages granted to it (`map_grant_ref` `host_addr`). Named in the guest DT
+/// as the hypervisor node's `reg[1]`.
+pub const EXT_REGION_BASE: u64 = 0x3A00_0000;
+/// Size of the extended region.
+pub const EXT_REGION_SIZE: u64 = 0x0600_0000;
+
 /// Most vCPUs one domain may have.
 pub const MAX_VCPUS_PER_DOMAIN: usize = 8;
 /// Number of SPIs the virtual distributor implements (INTIDs 32..32+N).
