@@ -71,6 +71,53 @@ impl PortTable {
         }
     }
 
+    /// Empty the table in place (the table is large; it is never moved)
+    /// for a domain with `nr_vcpus` vCPUs.
+    pub fn reset(&mut self, nr_vcpus: u32) {
+        self.ports = [FREE; MAX_PORTS];
+        self.nr_vcpus = nr_vcpus;
+    }
+
+    /// Bind a port chosen by the system description (`xen,evtchn-v1`) to
+    /// `remote_port` of `remote`, before the domain runs. The port must be
+    /// free and a real port (not 0).
+    pub fn install_static(&mut self, port: u32, remote: DomId, remote_port: u32) -> Result<(), Errno> {
+        if port == 0 || remote_port == 0 || remote_port as usize >= MAX_PORTS {
+            return Err(Errno::Einval);
+        }
+        let p = self.get_mut(port)?;
+        if p.state != PortState::Free {
+            return Err(Errno::Eexist);
+        }
+        *p = Port {
+            state: PortState::Interdomain {
+                remote,
+                remote_port,
+            },
+            vcpu: 0,
+        };
+        Ok(())
+    }
+
+    /// Every port connected to another domain: (port, remote, remote port).
+    pub fn interdomain_ports(&self) -> impl Iterator<Item = (u32, DomId, u32)> + '_ {
+        self.ports.iter().enumerate().filter_map(|(n, p)| match p.state {
+            PortState::Interdomain {
+                remote,
+                remote_port,
+            } => Some((n as u32, remote, remote_port)),
+            _ => None,
+        })
+    }
+
+    /// Free `port` whatever it is bound to, without touching a peer (the
+    /// caller has already told the peer, see [`PortTable::interdomain_ports`]).
+    pub fn free(&mut self, port: u32) {
+        if let Ok(p) = self.get_mut(port) {
+            *p = FREE;
+        }
+    }
+
     /// The port, if it exists (allocated or not).
     pub fn get(&self, port: u32) -> Option<&Port> {
         self.ports.get(port as usize)
@@ -401,6 +448,24 @@ mod tests {
             "a closed port cannot send"
         );
         assert_eq!(a.close(1, pa), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn static_ports_are_installed_once_and_listed_for_teardown() {
+        let mut t = PortTable::new(1);
+        assert_eq!(t.install_static(10, 2, 11), Ok(()));
+        assert_eq!(t.install_static(10, 2, 12), Err(Errno::Eexist));
+        assert_eq!(t.install_static(0, 2, 12), Err(Errno::Einval));
+        assert_eq!(t.install_static(11, 2, 0), Err(Errno::Einval));
+        assert_eq!(t.install_static(MAX_PORTS as u32, 2, 1), Err(Errno::Einval));
+        assert_eq!(t.install_static(12, 2, MAX_PORTS as u32), Err(Errno::Einval));
+        assert_eq!(t.send(1, 10), Ok(SendTarget::Remote { dom: 2, port: 11 }));
+        let p = t.bind_ipi(0).unwrap();
+        assert_eq!(t.interdomain_ports().collect::<Vec<_>>(), vec![(10, 2, 11)]);
+        t.free(10);
+        assert_eq!(t.send(1, 10), Err(Errno::Einval));
+        t.reset(1);
+        assert_eq!(t.send(1, p), Err(Errno::Einval), "reset frees every port");
     }
 
     #[test]
