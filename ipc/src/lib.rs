@@ -10,6 +10,7 @@
 
 pub mod errno;
 pub mod event_channel;
+pub mod grant_table;
 pub mod hypercall;
 pub mod image;
 pub mod memory;
