@@ -14,6 +14,7 @@ pub mod esr;
 pub mod evtchn;
 pub mod fdt_nop;
 pub mod fdt_writer;
+pub mod grant;
 pub mod guest_dt;
 pub mod hostdt;
 pub mod hypercall;

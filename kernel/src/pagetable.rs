@@ -74,6 +74,19 @@ pub enum MapError {
     NoMemory,
 }
 
+/// Why a page could not be unmapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnmapError {
+    /// The address is not 4 KiB aligned.
+    Misaligned,
+    /// The input address lies beyond what the table covers.
+    OutOfRange,
+    /// Nothing maps the address.
+    NotMapped,
+    /// A 1 GiB or 2 MiB block maps the address; only pages are removed.
+    Block,
+}
+
 const DESC_VALID: u64 = 1;
 const DESC_TABLE: u64 = 0b11;
 const ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
@@ -170,6 +183,56 @@ impl<F: PteFormat> PageTable<F> {
             va += level_size(level);
         }
         Ok(())
+    }
+
+    /// Map the single 4 KiB page at `input` to `out` (a grant mapping).
+    pub fn map_page(
+        &mut self,
+        mem: &mut impl TableMemory,
+        input: u64,
+        out: PhysAddr,
+        attrs: Attrs,
+    ) -> Result<(), MapError> {
+        self.map(mem, input, out, PAGE_SIZE, attrs)
+    }
+
+    /// Remove the level-3 page that maps `input` and return the output
+    /// address it mapped. A block mapping is refused rather than split, and
+    /// intermediate tables stay in place (they are reused by the next map).
+    ///
+    /// The descriptor is cleared and nothing else: the caller must then
+    /// invalidate the TLBs that may cache it (for a stage 2, `TLBI IPAS2E1IS`
+    /// for the page and `TLBI VMALLE1IS` for the VMID, each after a
+    /// `DSB ISHST` and followed by `DSB ISH`) before reusing the page.
+    pub fn unmap_page(
+        &mut self,
+        mem: &mut impl TableMemory,
+        input: u64,
+    ) -> Result<PhysAddr, UnmapError> {
+        if !input.is_multiple_of(PAGE_SIZE) {
+            return Err(UnmapError::Misaligned);
+        }
+        if input >= self.limit() {
+            return Err(UnmapError::OutOfRange);
+        }
+        let mut table = self.root;
+        let mut level = self.start_level;
+        loop {
+            let slot = PhysAddr(table.raw() + index(input, level) * 8);
+            let desc = mem.read(slot);
+            if desc & DESC_VALID == 0 {
+                return Err(UnmapError::NotMapped);
+            }
+            if level == 3 {
+                mem.write(slot, 0);
+                return Ok(PhysAddr(desc & ADDR_MASK));
+            }
+            if desc & DESC_TABLE != DESC_TABLE {
+                return Err(UnmapError::Block);
+            }
+            table = PhysAddr(desc & ADDR_MASK);
+            level += 1;
+        }
     }
 
     /// If `va` is unmapped, the end of the empty entry that covers it (so a
@@ -532,6 +595,99 @@ mod tests {
             ),
             Err(MapError::NoMemory)
         );
+    }
+
+    #[test]
+    fn unmap_page_removes_one_page_and_returns_its_output() {
+        let mut mem = FakeMemory::new(16);
+        let mut pt = stage2(&mut mem);
+        let ro = Attrs {
+            writable: false,
+            executable: false,
+            ..Attrs::RAM
+        };
+        pt.map_page(&mut mem, 0x3a00_1000, PhysAddr(0x8765_4000), ro)
+            .unwrap();
+        pt.map_page(&mut mem, 0x3a00_2000, PhysAddr(0x8000_0000), Attrs::RAM)
+            .unwrap();
+        assert_eq!(
+            pt.lookup(&mem, 0x3a00_1008),
+            Some((PhysAddr(0x8765_4008), ro, 3))
+        );
+        let tables = mem.tables;
+        assert_eq!(
+            pt.unmap_page(&mut mem, 0x3a00_1000),
+            Ok(PhysAddr(0x8765_4000))
+        );
+        assert!(pt.lookup(&mem, 0x3a00_1000).is_none());
+        assert_eq!(
+            pt.lookup(&mem, 0x3a00_2000).map(|m| m.0),
+            Some(PhysAddr(0x8000_0000)),
+            "the neighbour stays mapped"
+        );
+        assert_eq!(mem.tables, tables, "intermediate tables are kept");
+        assert_eq!(
+            pt.unmap_page(&mut mem, 0x3a00_1000),
+            Err(UnmapError::NotMapped),
+            "a second unmap finds nothing"
+        );
+        // The hole can be filled again without new tables.
+        pt.map_page(&mut mem, 0x3a00_1000, PhysAddr(0x9000_0000), Attrs::RAM)
+            .unwrap();
+        assert_eq!(
+            pt.lookup(&mem, 0x3a00_1000).map(|m| m.0),
+            Some(PhysAddr(0x9000_0000))
+        );
+        assert_eq!(mem.tables, tables);
+    }
+
+    #[test]
+    fn unmap_page_refuses_blocks_holes_and_bad_addresses() {
+        let mut mem = FakeMemory::new(16);
+        let mut pt = stage2(&mut mem);
+        pt.map(
+            &mut mem,
+            0x4000_0000,
+            PhysAddr(0x8000_0000),
+            BLOCK_2M,
+            Attrs::RAM,
+        )
+        .unwrap();
+        pt.map(
+            &mut mem,
+            0x8000_0000,
+            PhysAddr(0x8000_0000),
+            BLOCK_1G,
+            Attrs::RAM,
+        )
+        .unwrap();
+        assert_eq!(pt.unmap_page(&mut mem, 0x4000_1000), Err(UnmapError::Block));
+        assert_eq!(pt.unmap_page(&mut mem, 0x8000_0000), Err(UnmapError::Block));
+        assert_eq!(pt.lookup(&mem, 0x4000_1000).unwrap().2, 2, "block intact");
+        // Unmapped at level 1 (empty root slot), level 2 and level 3.
+        assert_eq!(
+            pt.unmap_page(&mut mem, 0x1_0000_0000),
+            Err(UnmapError::NotMapped)
+        );
+        assert_eq!(
+            pt.unmap_page(&mut mem, 0x4020_0000),
+            Err(UnmapError::NotMapped)
+        );
+        pt.map_page(&mut mem, 0x3a00_0000, PhysAddr(0x9000_0000), Attrs::RAM)
+            .unwrap();
+        assert_eq!(
+            pt.unmap_page(&mut mem, 0x3a00_3000),
+            Err(UnmapError::NotMapped)
+        );
+        assert_eq!(
+            pt.unmap_page(&mut mem, 0x3a00_0800),
+            Err(UnmapError::Misaligned)
+        );
+        assert_eq!(
+            pt.unmap_page(&mut mem, 1 << 39),
+            Err(UnmapError::OutOfRange)
+        );
+        assert_eq!(pt.unmap_page(&mut mem, !0xfff), Err(UnmapError::OutOfRange));
     }
 
     #[test]
