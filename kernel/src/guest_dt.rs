@@ -5,12 +5,20 @@
 //! unmodified arm64 Linux or a binary built for `virt` boots unchanged. Only
 //! RAM, the vCPU count, the command line, the initrd and the optional PL011
 //! vary per domain.
+//!
+//! A domain with Xen PV interfaces (`xen,enhanced`) also gets the nodes Xen
+//! writes for a dom0less guest (`build_guest_dt_with`): `/hypervisor`, which
+//! Linux's `fdt_find_hyper_node`/`xen_dt_guest_init` look for, and one
+//! `/reserved-memory/xen-shmem@<ipa>` per static shared-memory region
+//! (Xen's `make_resv_memory_node`; the region is also listed in `/memory`,
+//! as Xen does, so the guest maps it as normal memory it must not allocate).
 
 use core::fmt::Write;
 
 use tessera_ipc::platform::{
-    vcpu_mpidr, GICD_BASE, GICD_SIZE, GICR_BASE, GICR_STRIDE, MAX_VCPUS_PER_DOMAIN, PL011_BASE,
-    PL011_SIZE, VTIMER_INTID,
+    vcpu_mpidr, EVTCHN_UPCALL_INTID, EXT_REGION_BASE, EXT_REGION_SIZE, GICD_BASE, GICD_SIZE,
+    GICR_BASE, GICR_STRIDE, GNTTAB_BASE, GNTTAB_SIZE, MAGIC_BASE, MAGIC_SIZE, MAX_VCPUS_PER_DOMAIN,
+    PL011_BASE, PL011_SIZE, VTIMER_INTID,
 };
 
 use crate::fdt_writer::{DtWriteError, FdtWriter};
@@ -29,6 +37,37 @@ pub struct GuestDtParams<'a> {
     /// Whether to describe the emulated PL011 (and make it the console).
     pub vpl011: bool,
 }
+
+/// Xen nodes a domain's DT may carry besides the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XenGuestNodes<'a> {
+    /// Emit `/hypervisor` (the domain has `xen,enhanced`).
+    pub hypervisor: bool,
+    /// The static shared-memory regions the domain maps, at most
+    /// `config::MAX_SHM`.
+    pub shm: &'a [GuestShm<'a>],
+}
+
+impl XenGuestNodes<'static> {
+    /// No Xen nodes: the plain `virt` platform.
+    pub const NONE: Self = Self {
+        hypervisor: false,
+        shm: &[],
+    };
+}
+
+/// One static shared-memory region as the guest sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestShm<'a> {
+    /// `xen,shm-id`; becomes the node's `xen,id`.
+    pub id: &'a str,
+    pub guest_base: u64,
+    pub size: u64,
+}
+
+/// The `/hypervisor` node's `compatible`: Xen writes
+/// `"xen,xen-<major>.<minor>", "xen,xen"`; Linux only logs the version.
+pub const XEN_COMPATIBLE: [&str; 2] = ["xen,xen-4.17", "xen,xen"];
 
 /// Phandle of the GIC, the root's `interrupt-parent`.
 const GIC_PHANDLE: u32 = 1;
@@ -54,9 +93,28 @@ const HYP_TIMER_INTID: u32 = 26;
 const PL011_SPI: u32 = 1;
 /// MPIDR_EL1 Aff2..Aff0: what a cpu node's one-cell `reg` holds.
 const MPIDR_AFFINITY_MASK: u64 = 0x00ff_ffff;
+/// Level-low trigger, Xen's choice for the event-channel upcall.
+const IRQ_TYPE_LEVEL_LOW: u32 = 8;
+/// The PPI CPU mask Xen writes for the upcall (bits 15:8 of the flags cell,
+/// "all CPUs"); ignored on GICv3, kept for byte-compatibility with Xen.
+const XEN_UPCALL_CPU_MASK: u32 = 0xf;
+/// Most shared-memory regions one guest DT describes (`config::MAX_SHM`).
+const MAX_GUEST_SHM: usize = crate::config::MAX_SHM;
+/// Xen writes `xen,offset` as 0: the borrower maps the whole region.
+const XEN_SHM_OFFSET: u64 = 0;
 
 /// Writes the guest DT for `p` into `out` and returns its size.
 pub fn build_guest_dt(p: &GuestDtParams, out: &mut [u8]) -> Result<usize, DtWriteError> {
+    build_guest_dt_with(p, &XenGuestNodes::NONE, out)
+}
+
+/// Writes the guest DT for `p`, with the Xen nodes `xen` asks for, into
+/// `out` and returns its size.
+pub fn build_guest_dt_with(
+    p: &GuestDtParams,
+    xen: &XenGuestNodes,
+    out: &mut [u8],
+) -> Result<usize, DtWriteError> {
     if p.vcpus == 0 || p.vcpus as usize > MAX_VCPUS_PER_DOMAIN {
         return Err(DtWriteError::InvalidParameter("vcpus"));
     }
@@ -66,6 +124,7 @@ pub fn build_guest_dt(p: &GuestDtParams, out: &mut [u8]) -> Result<usize, DtWrit
     if p.initrd.is_some_and(|(start, end)| end < start) {
         return Err(DtWriteError::InvalidParameter("initrd"));
     }
+    check_shm(p, xen.shm)?;
 
     let mut w = FdtWriter::new(out)?;
     w.begin_node("")?;
@@ -77,10 +136,10 @@ pub fn build_guest_dt(p: &GuestDtParams, out: &mut [u8]) -> Result<usize, DtWrit
 
     write_chosen(&mut w, p)?;
 
-    w.begin_node(&unit_name("memory", p.ram_base)?)?;
-    w.property_string("device_type", "memory")?;
-    w.property_u64s("reg", &[p.ram_base, p.ram_size])?;
-    w.end_node()?;
+    write_memory(&mut w, p, xen.shm)?;
+    if !xen.shm.is_empty() {
+        write_reserved_memory(&mut w, xen.shm)?;
+    }
 
     write_cpus(&mut w, p.vcpus)?;
 
@@ -119,8 +178,118 @@ pub fn build_guest_dt(p: &GuestDtParams, out: &mut [u8]) -> Result<usize, DtWrit
         write_pl011(&mut w)?;
     }
 
+    if xen.hypervisor {
+        write_hypervisor(&mut w)?;
+    }
+
     w.end_node()?;
     w.finish()
+}
+
+/// Each region is whole pages, does not wrap, and stays clear of RAM, the
+/// Xen windows and the other regions (the config parser proves more; this
+/// keeps the generator honest on its own).
+fn check_shm(p: &GuestDtParams, shm: &[GuestShm]) -> Result<(), DtWriteError> {
+    const PAGE: u64 = 4096;
+    let bad = DtWriteError::InvalidParameter("shm");
+    if shm.len() > MAX_GUEST_SHM {
+        return Err(bad);
+    }
+    let overlaps = |a: u64, a_size: u64, b: u64, b_size: u64| {
+        a < b.saturating_add(b_size) && b < a.saturating_add(a_size)
+    };
+    let fixed = [
+        (p.ram_base, p.ram_size),
+        (GNTTAB_BASE, GNTTAB_SIZE),
+        (MAGIC_BASE, MAGIC_SIZE),
+        (EXT_REGION_BASE, EXT_REGION_SIZE),
+    ];
+    for (i, s) in shm.iter().enumerate() {
+        let well_formed = s.size != 0
+            && s.guest_base.is_multiple_of(PAGE)
+            && s.size.is_multiple_of(PAGE)
+            && s.guest_base.checked_add(s.size).is_some()
+            && !s.id.is_empty();
+        let clash = fixed
+            .iter()
+            .any(|(base, size)| overlaps(s.guest_base, s.size, *base, *size))
+            || shm
+                .iter()
+                .take(i)
+                .any(|o| overlaps(s.guest_base, s.size, o.guest_base, o.size));
+        if !well_formed || clash {
+            return Err(bad);
+        }
+    }
+    Ok(())
+}
+
+/// `/memory`: guest RAM, then each shared-memory region (Xen lists static
+/// shared memory here too; `/reserved-memory` keeps the allocator off it).
+fn write_memory(
+    w: &mut FdtWriter,
+    p: &GuestDtParams,
+    shm: &[GuestShm],
+) -> Result<(), DtWriteError> {
+    let mut reg = [0u64; 2 * (1 + MAX_GUEST_SHM)];
+    let mut len = 0;
+    let ranges = core::iter::once((p.ram_base, p.ram_size))
+        .chain(shm.iter().map(|s| (s.guest_base, s.size)));
+    for (base, size) in ranges {
+        let slot = reg
+            .get_mut(len..len + 2)
+            .ok_or(DtWriteError::InvalidParameter("shm"))?;
+        slot.copy_from_slice(&[base, size]);
+        len += 2;
+    }
+    let reg = reg
+        .get(..len)
+        .ok_or(DtWriteError::InvalidParameter("shm"))?;
+    w.begin_node(&unit_name("memory", p.ram_base)?)?;
+    w.property_string("device_type", "memory")?;
+    w.property_u64s("reg", reg)?;
+    w.end_node()
+}
+
+/// `/reserved-memory` with one `xen-shmem@<ipa>` child per region, as Xen's
+/// `make_resv_memory_node`/`make_shm_resv_memory_node` write it (Linux
+/// binding `reserved-memory/xen,shared-memory.txt`).
+fn write_reserved_memory(w: &mut FdtWriter, shm: &[GuestShm]) -> Result<(), DtWriteError> {
+    w.begin_node("reserved-memory")?;
+    w.property_empty("ranges")?;
+    w.property_u32("#address-cells", 2)?;
+    w.property_u32("#size-cells", 2)?;
+    for s in shm {
+        w.begin_node(&unit_name("xen-shmem", s.guest_base)?)?;
+        w.property_string("compatible", "xen,shared-memory-v1")?;
+        w.property_u64s("reg", &[s.guest_base, s.size])?;
+        w.property_string("xen,id", s.id)?;
+        w.property_u64("xen,offset", XEN_SHM_OFFSET)?;
+        w.end_node()?;
+    }
+    w.end_node()
+}
+
+/// `/hypervisor`, as Xen's `make_hypervisor_node` writes it for a domU:
+/// `reg[0]` the grant-table window, `reg[1]` the extended region, and the
+/// event-channel upcall PPI, level-low, with the GIC as interrupt parent.
+fn write_hypervisor(w: &mut FdtWriter) -> Result<(), DtWriteError> {
+    w.begin_node("hypervisor")?;
+    w.property_strings("compatible", &XEN_COMPATIBLE)?;
+    w.property_u64s(
+        "reg",
+        &[GNTTAB_BASE, GNTTAB_SIZE, EXT_REGION_BASE, EXT_REGION_SIZE],
+    )?;
+    w.property_cells(
+        "interrupts",
+        &[
+            GIC_PPI,
+            EVTCHN_UPCALL_INTID - PPI_INTID_BASE,
+            (XEN_UPCALL_CPU_MASK << 8) | IRQ_TYPE_LEVEL_LOW,
+        ],
+    )?;
+    w.property_u32("interrupt-parent", GIC_PHANDLE)?;
+    w.end_node()
 }
 
 fn write_chosen(w: &mut FdtWriter, p: &GuestDtParams) -> Result<(), DtWriteError> {
@@ -352,6 +521,258 @@ mod tests {
                 Err(DtWriteError::BufferTooSmall { capacity: len })
             );
         }
+    }
+
+    const SHM: [GuestShm<'static>; 2] = [
+        GuestShm {
+            id: "ring",
+            guest_base: 0x1_0000_0000,
+            size: 0x2000,
+        },
+        GuestShm {
+            id: "my-shared-mem-1",
+            guest_base: 0x6000_0000,
+            size: 0x10_0000,
+        },
+    ];
+
+    fn build_with(p: &GuestDtParams, xen: &XenGuestNodes) -> Vec<u8> {
+        let mut buf = vec![0u8; 8192];
+        let n = build_guest_dt_with(p, xen, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    fn full_xen() -> XenGuestNodes<'static> {
+        XenGuestNodes {
+            hypervisor: true,
+            shm: &SHM,
+        }
+    }
+
+    #[test]
+    fn plain_entry_point_is_the_no_xen_case() {
+        assert_eq!(
+            build(&params()),
+            build_with(&params(), &XenGuestNodes::NONE)
+        );
+        let blob = build(&params());
+        let fdt = dtb::open(&blob).unwrap();
+        assert!(fdt.find_node("/hypervisor").is_none());
+        assert!(fdt.find_node("/reserved-memory").is_none());
+    }
+
+    /// What Linux's `fdt_find_hyper_node` and `xen_dt_guest_init` need
+    /// (reference/xen-pv-abi.md §1.1), checked on the parsed blob.
+    #[test]
+    fn hypervisor_node_satisfies_linux() {
+        let blob = build_with(
+            &params(),
+            &XenGuestNodes {
+                hypervisor: true,
+                shm: &[],
+            },
+        );
+        let fdt = dtb::open(&blob).unwrap();
+        let root = fdt.find_node("/").unwrap();
+        // Depth 1, named exactly "hypervisor" (no unit address).
+        let hyp = root
+            .children()
+            .find(|n| n.name == "hypervisor")
+            .expect("a /hypervisor node");
+        let compat = hyp.property("compatible").unwrap().value;
+        assert!(compat.len() > 11);
+        assert!(compat.starts_with(b"xen,xen-"));
+        let list: Vec<_> = hyp.compatible().unwrap().all().collect();
+        assert_eq!(list, ["xen,xen-4.17", "xen,xen"]);
+        assert!(hyp.children().next().is_none(), "no uefi subnode");
+
+        assert_eq!(
+            u64s(hyp.property("reg").unwrap().value),
+            [GNTTAB_BASE, GNTTAB_SIZE, EXT_REGION_BASE, EXT_REGION_SIZE]
+        );
+        // <PPI, 31 - 16, CPU mask 0xf | level-low>, as Xen writes it.
+        assert_eq!(
+            cells(hyp.property("interrupts").unwrap().value),
+            [1, 15, 0xf08]
+        );
+        assert_eq!(15 + PPI_INTID_BASE, EVTCHN_UPCALL_INTID);
+        let parent = hyp.interrupt_parent().expect("interrupt parent");
+        assert_eq!(parent.name, "intc@8000000");
+        assert_eq!(parent.interrupt_cells(), Some(3));
+    }
+
+    #[test]
+    fn shared_memory_nodes_match_xen() {
+        let blob = build_with(&params(), &full_xen());
+        let fdt = dtb::open(&blob).unwrap();
+        assert!(fdt.find_node("/hypervisor").is_some());
+
+        let resv = fdt.find_node("/reserved-memory").unwrap();
+        assert_eq!(resv.property("ranges").unwrap().value, b"");
+        assert_eq!(resv.cell_sizes().address_cells, 2);
+        assert_eq!(resv.cell_sizes().size_cells, 2);
+        let nodes: Vec<_> = resv.children().collect();
+        assert_eq!(nodes.len(), 2);
+        for (node, shm) in nodes.iter().zip(SHM) {
+            assert_eq!(node.name, format!("xen-shmem@{:x}", shm.guest_base));
+            assert_eq!(
+                node.property("compatible").unwrap().as_str(),
+                Some("xen,shared-memory-v1")
+            );
+            assert_eq!(
+                u64s(node.property("reg").unwrap().value),
+                [shm.guest_base, shm.size]
+            );
+            assert_eq!(node.property("xen,id").unwrap().as_str(), Some(shm.id));
+            assert_eq!(u64s(node.property("xen,offset").unwrap().value), [0]);
+        }
+        // Xen also lists static shared memory in /memory, after RAM.
+        let mem = fdt.find_node("/memory@40000000").unwrap();
+        assert_eq!(
+            u64s(mem.property("reg").unwrap().value),
+            [
+                0x4000_0000,
+                256 << 20,
+                0x1_0000_0000,
+                0x2000,
+                0x6000_0000,
+                0x10_0000
+            ]
+        );
+        // Regions without the hypervisor node are described all the same.
+        let blob = build_with(
+            &params(),
+            &XenGuestNodes {
+                hypervisor: false,
+                shm: &SHM,
+            },
+        );
+        let fdt = dtb::open(&blob).unwrap();
+        assert!(fdt.find_node("/hypervisor").is_none());
+        assert_eq!(
+            fdt.find_node("/reserved-memory")
+                .unwrap()
+                .children()
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn host_parser_reads_a_xen_guest_dt() {
+        let host = crate::hostdt::parse_host(&build_with(&params(), &full_xen())).unwrap();
+        assert_eq!(host.cpus.len(), 2);
+        assert_eq!(host.gicd.base, GICD_BASE);
+        assert_eq!(host.timer_ppis.virt, VTIMER_INTID);
+    }
+
+    #[test]
+    fn xen_build_into_a_small_buffer_is_an_error() {
+        let size = build_with(&params(), &full_xen()).len();
+        for len in 0..size {
+            let mut buf = vec![0u8; len];
+            assert_eq!(
+                build_guest_dt_with(&params(), &full_xen(), &mut buf),
+                Err(DtWriteError::BufferTooSmall { capacity: len })
+            );
+        }
+    }
+
+    #[test]
+    fn bad_shared_memory_is_an_error() {
+        let mut buf = [0u8; 8192];
+        let one = |s: GuestShm| {
+            let shm = [s];
+            build_guest_dt_with(
+                &params(),
+                &XenGuestNodes {
+                    hypervisor: true,
+                    shm: &shm,
+                },
+                &mut [0u8; 8192],
+            )
+        };
+        let good = SHM[0];
+        for bad in [
+            GuestShm { size: 0, ..good },
+            GuestShm {
+                size: 0x1800,
+                ..good
+            },
+            GuestShm {
+                guest_base: 0x1_0000_0800,
+                ..good
+            },
+            GuestShm {
+                guest_base: !0xfff_u64,
+                ..good
+            },
+            GuestShm { id: "", ..good },
+            // RAM, the grant-table window, the extended region.
+            GuestShm {
+                guest_base: 0x4000_0000 + (256 << 20) - 0x1000,
+                ..good
+            },
+            GuestShm {
+                guest_base: GNTTAB_BASE,
+                ..good
+            },
+            GuestShm {
+                guest_base: EXT_REGION_BASE + 0x1000,
+                ..good
+            },
+            GuestShm {
+                guest_base: MAGIC_BASE,
+                ..good
+            },
+        ] {
+            assert_eq!(
+                one(bad),
+                Err(DtWriteError::InvalidParameter("shm")),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            one(GuestShm { id: "a\0b", ..good }),
+            Err(DtWriteError::InvalidName)
+        );
+        assert!(one(good).is_ok());
+
+        let overlapping = [
+            good,
+            GuestShm {
+                guest_base: good.guest_base + 0x1000,
+                ..good
+            },
+        ];
+        let xen = XenGuestNodes {
+            hypervisor: false,
+            shm: &overlapping,
+        };
+        assert_eq!(
+            build_guest_dt_with(&params(), &xen, &mut buf),
+            Err(DtWriteError::InvalidParameter("shm"))
+        );
+        let many: Vec<_> = (0..=MAX_GUEST_SHM as u64)
+            .map(|i| GuestShm {
+                guest_base: good.guest_base + i * 0x1_0000,
+                ..good
+            })
+            .collect();
+        let xen = XenGuestNodes {
+            hypervisor: false,
+            shm: &many,
+        };
+        assert_eq!(
+            build_guest_dt_with(&params(), &xen, &mut buf),
+            Err(DtWriteError::InvalidParameter("shm"))
+        );
+        let xen = XenGuestNodes {
+            hypervisor: false,
+            shm: &many[..MAX_GUEST_SHM],
+        };
+        assert!(build_guest_dt_with(&params(), &xen, &mut buf).is_ok());
     }
 
     #[test]

@@ -7,12 +7,17 @@
 //! `SystemConfig` that is already known good, and a bad description fails
 //! with an error naming the node and the property, e.g.
 //! `/chosen/domU1: property "cpus": 9 vCPUs requested, at most 8 allowed`.
+//!
+//! Static links between domains (Xen's `xen,evtchn-v1` event channels and
+//! `xen,domain-shared-memory-v1` regions) are parsed in `links`, after every
+//! domain is known, because a link names nodes in two domains.
 
 // A `ConfigError` carries the paths it names by value (up to two), so it
 // outlives the blob; it is built once, at boot, on the failure path only.
 #![allow(clippy::result_large_err)]
 
 pub mod dtb;
+mod links;
 
 use core::fmt;
 
@@ -20,6 +25,8 @@ use dtb::{
     is_compatible, prop, string_value, u32_value, u64_value, DtbFormatError, Node, NodePath,
 };
 use tessera_ipc::platform::MAX_VCPUS_PER_DOMAIN;
+
+use crate::guest_dt::GuestShm;
 
 /// Most domains one system description may declare.
 pub const MAX_DOMAINS: usize = 16;
@@ -42,6 +49,23 @@ const PAGE_KIB: u64 = 4;
 
 const MAX_VCPUS: u32 = MAX_VCPUS_PER_DOMAIN as u32;
 
+/// Most static event channels (pairs of `xen,evtchn-v1` nodes) in one
+/// system description.
+pub const MAX_STATIC_EVTCHNS: usize = 64;
+/// Most distinct static shared-memory regions (`xen,shm-id` values).
+pub const MAX_SHM: usize = 16;
+/// Most domains sharing one region. Kept small: a `SystemConfig` lives on
+/// the boot stack.
+pub const MAX_SHM_USERS: usize = 4;
+/// `xen,shm-id` is at most this many bytes including its NUL, as Xen's
+/// `MAX_SHM_ID_LENGTH`; so at most 15 characters.
+pub const MAX_SHM_ID: usize = 16;
+/// Shared-memory addresses and sizes are whole 4 KiB pages.
+pub const SHM_ALIGN: u64 = 4096;
+/// Guest-physical addresses at or above this are outside the stage-2
+/// input range (39 bits: a level-1 start with 4 KiB granules).
+pub const STAGE2_IPA_LIMIT: u64 = 1 << 39;
+
 // Property names, as they appear in errors.
 const P_COMPATIBLE: &str = "compatible";
 const P_MEMORY: &str = "memory";
@@ -53,12 +77,22 @@ const P_STATIC_MEM: &str = "xen,static-mem";
 const P_STATIC_ADDR_CELLS: &str = "#xen,static-mem-address-cells";
 const P_STATIC_SIZE_CELLS: &str = "#xen,static-mem-size-cells";
 const P_VPL011: &str = "vpl011";
+const P_XEN_ENHANCED: &str = "xen,enhanced";
+const P_POLICY_MODE: &str = "tessera,policy-mode";
 
 /// The validated system description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemConfig {
     /// In device-tree order, which is the boot order.
     pub domains: heapless::Vec<DomainConfig, MAX_DOMAINS>,
+    /// Static event channels, each listed once (see `StaticEvtchn`).
+    pub evtchns: heapless::Vec<StaticEvtchn, MAX_STATIC_EVTCHNS>,
+    /// Static shared-memory regions, one per `xen,shm-id`, in order of
+    /// first use.
+    pub shm: heapless::Vec<SharedMem, MAX_SHM>,
+    /// `/chosen` `tessera,policy-mode`: `"enforcing"` (the default) or
+    /// `"permissive"` (denials are logged, not enforced).
+    pub policy_enforcing: bool,
 }
 
 /// One domain under `/chosen`.
@@ -80,6 +114,57 @@ pub struct DomainConfig {
     pub static_mem: Option<MemRange>,
     /// Whether the domain gets an emulated PL011.
     pub vpl011: bool,
+    /// `xen,enhanced` is present and not `"disabled"`: the domain gets the
+    /// Xen `/hypervisor` node (grant table, event-channel PPI) in its DT.
+    pub xen_enhanced: bool,
+    /// The domain is introduced to xenstored: `xen,enhanced` is empty or
+    /// `"enabled"` (not `"no-xenstore"`).
+    pub xenstore: bool,
+}
+
+/// One end of a static event channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvtchnEnd {
+    /// Index into `SystemConfig::domains`.
+    pub domain: usize,
+    /// The local port, 1..`evtchn::MAX_PORTS`.
+    pub port: u32,
+}
+
+/// A static interdomain event channel, from two `xen,evtchn-v1` nodes that
+/// name each other. `a.domain < b.domain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaticEvtchn {
+    pub a: EvtchnEnd,
+    pub b: EvtchnEnd,
+}
+
+/// A static shared-memory region: every `xen,domain-shared-memory-v1` node
+/// with one `xen,shm-id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMem {
+    /// `xen,shm-id`, 1..=15 bytes.
+    pub id: heapless::String<MAX_SHM_ID>,
+    /// Bytes, a non-zero multiple of 4 KiB.
+    pub size: u64,
+    /// Host-physical base when the description fixes it (the three-value
+    /// `xen,shared-mem` form); `None` lets the builder allocate it.
+    pub host_base: Option<u64>,
+    /// The domains mapping it, in device-tree order.
+    pub users: heapless::Vec<ShmUser, MAX_SHM_USERS>,
+}
+
+/// One domain's mapping of a shared-memory region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShmUser {
+    /// Index into `SystemConfig::domains`.
+    pub domain: usize,
+    /// Guest-physical base, 4 KiB aligned, clear of the domain's RAM, the
+    /// platform devices, the Xen windows and its other regions.
+    pub guest_base: u64,
+    /// `role = "owner"`. A region with no owner belongs to the hypervisor
+    /// (Xen's `DOMID_IO`) and every user borrows it.
+    pub owner: bool,
 }
 
 /// A payload, named by its entry in the unified image's module table.
@@ -117,6 +202,41 @@ impl SystemConfig {
             core::iter::once(d.kernel.name.as_str())
                 .chain(d.ramdisk.iter().map(|r| r.name.as_str()))
         })
+    }
+
+    /// The static event channels of domain `domain`, as (local, remote).
+    pub fn evtchns_of(&self, domain: usize) -> impl Iterator<Item = (EvtchnEnd, EvtchnEnd)> + '_ {
+        self.evtchns.iter().filter_map(move |c| {
+            if c.a.domain == domain {
+                Some((c.a, c.b))
+            } else if c.b.domain == domain {
+                Some((c.b, c.a))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The shared-memory regions domain `domain` maps, with its mapping.
+    pub fn shm_of(&self, domain: usize) -> impl Iterator<Item = (&SharedMem, &ShmUser)> {
+        self.shm
+            .iter()
+            .filter_map(move |s| s.users.iter().find(|u| u.domain == domain).map(|u| (s, u)))
+    }
+
+    /// What domain `domain`'s guest DT says about its shared memory
+    /// (`guest_dt::XenGuestNodes::shm`).
+    pub fn guest_shm(&self, domain: usize) -> heapless::Vec<GuestShm<'_>, MAX_SHM> {
+        let mut out = heapless::Vec::new();
+        for (s, u) in self.shm_of(domain) {
+            // At most one mapping per region, so at most `MAX_SHM`.
+            let _ = out.push(GuestShm {
+                id: s.id.as_str(),
+                guest_base: u.guest_base,
+                size: s.size,
+            });
+        }
+        out
     }
 }
 
@@ -222,6 +342,121 @@ pub enum ConfigErrorKind {
     StaticMemOverlap {
         other: NodePath,
     },
+    /// `xen,enhanced` is not empty, `"enabled"`, `"no-xenstore"` or
+    /// `"disabled"`.
+    XenEnhancedInvalid,
+    /// `/chosen` `tessera,policy-mode` is not `"enforcing"` or `"permissive"`.
+    PolicyModeInvalid,
+
+    /// `xen,evtchn` is absent from a `xen,evtchn-v1` node.
+    EvtchnMissing,
+    /// `xen,evtchn` is not exactly `<local-port peer-phandle>`.
+    EvtchnBadLength {
+        len: usize,
+    },
+    /// The local port is 0 (reserved) or beyond the port table.
+    EvtchnPortOutOfRange {
+        port: u32,
+    },
+    /// The same local port is already used by `other` in this domain.
+    EvtchnDuplicatePort {
+        port: u32,
+        other: NodePath,
+    },
+    /// `phandle` (or `linux,phandle`) is not one cell.
+    EvtchnBadPhandle,
+    /// No `xen,evtchn-v1` node in any domain has this phandle.
+    EvtchnPeerNotFound {
+        phandle: u32,
+    },
+    /// The peer node is in the same domain.
+    EvtchnPeerSameDomain {
+        peer: NodePath,
+    },
+    /// The peer's `xen,evtchn` does not name this node back.
+    EvtchnNotReciprocal {
+        peer: NodePath,
+    },
+    /// More than `MAX_STATIC_EVTCHNS` channels.
+    TooManyEvtchns,
+
+    /// `xen,shm-id` is absent.
+    ShmIdMissing,
+    /// `xen,shm-id` is not a single NUL-terminated UTF-8 string.
+    ShmIdNotString,
+    ShmIdEmpty,
+    /// Longer than `MAX_SHM_ID - 1` bytes.
+    ShmIdTooLong {
+        len: usize,
+    },
+    /// `role` is not `"owner"` or `"borrower"`.
+    ShmRoleInvalid,
+    /// `xen,shared-mem` is absent.
+    ShmMissing,
+    /// The domain node's `#address-cells`/`#size-cells` are not 1 or 2.
+    ShmCellsUnsupported {
+        address: u32,
+        size: u32,
+    },
+    /// `xen,shared-mem` is neither `<host guest size>` nor `<guest size>`.
+    ShmBadLength {
+        len: usize,
+        with_host: usize,
+        without_host: usize,
+    },
+    ShmSizeZero,
+    /// An address or the size is not a multiple of 4 KiB.
+    ShmMisaligned {
+        what: &'static str,
+        value: u64,
+    },
+    /// The host range wraps the address space.
+    ShmHostOverflow {
+        base: u64,
+        size: u64,
+    },
+    /// The guest range wraps or reaches `STAGE2_IPA_LIMIT`.
+    ShmGuestOutOfRange {
+        base: u64,
+        size: u64,
+    },
+    /// The guest range overlaps the domain's RAM or a fixed platform window.
+    ShmGuestOverlapsWindow {
+        window: &'static str,
+        base: u64,
+        size: u64,
+    },
+    /// The guest range overlaps this domain's region at `other`.
+    ShmGuestOverlap {
+        other: NodePath,
+    },
+    /// This domain already maps the same `xen,shm-id` at `other`.
+    ShmDuplicateId {
+        other: NodePath,
+    },
+    /// `other` gives the same `xen,shm-id` a different size.
+    ShmSizeMismatch {
+        size: u64,
+        expected: u64,
+        other: NodePath,
+    },
+    /// `other` gives the same `xen,shm-id` a different (or no) host base.
+    ShmHostBaseMismatch {
+        other: NodePath,
+    },
+    /// `other` is already the region's owner.
+    ShmMultipleOwners {
+        other: NodePath,
+    },
+    /// The host range overlaps another region's, or a domain's static
+    /// memory, at `other`.
+    ShmHostOverlap {
+        other: NodePath,
+    },
+    /// More than `MAX_SHM` distinct regions.
+    TooManyShm,
+    /// More than `MAX_SHM_USERS` domains map the region.
+    TooManyShmUsers,
 }
 
 impl fmt::Display for ConfigErrorKind {
@@ -302,6 +537,98 @@ impl fmt::Display for ConfigErrorKind {
             Self::StaticMemOverlap { other } => {
                 write!(f, "overlaps the static memory of {other}")
             }
+            Self::XenEnhancedInvalid => f.write_str(
+                "expected empty, \"enabled\", \"no-xenstore\" or \"disabled\"",
+            ),
+            Self::PolicyModeInvalid => f.write_str("expected \"enforcing\" or \"permissive\""),
+            Self::EvtchnMissing => f.write_str("missing (<local-port peer-phandle>)"),
+            Self::EvtchnBadLength { len } => write!(
+                f,
+                "{len} bytes, expected <local-port peer-phandle> (2 cells)"
+            ),
+            Self::EvtchnPortOutOfRange { port } => write!(
+                f,
+                "port {port} is outside 1..{}",
+                crate::evtchn::MAX_PORTS
+            ),
+            Self::EvtchnDuplicatePort { port, other } => {
+                write!(f, "port {port} is already used by {other}")
+            }
+            Self::EvtchnBadPhandle => f.write_str("expected one cell"),
+            Self::EvtchnPeerNotFound { phandle } => write!(
+                f,
+                "no \"xen,evtchn-v1\" node in a domain has phandle {phandle:#x}"
+            ),
+            Self::EvtchnPeerSameDomain { peer } => {
+                write!(f, "peer {peer} is in the same domain")
+            }
+            Self::EvtchnNotReciprocal { peer } => {
+                write!(f, "peer {peer} does not name this node back")
+            }
+            Self::TooManyEvtchns => write!(
+                f,
+                "more than {MAX_STATIC_EVTCHNS} static event channels"
+            ),
+            Self::ShmIdMissing => f.write_str("missing (shared-memory region name)"),
+            Self::ShmIdNotString => f.write_str("not a NUL-terminated UTF-8 string"),
+            Self::ShmIdEmpty => f.write_str("empty region name"),
+            Self::ShmIdTooLong { len } => write!(
+                f,
+                "region name is {len} bytes, at most {} allowed",
+                MAX_SHM_ID - 1
+            ),
+            Self::ShmRoleInvalid => f.write_str("expected \"owner\" or \"borrower\""),
+            Self::ShmMissing => f.write_str("missing (<[host-base] guest-base size>)"),
+            Self::ShmCellsUnsupported { address, size } => write!(
+                f,
+                "the domain's #address-cells = {address} / #size-cells = {size}; each must be 1 or 2"
+            ),
+            Self::ShmBadLength {
+                len,
+                with_host,
+                without_host,
+            } => write!(
+                f,
+                "{len} bytes, expected <host-base guest-base size> ({with_host} bytes) \
+                 or <guest-base size> ({without_host} bytes)"
+            ),
+            Self::ShmSizeZero => f.write_str("size is zero"),
+            Self::ShmMisaligned { what, value } => {
+                write!(f, "{what} {value:#x} is not 4 KiB aligned")
+            }
+            Self::ShmHostOverflow { base, size } => {
+                write!(f, "host range {base:#x}+{size:#x} wraps the address space")
+            }
+            Self::ShmGuestOutOfRange { base, size } => write!(
+                f,
+                "guest range {base:#x}+{size:#x} is not below {STAGE2_IPA_LIMIT:#x}"
+            ),
+            Self::ShmGuestOverlapsWindow { window, base, size } => {
+                write!(f, "guest range {base:#x}+{size:#x} overlaps the {window}")
+            }
+            Self::ShmGuestOverlap { other } => {
+                write!(f, "guest range overlaps this domain's region {other}")
+            }
+            Self::ShmDuplicateId { other } => {
+                write!(f, "this domain already maps the region at {other}")
+            }
+            Self::ShmSizeMismatch {
+                size,
+                expected,
+                other,
+            } => write!(f, "size {size:#x} differs from {expected:#x} given by {other}"),
+            Self::ShmHostBaseMismatch { other } => {
+                write!(f, "host base differs from the one given by {other}")
+            }
+            Self::ShmMultipleOwners { other } => {
+                write!(f, "second owner (the first is {other})")
+            }
+            Self::ShmHostOverlap { other } => write!(f, "host range overlaps {other}"),
+            Self::TooManyShm => write!(f, "more than {MAX_SHM} shared-memory regions"),
+            Self::TooManyShmUsers => write!(
+                f,
+                "more than {MAX_SHM_USERS} domains map this region"
+            ),
         }
     }
 }
@@ -320,8 +647,11 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
     let chosen = dtb::lookup(&fdt, "/chosen")
         .ok_or_else(|| error(&NodePath::root(), None, ConfigErrorKind::NoChosen))?;
 
+    let policy_enforcing = parse_policy_mode(&chosen.node, &chosen.path)?;
+
     let mut domains = heapless::Vec::<DomainConfig, MAX_DOMAINS>::new();
     let mut paths = heapless::Vec::<NodePath, MAX_DOMAINS>::new();
+    let mut nodes = heapless::Vec::<Node<'_, '_>, MAX_DOMAINS>::new();
     for node in chosen.node.children() {
         if !is_compatible(&node, "xen,domain") {
             continue;
@@ -365,11 +695,39 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
         paths
             .push(path.clone())
             .map_err(|_| error(&path, None, ConfigErrorKind::TooManyDomains))?;
+        nodes
+            .push(node)
+            .map_err(|_| error(&path, None, ConfigErrorKind::TooManyDomains))?;
     }
     if domains.is_empty() {
         return Err(error(&chosen.path, None, ConfigErrorKind::NoDomains));
     }
-    Ok(SystemConfig { domains })
+    let linked = links::Domains {
+        nodes: &nodes,
+        paths: &paths,
+        configs: &domains,
+    };
+    let evtchns = links::parse_evtchns(&linked)?;
+    let shm = links::parse_shm(&linked)?;
+    Ok(SystemConfig {
+        domains,
+        evtchns,
+        shm,
+        policy_enforcing,
+    })
+}
+
+fn parse_policy_mode(chosen: &Node<'_, '_>, path: &NodePath) -> Result<bool, ConfigError> {
+    match prop(chosen, P_POLICY_MODE).map(string_value) {
+        None => Ok(true),
+        Some(Some("enforcing")) => Ok(true),
+        Some(Some("permissive")) => Ok(false),
+        Some(_) => Err(error(
+            path,
+            Some(P_POLICY_MODE),
+            ConfigErrorKind::PolicyModeInvalid,
+        )),
+    }
 }
 
 fn parse_domain(node: &Node<'_, '_>, path: &NodePath) -> Result<DomainConfig, ConfigError> {
@@ -385,6 +743,7 @@ fn parse_domain(node: &Node<'_, '_>, path: &NodePath) -> Result<DomainConfig, Co
     let modules = parse_modules(node, path)?;
     let security_label = parse_security_label(node, path)?;
     let static_mem = parse_static_mem(node, path, memory_bytes)?;
+    let (xen_enhanced, xenstore) = parse_xen_enhanced(node, path)?;
 
     Ok(DomainConfig {
         name,
@@ -396,7 +755,31 @@ fn parse_domain(node: &Node<'_, '_>, path: &NodePath) -> Result<DomainConfig, Co
         security_label,
         static_mem,
         vpl011: prop(node, P_VPL011).is_some(),
+        xen_enhanced,
+        xenstore,
     })
+}
+
+/// `xen,enhanced` as (enhanced, xenstore). Xen's binding: empty or
+/// `"enabled"` gives every PV interface, `"no-xenstore"` all but xenstore,
+/// `"disabled"` none (the same as leaving the property out).
+fn parse_xen_enhanced(node: &Node<'_, '_>, path: &NodePath) -> Result<(bool, bool), ConfigError> {
+    let Some(value) = prop(node, P_XEN_ENHANCED) else {
+        return Ok((false, false));
+    };
+    if value.is_empty() {
+        return Ok((true, true));
+    }
+    match string_value(value) {
+        Some("enabled") => Ok((true, true)),
+        Some("no-xenstore") => Ok((true, false)),
+        Some("disabled") => Ok((false, false)),
+        _ => Err(error(
+            path,
+            Some(P_XEN_ENHANCED),
+            ConfigErrorKind::XenEnhancedInvalid,
+        )),
+    }
 }
 
 fn parse_memory(node: &Node<'_, '_>, path: &NodePath) -> Result<u64, ConfigError> {

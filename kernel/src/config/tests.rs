@@ -34,6 +34,31 @@ impl Module {
         }
     }
 
+    /// A `xen,evtchn-v1` node with `phandle` naming `peer`'s phandle.
+    fn evtchn(node: &str, phandle: u32, port: u32, peer: u32) -> Self {
+        Module {
+            node: node.into(),
+            compatible: vec!["xen,evtchn-v1"],
+            props: vec![
+                ("phandle", cells(&[phandle])),
+                ("xen,evtchn", cells(&[port, peer])),
+            ],
+        }
+    }
+
+    /// A `xen,domain-shared-memory-v1` node; `mem` is `xen,shared-mem`.
+    fn shm(node: &str, id: &str, role: Option<&str>, mem: Vec<u8>) -> Self {
+        let mut props = vec![("xen,shm-id", string(id)), ("xen,shared-mem", mem)];
+        if let Some(role) = role {
+            props.push(("role", string(role)));
+        }
+        Module {
+            node: node.into(),
+            compatible: vec!["xen,domain-shared-memory-v1"],
+            props,
+        }
+    }
+
     fn ramdisk(name: &str) -> Self {
         Module {
             node: "module@1".into(),
@@ -59,6 +84,8 @@ struct Domain {
     node: String,
     props: Vec<(&'static str, Vec<u8>)>,
     modules: Vec<Module>,
+    /// Further children: event channels, shared memory.
+    links: Vec<Module>,
 }
 
 impl Domain {
@@ -68,7 +95,13 @@ impl Domain {
             node: node.into(),
             props: vec![(P_MEMORY, cells(&[0, 128 * 1024])), (P_CPUS, cells(&[2]))],
             modules: vec![Module::kernel("testguest")],
+            links: vec![],
         }
+    }
+
+    fn link(mut self, child: Module) -> Self {
+        self.links.push(child);
+        self
     }
 
     fn set(mut self, name: &'static str, value: Vec<u8>) -> Self {
@@ -98,7 +131,7 @@ impl Domain {
         for (name, value) in &self.props {
             w.property(name, value).unwrap();
         }
-        for m in &self.modules {
+        for m in self.modules.iter().chain(&self.links) {
             w.begin_node(&m.node).unwrap();
             w.property_strings("compatible", &m.compatible).unwrap();
             for (name, value) in &m.props {
@@ -111,7 +144,12 @@ impl Domain {
 }
 
 fn system(domains: &[Domain]) -> Vec<u8> {
-    let mut buf = vec![0u8; 64 * 1024];
+    system_with(&[], domains)
+}
+
+/// A system whose `/chosen` also carries `chosen_props`.
+fn system_with(chosen_props: &[(&str, Vec<u8>)], domains: &[Domain]) -> Vec<u8> {
+    let mut buf = vec![0u8; 256 * 1024];
     let mut w = FdtWriter::new(&mut buf).unwrap();
     w.begin_node("").unwrap();
     w.property_u32("#address-cells", 2).unwrap();
@@ -119,6 +157,9 @@ fn system(domains: &[Domain]) -> Vec<u8> {
     w.begin_node("chosen").unwrap();
     w.property_u32("#address-cells", 2).unwrap();
     w.property_u32("#size-cells", 2).unwrap();
+    for (name, value) in chosen_props {
+        w.property(name, value).unwrap();
+    }
     // Not a domain: ignored.
     w.begin_node("other").unwrap();
     w.property_string("compatible", "vendor,thing").unwrap();
@@ -144,7 +185,17 @@ fn expect_error(
     property: Option<&str>,
     kind: ConfigErrorKind,
 ) -> ConfigError {
-    let err = parse(&[domain]).unwrap_err();
+    expect_system_error(&[domain], node, property, kind)
+}
+
+/// Parses `domains` and expects an error at `node` / `property`.
+fn expect_system_error(
+    domains: &[Domain],
+    node: &str,
+    property: Option<&str>,
+    kind: ConfigErrorKind,
+) -> ConfigError {
+    let err = parse(domains).unwrap_err();
     assert_eq!(err.kind, kind, "{err}");
     assert_eq!(err.node.as_str(), node, "{err}");
     assert_eq!(err.property, property, "{err}");
@@ -569,4 +620,766 @@ fn overlapping_static_mem_names_both_domains() {
     // Adjacent ranges are fine.
     let c = Domain::new("domU3").static_mem(0x6800_0000, mib128);
     assert!(parse(&[a, c]).is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// xen,enhanced and the policy mode
+
+#[test]
+fn xen_enhanced_values() {
+    let with = |v: Option<Vec<u8>>| {
+        let d = Domain::new("d");
+        let d = match v {
+            Some(v) => d.set(P_XEN_ENHANCED, v),
+            None => d,
+        };
+        let cfg = parse(&[d]).unwrap();
+        (cfg.domains[0].xen_enhanced, cfg.domains[0].xenstore)
+    };
+    assert_eq!(with(None), (false, false));
+    assert_eq!(with(Some(vec![])), (true, true));
+    assert_eq!(with(Some(string("enabled"))), (true, true));
+    assert_eq!(with(Some(string("no-xenstore"))), (true, false));
+    assert_eq!(with(Some(string("disabled"))), (false, false));
+    for bad in [string("yes"), string(""), b"enabled".to_vec(), cells(&[1])] {
+        expect_error(
+            Domain::new("d").set(P_XEN_ENHANCED, bad),
+            "/chosen/d",
+            Some(P_XEN_ENHANCED),
+            ConfigErrorKind::XenEnhancedInvalid,
+        );
+    }
+}
+
+#[test]
+fn policy_mode() {
+    let mode = |v: Option<Vec<u8>>| {
+        let props: Vec<_> = v.into_iter().map(|v| (P_POLICY_MODE, v)).collect();
+        parse_system(&system_with(&props, &[Domain::new("d")]))
+    };
+    assert!(mode(None).unwrap().policy_enforcing);
+    assert!(mode(Some(string("enforcing"))).unwrap().policy_enforcing);
+    assert!(!mode(Some(string("permissive"))).unwrap().policy_enforcing);
+    for bad in [string("Enforcing"), string(""), vec![], cells(&[0])] {
+        let err = mode(Some(bad)).unwrap_err();
+        assert_eq!(err.kind, ConfigErrorKind::PolicyModeInvalid, "{err}");
+        assert_eq!(err.node.as_str(), "/chosen");
+        assert_eq!(err.property, Some(P_POLICY_MODE));
+        assert!(err.to_string().contains("permissive"), "{err}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Static event channels
+
+const P_EVTCHN: &str = "xen,evtchn";
+
+/// Three domains: d0:1 <-> d1:2, d2:7 <-> d1:5 (listed from the later
+/// domain first), d0:3 <-> d2:3.
+fn three_linked() -> Vec<Domain> {
+    vec![
+        Domain::new("d0")
+            .link(Module::evtchn("ec1", 10, 1, 20))
+            .link(Module::evtchn("ec3", 11, 3, 31)),
+        Domain::new("d1")
+            .link(Module::evtchn("ec2", 20, 2, 10))
+            .link(Module::evtchn("ec5", 21, 5, 30)),
+        Domain::new("d2")
+            .link(Module::evtchn("ec7", 30, 7, 21))
+            .link(Module::evtchn("ec3", 31, 3, 11)),
+    ]
+}
+
+fn end(domain: usize, port: u32) -> EvtchnEnd {
+    EvtchnEnd { domain, port }
+}
+
+#[test]
+fn parses_static_evtchns() {
+    let cfg = parse(&three_linked()).unwrap();
+    assert_eq!(
+        cfg.evtchns.as_slice(),
+        [
+            StaticEvtchn {
+                a: end(0, 1),
+                b: end(1, 2)
+            },
+            StaticEvtchn {
+                a: end(0, 3),
+                b: end(2, 3)
+            },
+            StaticEvtchn {
+                a: end(1, 5),
+                b: end(2, 7)
+            },
+        ]
+    );
+    let of_d2: Vec<_> = cfg.evtchns_of(2).collect();
+    assert_eq!(of_d2, [(end(2, 3), end(0, 3)), (end(2, 7), end(1, 5))]);
+    assert_eq!(cfg.evtchns_of(3).count(), 0);
+    // No links at all is fine too.
+    assert!(parse(&[Domain::new("d")]).unwrap().evtchns.is_empty());
+}
+
+#[test]
+fn evtchn_accepts_linux_phandle_and_the_port_range_ends() {
+    let mut a = Module::evtchn("ec", 0, 1, 2);
+    a.props.retain(|(n, _)| *n != "phandle");
+    a.props.push(("linux,phandle", cells(&[1])));
+    let b = Module::evtchn("ec", 2, crate::evtchn::MAX_PORTS as u32 - 1, 1);
+    let cfg = parse(&[Domain::new("a").link(a), Domain::new("b").link(b)]).unwrap();
+    assert_eq!(
+        cfg.evtchns.as_slice(),
+        [StaticEvtchn {
+            a: end(0, 1),
+            b: end(1, 1023)
+        }]
+    );
+}
+
+/// `d0/ec` (phandle 1) and `d1/ec` (phandle 2), with `a` and `b` bent.
+fn pair(a: Module, b: Module) -> Vec<Domain> {
+    vec![Domain::new("d0").link(a), Domain::new("d1").link(b)]
+}
+
+#[test]
+fn evtchn_property_errors() {
+    let at = "/chosen/d0/ec";
+    let p = Some(P_EVTCHN);
+    let good_b = || Module::evtchn("ec", 2, 1, 1);
+    for (value, len) in [(cells(&[1, 2, 3]), 12), (cells(&[1]), 4), (vec![], 0)] {
+        expect_system_error(
+            &pair(Module::evtchn("ec", 1, 1, 2).set(P_EVTCHN, value), good_b()),
+            at,
+            p,
+            ConfigErrorKind::EvtchnBadLength { len },
+        );
+    }
+    expect_system_error(
+        &pair(Module::evtchn("ec", 1, 1, 2).unset(P_EVTCHN), good_b()),
+        at,
+        p,
+        ConfigErrorKind::EvtchnMissing,
+    );
+    for port in [0, crate::evtchn::MAX_PORTS as u32, u32::MAX] {
+        let err = expect_system_error(
+            &pair(Module::evtchn("ec", 1, port, 2), good_b()),
+            at,
+            p,
+            ConfigErrorKind::EvtchnPortOutOfRange { port },
+        );
+        assert!(err.to_string().contains("1..1024"), "{err}");
+    }
+    expect_system_error(
+        &pair(
+            Module::evtchn("ec", 1, 1, 2).set("phandle", cells(&[1, 1])),
+            good_b(),
+        ),
+        at,
+        Some("phandle"),
+        ConfigErrorKind::EvtchnBadPhandle,
+    );
+    // The peer's malformed property is reported at the peer.
+    expect_system_error(
+        &pair(
+            Module::evtchn("ec", 1, 1, 2),
+            good_b().set(P_EVTCHN, cells(&[1])),
+        ),
+        "/chosen/d1/ec",
+        p,
+        ConfigErrorKind::EvtchnBadLength { len: 4 },
+    );
+}
+
+#[test]
+fn evtchn_link_errors() {
+    let at = "/chosen/d0/ec";
+    let p = Some(P_EVTCHN);
+    // A phandle no node has, and one that only a non-evtchn node has.
+    expect_system_error(
+        &pair(
+            Module::evtchn("ec", 1, 1, 99),
+            Module::evtchn("ec", 2, 1, 1),
+        ),
+        at,
+        p,
+        ConfigErrorKind::EvtchnPeerNotFound { phandle: 99 },
+    );
+    let kernel = Module::kernel("k").set("phandle", cells(&[7]));
+    expect_system_error(
+        &[
+            Domain::new("d0").link(Module::evtchn("ec", 1, 1, 7)),
+            Domain::new("d1").modules(vec![kernel]),
+        ],
+        at,
+        p,
+        ConfigErrorKind::EvtchnPeerNotFound { phandle: 7 },
+    );
+    // Both ends in one domain.
+    expect_system_error(
+        &[Domain::new("d0")
+            .link(Module::evtchn("ec", 1, 1, 2))
+            .link(Module::evtchn("ed", 2, 2, 1))],
+        at,
+        p,
+        ConfigErrorKind::EvtchnPeerSameDomain {
+            peer: NodePath::new("/chosen/d0/ed"),
+        },
+    );
+    // d0/ec -> d1/ec, but d1/ec -> d0/other.
+    let err = expect_system_error(
+        &[
+            Domain::new("d0")
+                .link(Module::evtchn("ec", 1, 1, 2))
+                .link(Module::evtchn("other", 3, 4, 2)),
+            Domain::new("d1").link(Module::evtchn("ec", 2, 1, 3)),
+        ],
+        at,
+        p,
+        ConfigErrorKind::EvtchnNotReciprocal {
+            peer: NodePath::new("/chosen/d1/ec"),
+        },
+    );
+    assert!(err.to_string().contains("/chosen/d1/ec"), "{err}");
+    // A node without a phandle cannot be named back.
+    expect_system_error(
+        &pair(
+            Module::evtchn("ec", 1, 1, 2).unset("phandle"),
+            Module::evtchn("ec", 2, 1, 1),
+        ),
+        at,
+        p,
+        ConfigErrorKind::EvtchnNotReciprocal {
+            peer: NodePath::new("/chosen/d1/ec"),
+        },
+    );
+    // A duplicated phandle: the second node claiming phandle 1 is not the
+    // one its peer resolves to.
+    expect_system_error(
+        &[
+            Domain::new("d0")
+                .link(Module::evtchn("ec", 1, 1, 2))
+                .link(Module::evtchn("dup", 1, 2, 3)),
+            Domain::new("d1")
+                .link(Module::evtchn("ec", 2, 1, 1))
+                .link(Module::evtchn("ed", 3, 2, 1)),
+        ],
+        "/chosen/d0/dup",
+        p,
+        ConfigErrorKind::EvtchnNotReciprocal {
+            peer: NodePath::new("/chosen/d1/ed"),
+        },
+    );
+}
+
+#[test]
+fn evtchn_duplicate_port_in_one_domain() {
+    expect_system_error(
+        &[
+            Domain::new("d0")
+                .link(Module::evtchn("ec", 1, 5, 2))
+                .link(Module::evtchn("ed", 3, 5, 4)),
+            Domain::new("d1")
+                .link(Module::evtchn("ec", 2, 1, 1))
+                .link(Module::evtchn("ed", 4, 2, 3)),
+        ],
+        "/chosen/d0/ed",
+        Some(P_EVTCHN),
+        ConfigErrorKind::EvtchnDuplicatePort {
+            port: 5,
+            other: NodePath::new("/chosen/d0/ec"),
+        },
+    );
+    // The same port number in two domains is fine.
+    assert!(parse(&pair(
+        Module::evtchn("ec", 1, 5, 2),
+        Module::evtchn("ec", 2, 5, 1)
+    ))
+    .is_ok());
+}
+
+#[test]
+fn too_many_evtchns() {
+    let channels = |n: u32| {
+        let mut a = Domain::new("d0");
+        let mut b = Domain::new("d1");
+        for i in 0..n {
+            let name = format!("ec{i}");
+            a = a.link(Module::evtchn(&name, 2 * i + 1, i + 1, 2 * i + 2));
+            b = b.link(Module::evtchn(&name, 2 * i + 2, i + 1, 2 * i + 1));
+        }
+        vec![a, b]
+    };
+    let max = MAX_STATIC_EVTCHNS as u32;
+    assert_eq!(parse(&channels(max)).unwrap().evtchns.len(), 64);
+    // 65 nodes in d0, so the 129th evtchn node is d1's 64th.
+    let err = parse(&channels(max + 1)).unwrap_err();
+    assert_eq!(err.kind, ConfigErrorKind::TooManyEvtchns, "{err}");
+    assert_eq!(err.node.as_str(), "/chosen/d1/ec63");
+}
+
+// ---------------------------------------------------------------------------
+// Static shared memory
+
+const P_SHM_ID: &str = "xen,shm-id";
+const P_SHARED_MEM: &str = "xen,shared-mem";
+const P_ROLE: &str = "role";
+
+/// `xen,shared-mem` in 2/2 cells (the domains below set `#address-cells`
+/// and `#size-cells` to 2).
+fn mem(values: &[u64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+/// A domain with 2/2 cells for its link nodes.
+fn dom(name: &str) -> Domain {
+    Domain::new(name)
+        .set("#address-cells", cells(&[2]))
+        .set("#size-cells", cells(&[2]))
+}
+
+const SHM_IPA: u64 = 0x1_0000_0000;
+const SHM_HOST: u64 = 0x7000_0000;
+
+#[test]
+fn parses_shared_memory() {
+    let d0 = dom("d0")
+        .link(Module::shm(
+            "shm@0",
+            "ring",
+            Some("owner"),
+            mem(&[SHM_HOST, SHM_IPA, 0x2000]),
+        ))
+        .link(Module::shm(
+            "shm@1",
+            "heap",
+            None,
+            mem(&[SHM_IPA + 0x10_0000, 0x1000]),
+        ));
+    // 1/1 cells, role "borrower", a different guest address.
+    let d1 = Domain::new("d1")
+        .set("#address-cells", cells(&[1]))
+        .set("#size-cells", cells(&[1]))
+        .link(Module::shm(
+            "shm@0",
+            "ring",
+            Some("borrower"),
+            cells(&[SHM_HOST as u32, 0x2000_0000, 0x2000]),
+        ))
+        .link(Module::shm(
+            "shm@1",
+            "heap",
+            None,
+            cells(&[0x2010_0000, 0x1000]),
+        ));
+    let cfg = parse(&[d0, Domain::new("plain"), d1]).unwrap();
+    assert_eq!(cfg.shm.len(), 2);
+    let ring = &cfg.shm[0];
+    assert_eq!(ring.id.as_str(), "ring");
+    assert_eq!(ring.size, 0x2000);
+    assert_eq!(ring.host_base, Some(SHM_HOST));
+    assert_eq!(
+        ring.users.as_slice(),
+        [
+            ShmUser {
+                domain: 0,
+                guest_base: SHM_IPA,
+                owner: true
+            },
+            ShmUser {
+                domain: 2,
+                guest_base: 0x2000_0000,
+                owner: false
+            },
+        ]
+    );
+    let heap = &cfg.shm[1];
+    assert_eq!(heap.host_base, None);
+    assert!(heap.users.iter().all(|u| !u.owner));
+    assert_eq!(heap.users.len(), 2);
+
+    assert_eq!(cfg.shm_of(1).count(), 0);
+    let guest = cfg.guest_shm(2);
+    assert_eq!(
+        guest.as_slice(),
+        [
+            GuestShm {
+                id: "ring",
+                guest_base: 0x2000_0000,
+                size: 0x2000
+            },
+            GuestShm {
+                id: "heap",
+                guest_base: 0x2010_0000,
+                size: 0x1000
+            },
+        ]
+    );
+}
+
+/// Domain `d` with one region node `shm` built from `mem`.
+fn one_shm(mem: Vec<u8>) -> Domain {
+    dom("d").link(Module::shm("shm", "r", None, mem))
+}
+
+#[test]
+fn shm_id_and_role_errors() {
+    let at = "/chosen/d/shm";
+    let with = |m: Module| dom("d").link(m);
+    let good = || Module::shm("shm", "r", None, mem(&[SHM_IPA, 0x1000]));
+    expect_error(
+        with(good().unset(P_SHM_ID)),
+        at,
+        Some(P_SHM_ID),
+        ConfigErrorKind::ShmIdMissing,
+    );
+    for bad in [cells(&[1]), b"r".to_vec(), b"a\0b\0".to_vec()] {
+        expect_error(
+            with(good().set(P_SHM_ID, bad)),
+            at,
+            Some(P_SHM_ID),
+            ConfigErrorKind::ShmIdNotString,
+        );
+    }
+    expect_error(
+        with(good().set(P_SHM_ID, string(""))),
+        at,
+        Some(P_SHM_ID),
+        ConfigErrorKind::ShmIdEmpty,
+    );
+    expect_error(
+        with(good().set(P_SHM_ID, string(&"x".repeat(MAX_SHM_ID)))),
+        at,
+        Some(P_SHM_ID),
+        ConfigErrorKind::ShmIdTooLong { len: 16 },
+    );
+    let longest = "x".repeat(MAX_SHM_ID - 1);
+    let cfg = parse(&[with(good().set(P_SHM_ID, string(&longest)))]).unwrap();
+    assert_eq!(cfg.shm[0].id.as_str(), longest);
+    for bad in [string("Owner"), string(""), vec![]] {
+        expect_error(
+            with(good().set(P_ROLE, bad)),
+            at,
+            Some(P_ROLE),
+            ConfigErrorKind::ShmRoleInvalid,
+        );
+    }
+}
+
+#[test]
+fn shm_shape_errors() {
+    let at = "/chosen/d/shm";
+    let p = Some(P_SHARED_MEM);
+    expect_error(
+        dom("d").link(Module::shm("shm", "r", None, vec![]).unset(P_SHARED_MEM)),
+        at,
+        p,
+        ConfigErrorKind::ShmMissing,
+    );
+    expect_error(
+        one_shm(mem(&[SHM_IPA])),
+        at,
+        p,
+        ConfigErrorKind::ShmBadLength {
+            len: 8,
+            with_host: 24,
+            without_host: 16,
+        },
+    );
+    // The domain node's default cells (2 / 1) decode too; 0 and 3 do not.
+    let d = Domain::new("d").link(Module::shm(
+        "shm",
+        "r",
+        None,
+        cells(&[1, 0x7000_0000, 1, 0, 0x1000]),
+    ));
+    assert_eq!(parse(&[d]).unwrap().shm[0].size, 0x1000);
+    for (a, s) in [(3, 1), (2, 0)] {
+        expect_error(
+            Domain::new("d")
+                .set("#address-cells", cells(&[a]))
+                .set("#size-cells", cells(&[s]))
+                .link(Module::shm("shm", "r", None, mem(&[SHM_IPA, 0x1000]))),
+            at,
+            p,
+            ConfigErrorKind::ShmCellsUnsupported {
+                address: a,
+                size: s,
+            },
+        );
+    }
+    expect_error(
+        one_shm(mem(&[SHM_IPA, 0])),
+        at,
+        p,
+        ConfigErrorKind::ShmSizeZero,
+    );
+    for (value, what, bad) in [
+        (
+            mem(&[SHM_HOST + 8, SHM_IPA, 0x1000]),
+            "host address",
+            SHM_HOST + 8,
+        ),
+        (
+            mem(&[SHM_IPA + 0x800, 0x1000]),
+            "guest address",
+            SHM_IPA + 0x800,
+        ),
+        (mem(&[SHM_IPA, 0x1800]), "size", 0x1800),
+    ] {
+        expect_error(
+            one_shm(value),
+            at,
+            p,
+            ConfigErrorKind::ShmMisaligned { what, value: bad },
+        );
+    }
+    let top = !0xfff_u64;
+    expect_error(
+        one_shm(mem(&[top, SHM_IPA, 0x2000])),
+        at,
+        p,
+        ConfigErrorKind::ShmHostOverflow {
+            base: top,
+            size: 0x2000,
+        },
+    );
+}
+
+#[test]
+fn shm_guest_range_errors() {
+    let at = "/chosen/d/shm";
+    let p = Some(P_SHARED_MEM);
+    // At or across 2^39, or wrapping.
+    for (base, size) in [
+        (STAGE2_IPA_LIMIT, 0x1000),
+        (STAGE2_IPA_LIMIT - 0x1000, 0x2000),
+        (!0xfff_u64, 0x2000),
+    ] {
+        expect_error(
+            one_shm(mem(&[base, size])),
+            at,
+            p,
+            ConfigErrorKind::ShmGuestOutOfRange { base, size },
+        );
+    }
+    assert!(parse(&[one_shm(mem(&[STAGE2_IPA_LIMIT - 0x1000, 0x1000]))]).is_ok());
+    // Every window, including the last page of guest RAM (128 MiB).
+    use tessera_ipc::platform as pf;
+    for (window, base) in [
+        ("guest RAM", pf::RAM_BASE + (128 << 20) - 0x1000),
+        ("GIC distributor", pf::GICD_BASE),
+        ("GIC redistributors", pf::GICR_BASE + 7 * pf::GICR_STRIDE),
+        ("PL011", pf::PL011_BASE),
+        ("virtio-mmio window", pf::VIRTIO_MMIO_BASE + 0x3000),
+        ("grant-table window", pf::GNTTAB_BASE + 0x10_0000),
+        ("special-page window", pf::MAGIC_BASE),
+        (
+            "extended region",
+            pf::EXT_REGION_BASE + pf::EXT_REGION_SIZE - 0x1000,
+        ),
+    ] {
+        let err = expect_error(
+            one_shm(mem(&[base, 0x1000])),
+            at,
+            p,
+            ConfigErrorKind::ShmGuestOverlapsWindow {
+                window,
+                base,
+                size: 0x1000,
+            },
+        );
+        assert!(err.to_string().contains(window), "{err}");
+    }
+    // Just past RAM is free.
+    assert!(parse(&[one_shm(mem(&[pf::RAM_BASE + (128 << 20), 0x1000]))]).is_ok());
+
+    // Two regions of one domain overlapping.
+    expect_error(
+        dom("d")
+            .link(Module::shm("a", "a", None, mem(&[SHM_IPA, 0x2000])))
+            .link(Module::shm(
+                "b",
+                "b",
+                None,
+                mem(&[SHM_IPA + 0x1000, 0x1000]),
+            )),
+        "/chosen/d/b",
+        p,
+        ConfigErrorKind::ShmGuestOverlap {
+            other: NodePath::new("/chosen/d/a"),
+        },
+    );
+    // The same range in two domains is fine.
+    let d = |n: &str| dom(n).link(Module::shm("a", "a", None, mem(&[SHM_IPA, 0x2000])));
+    assert!(parse(&[d("d0"), d("d1")]).is_ok());
+}
+
+#[test]
+fn shm_grouping_errors() {
+    let p = Some(P_SHARED_MEM);
+    let node = |id: &str, role: Option<&str>, m: &[u64]| Module::shm("shm", id, role, mem(m));
+    // One domain, one id, twice.
+    expect_error(
+        dom("d")
+            .link(Module::shm("a", "r", None, mem(&[SHM_IPA, 0x1000])))
+            .link(Module::shm(
+                "b",
+                "r",
+                None,
+                mem(&[SHM_IPA + 0x1000, 0x1000]),
+            )),
+        "/chosen/d/b",
+        Some(P_SHM_ID),
+        ConfigErrorKind::ShmDuplicateId {
+            other: NodePath::new("/chosen/d/a"),
+        },
+    );
+    // Different sizes for one id.
+    expect_system_error(
+        &[
+            dom("d0").link(node("r", None, &[SHM_IPA, 0x1000])),
+            dom("d1").link(node("r", None, &[SHM_IPA, 0x2000])),
+        ],
+        "/chosen/d1/shm",
+        p,
+        ConfigErrorKind::ShmSizeMismatch {
+            size: 0x2000,
+            expected: 0x1000,
+            other: NodePath::new("/chosen/d0/shm"),
+        },
+    );
+    // Different host bases, and a host base against none.
+    for second in [
+        &[SHM_HOST + 0x1000, SHM_IPA, 0x1000][..],
+        &[SHM_IPA, 0x1000][..],
+    ] {
+        expect_system_error(
+            &[
+                dom("d0").link(node("r", None, &[SHM_HOST, SHM_IPA, 0x1000])),
+                dom("d1").link(node("r", None, second)),
+            ],
+            "/chosen/d1/shm",
+            p,
+            ConfigErrorKind::ShmHostBaseMismatch {
+                other: NodePath::new("/chosen/d0/shm"),
+            },
+        );
+    }
+    // Two owners.
+    expect_system_error(
+        &[
+            dom("d0").link(node("r", None, &[SHM_IPA, 0x1000])),
+            dom("d1").link(node("r", Some("owner"), &[SHM_IPA, 0x1000])),
+            dom("d2").link(node("r", Some("owner"), &[SHM_IPA, 0x1000])),
+        ],
+        "/chosen/d2/shm",
+        Some(P_ROLE),
+        ConfigErrorKind::ShmMultipleOwners {
+            other: NodePath::new("/chosen/d1/shm"),
+        },
+    );
+    // Host ranges of two regions overlapping, or a region over a domain's
+    // static memory.
+    expect_system_error(
+        &[
+            dom("d0").link(node("a", None, &[SHM_HOST, SHM_IPA, 0x2000])),
+            dom("d1").link(node("b", None, &[SHM_HOST + 0x1000, SHM_IPA, 0x1000])),
+        ],
+        "/chosen/d1/shm",
+        p,
+        ConfigErrorKind::ShmHostOverlap {
+            other: NodePath::new("/chosen/d0/shm"),
+        },
+    );
+    expect_system_error(
+        &[
+            dom("d0").static_mem(0x6000_0000, 128 << 20),
+            dom("d1").link(node("b", None, &[0x6400_0000, SHM_IPA, 0x1000])),
+        ],
+        "/chosen/d1/shm",
+        p,
+        ConfigErrorKind::ShmHostOverlap {
+            other: NodePath::new("/chosen/d0"),
+        },
+    );
+}
+
+#[test]
+fn shm_limits() {
+    let regions = |n: usize| {
+        let mut d = dom("d");
+        for i in 0..n {
+            let ipa = SHM_IPA + i as u64 * 0x1000;
+            d = d.link(Module::shm(
+                &format!("s{i}"),
+                &format!("r{i}"),
+                None,
+                mem(&[ipa, 0x1000]),
+            ));
+        }
+        d
+    };
+    assert_eq!(parse(&[regions(MAX_SHM)]).unwrap().shm.len(), MAX_SHM);
+    expect_error(
+        regions(MAX_SHM + 1),
+        "/chosen/d/s16",
+        None,
+        ConfigErrorKind::TooManyShm,
+    );
+
+    let users = |n: usize| -> Vec<Domain> {
+        (0..n)
+            .map(|i| {
+                dom(&format!("d{i}")).link(Module::shm("shm", "r", None, mem(&[SHM_IPA, 0x1000])))
+            })
+            .collect()
+    };
+    assert_eq!(
+        parse(&users(MAX_SHM_USERS)).unwrap().shm[0].users.len(),
+        MAX_SHM_USERS
+    );
+    expect_system_error(
+        &users(MAX_SHM_USERS + 1),
+        "/chosen/d4/shm",
+        None,
+        ConfigErrorKind::TooManyShmUsers,
+    );
+}
+
+#[test]
+fn linked_blobs_never_panic() {
+    let mut domains = three_linked();
+    domains[0] = domains[0]
+        .clone()
+        .set("#address-cells", cells(&[2]))
+        .set("#size-cells", cells(&[2]))
+        .link(Module::shm(
+            "shm",
+            "r",
+            Some("owner"),
+            mem(&[SHM_HOST, SHM_IPA, 0x1000]),
+        ));
+    domains[1] = domains[1].clone().set(P_XEN_ENHANCED, vec![]);
+    let good = system(&domains);
+    assert!(parse_system(&good).is_ok());
+    for cut in 0..good.len() {
+        let _ = parse_system(&good[..cut]);
+    }
+    for at in (0..good.len()).step_by(3) {
+        for byte in [0x00, 0x01, 0xff] {
+            let mut bad = good.clone();
+            bad[at] = byte;
+            let _ = parse_system(&bad);
+        }
+    }
+}
+
+#[test]
+fn system_config_fits_the_boot_stack() {
+    // The kernel holds a `SystemConfig` on its 32 KiB boot stack: the
+    // links (2 KiB of channels, 2.4 KiB of regions) add to the domains'
+    // 8.4 KiB, and nothing should grow it unnoticed.
+    let size = core::mem::size_of::<SystemConfig>();
+    assert!(size <= 13 * 1024, "SystemConfig is {size} bytes");
 }
