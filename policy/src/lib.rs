@@ -7,7 +7,7 @@
 //! - [`Avc`] answers "may this SID do this to that SID?" from a small cache in
 //!   front of a binary search of the policy's rule table.
 //!
-//! The language is described in `policy/README.md`, the binary in
+//! The language is specified in `docs/04-policy.md`, the binary in
 //! [`binary`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]

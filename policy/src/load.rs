@@ -374,6 +374,16 @@ impl<'a> Policy<'a> {
         self.find(self.types, name)
     }
 
+    /// The number of user `name`.
+    pub fn user_index(&self, name: &str) -> Option<u16> {
+        self.find(self.users, name)
+    }
+
+    /// The number of role `name`.
+    pub fn role_index(&self, name: &str) -> Option<u16> {
+        self.find(self.roles, name)
+    }
+
     /// The name of type number `index`.
     pub fn type_name(&self, index: u16) -> Option<&'a str> {
         self.types.get(index as usize).map(|e| self.name(e))

@@ -80,6 +80,12 @@ fn a_valid_binary_loads() {
     assert_eq!(p.sid_of("nobody:system_r:a_t"), None);
     assert_eq!(p.sid_of("system_u:nobody_r:a_t"), None);
     assert_eq!(p.sid_of("system_u:system_r"), None);
+    assert_eq!(p.user_index("system_u"), Some(0));
+    assert_eq!(p.role_index("system_r"), Some(0));
+    assert_eq!(p.type_index("b_t"), Some(1));
+    assert_eq!(p.user_index("system_r"), None);
+    assert_eq!(p.role_index("system_u"), None);
+    assert_eq!(p.type_index("system_u"), None);
 }
 
 #[test]

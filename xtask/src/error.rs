@@ -18,6 +18,20 @@ pub enum Error {
     Dtc { path: PathBuf, message: String },
     /// The system description compiled but the kernel's parser rejects it.
     Config { path: PathBuf, message: String },
+    /// The image's `policy.te` does not compile: where (1-based) and why.
+    PolicySyntax {
+        path: PathBuf,
+        line: u32,
+        column: u32,
+        message: String,
+    },
+    /// The system description gives a domain a label, or sets up a link,
+    /// that the policy does not allow; one line per problem.
+    PolicyCheck {
+        description: PathBuf,
+        policy: PathBuf,
+        problems: Vec<String>,
+    },
     /// A `tessera,module` name that is neither built-in nor a file in the image.
     UnknownModule { name: String, image: PathBuf },
     /// A module cannot be described by the module table.
@@ -53,6 +67,22 @@ impl fmt::Display for Error {
                 )
             }
             Error::Config { path, message } => write!(f, "{}: {message}", path.display()),
+            Error::PolicySyntax {
+                path,
+                line,
+                column,
+                message,
+            } => write!(f, "{}:{line}:{column}: {message}", path.display()),
+            Error::PolicyCheck {
+                description,
+                policy,
+                problems,
+            } => {
+                for problem in problems {
+                    writeln!(f, "{}: {problem}", description.display())?;
+                }
+                write!(f, "(checked against the policy {})", policy.display())
+            }
             Error::UnknownModule { name, image } => write!(
                 f,
                 "unknown module `{name}`: it is not `testguest` and there is no file {}",

@@ -1,13 +1,17 @@
-//! Turning an image directory (`system.dts` plus payload files) into
-//! `tessera.img`: compile the description, check it with the kernel's own
-//! parser, resolve every module it names, and pack.
+//! Turning an image directory (`system.dts`, optionally `policy.te`, plus
+//! payload files) into `tessera.img`: compile the description, check it with
+//! the kernel's own parser, compile the access-control policy and check the
+//! description against it, resolve every module it names, and pack.
 //!
 //! The one idea: the build runs exactly the parser the kernel runs at boot
-//! (`tessera_kernel::config::parse_system`), so a description the kernel
-//! would reject never becomes an image, and the error names node and property.
+//! (`tessera_kernel::config::parse_system`) and asks the policy the questions
+//! the kernel will ask, so a description the kernel would reject never
+//! becomes an image, and the error names node and property, or the domain
+//! and the missing rule.
 
 use crate::error::{io, Error};
 use crate::flat::{flatten_file, FlatBinary};
+use crate::mac::check_system;
 use crate::pack::{pack, Module};
 use crate::tools::{compile_dts, release_binary, GUEST_TARGET, KERNEL_TARGET};
 use std::path::{Path, PathBuf};
@@ -17,20 +21,56 @@ use tessera_ipc::image::ModuleKind;
 pub const TESTGUEST_MODULE: &str = "testguest";
 /// The name under which the system description itself is packed.
 pub const SYSTEM_DTB_MODULE: &str = "system.dtb";
+/// The name under which the compiled policy is packed.
+pub const POLICY_MODULE: &str = "policy";
+/// An image's own policy source, next to its `system.dts`.
+pub const POLICY_SOURCE: &str = "policy.te";
+/// The policy an image without its own `policy.te` gets, from the repository
+/// root.
+pub const DEFAULT_POLICY: &str = "images/qemu-virt/policy.te";
 
 /// Payloads built from the workspace, by module name.
 pub struct BuiltPayloads {
     pub testguest: Vec<u8>,
 }
 
-/// A compiled, validated system description.
+/// A compiled, validated system description and the policy it was checked
+/// against.
 pub struct Description {
     pub dtb: Vec<u8>,
+    /// The compiled policy binary.
+    pub policy: Vec<u8>,
+    /// The `policy.te` it was compiled from.
+    pub policy_source: PathBuf,
     /// (name, kind) of every module it references, in first-use order.
     pub modules: Vec<(String, ModuleKind)>,
 }
 
-/// Compiles and validates `<image_dir>/system.dts`.
+/// The policy source for `image_dir`: its own `policy.te` if it has one,
+/// else the default image's.
+pub fn policy_source(image_dir: &Path) -> PathBuf {
+    let own = image_dir.join(POLICY_SOURCE);
+    if own.is_file() {
+        own
+    } else {
+        crate::repo_root().join(DEFAULT_POLICY)
+    }
+}
+
+/// Compiles the TE source at `path` to a policy binary. An error names the
+/// file, line and column.
+pub fn compile_policy(path: &Path) -> Result<Vec<u8>, Error> {
+    let source = std::fs::read_to_string(path).map_err(io(path))?;
+    tessera_policy::compile::compile(&source).map_err(|e| Error::PolicySyntax {
+        path: path.to_path_buf(),
+        line: e.span.line,
+        column: e.span.column,
+        message: e.kind.to_string(),
+    })
+}
+
+/// Compiles and validates `<image_dir>/system.dts`, then compiles the
+/// image's policy and checks the description against it.
 pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
     let dts = image_dir.join("system.dts");
     if !dts.is_file() {
@@ -59,6 +99,12 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
             }
         }
     };
+    if config.module_names().any(|name| name == POLICY_MODULE) {
+        return Err(Error::BadModule {
+            name: POLICY_MODULE.into(),
+            reason: "the name is reserved for the compiled policy; rename the file".into(),
+        });
+    }
     for domain in &config.domains {
         add(domain.kernel.name.as_str(), ModuleKind::Kernel)?;
         if let Some(ramdisk) = &domain.ramdisk {
@@ -75,7 +121,29 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
             });
         }
     }
-    Ok(Description { dtb, modules })
+
+    let policy_source = policy_source(image_dir);
+    let policy = compile_policy(&policy_source)?;
+    let loaded = tessera_policy::Policy::load(&policy).map_err(|e| {
+        Error::Pack(format!(
+            "the policy compiled from {} does not load ({e}); this is a compiler bug",
+            policy_source.display()
+        ))
+    })?;
+    let violations = check_system(&config, &loaded);
+    if !violations.is_empty() {
+        return Err(Error::PolicyCheck {
+            description: dts,
+            policy: policy_source,
+            problems: violations.iter().map(ToString::to_string).collect(),
+        });
+    }
+    Ok(Description {
+        dtb,
+        policy,
+        policy_source,
+        modules,
+    })
 }
 
 /// Finds the bytes of module `name`: a workspace payload or a file next to
@@ -106,11 +174,18 @@ pub fn build_image(
     payloads: &BuiltPayloads,
 ) -> Result<Vec<u8>, Error> {
     let description = load_description(image_dir)?;
-    let mut modules = vec![Module {
-        name: SYSTEM_DTB_MODULE.into(),
-        kind: ModuleKind::SystemDtb,
-        data: description.dtb,
-    }];
+    let mut modules = vec![
+        Module {
+            name: SYSTEM_DTB_MODULE.into(),
+            kind: ModuleKind::SystemDtb,
+            data: description.dtb,
+        },
+        Module {
+            name: POLICY_MODULE.into(),
+            kind: ModuleKind::Policy,
+            data: description.policy,
+        },
+    ];
     for (name, kind) in description.modules {
         let data = resolve_module(&name, image_dir, payloads)?;
         modules.push(Module { name, kind, data });
@@ -172,6 +247,7 @@ mod tests {
     use super::*;
     use crate::pack::{read_table, table_offset};
     use crate::tools::{find_program, DTC};
+    use tessera_policy::Policy;
 
     /// Tests that need dtc say so and pass when it is missing, so a plain
     /// `cargo test` works before `scripts/setup.sh` (CI runs setup first).
@@ -251,9 +327,129 @@ mod tests {
         assert_eq!(modules[0].name, SYSTEM_DTB_MODULE);
         assert_eq!(modules[0].kind, ModuleKind::SystemDtb);
         assert_eq!(&modules[0].data[..4], &[0xd0, 0x0d, 0xfe, 0xed]);
-        assert_eq!(modules[1].name, TESTGUEST_MODULE);
-        assert_eq!(modules[1].kind, ModuleKind::Kernel);
-        assert_eq!(modules[1].data, payloads().testguest);
+        assert_eq!(modules[2].name, TESTGUEST_MODULE);
+        assert_eq!(modules[2].kind, ModuleKind::Kernel);
+        assert_eq!(modules[2].data, payloads().testguest);
+    }
+
+    #[test]
+    fn an_image_without_policy_te_gets_the_default_policy() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = TempDir::new("default-policy");
+        let dts = system_dts("hc", "<1>", &KERNEL_MODULE.replace("KERNEL", "testguest"));
+        std::fs::write(dir.0.join("system.dts"), dts).unwrap();
+        let image = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap();
+        let modules = read_table(&image, table_offset(0x2_0000)).unwrap();
+        assert_eq!(modules[1].name, POLICY_MODULE);
+        assert_eq!(modules[1].kind, ModuleKind::Policy);
+        let default = std::fs::read_to_string(crate::repo_root().join(DEFAULT_POLICY)).unwrap();
+        assert_eq!(
+            modules[1].data,
+            tessera_policy::compile::compile(&default).unwrap()
+        );
+        let policy = Policy::load(&modules[1].data).unwrap();
+        assert!(policy
+            .sid_of(tessera_policy::DEFAULT_DOMAIN_LABEL)
+            .is_some());
+    }
+
+    /// A domain with its own label, and an image policy that defines it.
+    fn labelled_image(tag: &str, label: &str, policy: Option<&str>) -> TempDir {
+        let dir = TempDir::new(tag);
+        let body = format!(
+            "xen,security-label = \"{label}\";\n{}",
+            KERNEL_MODULE.replace("KERNEL", "testguest")
+        );
+        std::fs::write(dir.0.join("system.dts"), system_dts("hc", "<1>", &body)).unwrap();
+        if let Some(policy) = policy {
+            std::fs::write(dir.0.join(POLICY_SOURCE), policy).unwrap();
+        }
+        dir
+    }
+
+    const HC_POLICY: &str = "user system_u;\nrole system_r;\ntype hc_t;\n\
+                             allow hc_t self:domain shutdown;\n";
+
+    #[test]
+    fn an_images_own_policy_te_is_compiled_and_packed() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = labelled_image("own-policy", "system_u:system_r:hc_t", Some(HC_POLICY));
+        let image = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap();
+        let modules = read_table(&image, table_offset(0x2_0000)).unwrap();
+        let policy = modules
+            .iter()
+            .find(|m| m.kind == ModuleKind::Policy)
+            .unwrap();
+        assert_eq!(policy.name, POLICY_MODULE);
+        let policy = Policy::load(&policy.data).unwrap();
+        assert_eq!(policy.type_count(), 1);
+        assert!(policy.sid_of("system_u:system_r:hc_t").is_some());
+        assert_eq!(policy_source(&dir.0), dir.0.join(POLICY_SOURCE));
+    }
+
+    #[test]
+    fn a_policy_compile_error_fails_with_file_line_and_column() {
+        if !have_dtc() {
+            return;
+        }
+        let broken = HC_POLICY.replace("shutdown", "shutdwon");
+        let dir = labelled_image("bad-policy", "system_u:system_r:hc_t", Some(&broken));
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        assert!(matches!(err, Error::PolicySyntax { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}:4:24: unknown permission \"shutdwon\" for class domain",
+                dir.0.join(POLICY_SOURCE).display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_label_the_policy_lacks_fails_naming_domain_and_label() {
+        if !have_dtc() {
+            return;
+        }
+        // The default policy has no hc_t.
+        let dir = labelled_image("unknown-label", "system_u:system_r:hc_t", None);
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        assert!(matches!(err, Error::PolicyCheck { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{}: domain d1 \"hc\": security label \"system_u:system_r:hc_t\" is not a \
+                 context of the policy: the policy declares no type \"hc_t\"\n",
+                dir.0.join("system.dts").display()
+            )),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(&format!("{DEFAULT_POLICY})")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_module_may_not_take_the_policys_name() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = TempDir::new("policy-name");
+        std::fs::write(
+            dir.0.join("system.dts"),
+            system_dts("hc", "<1>", &KERNEL_MODULE.replace("KERNEL", POLICY_MODULE)),
+        )
+        .unwrap();
+        std::fs::write(dir.0.join(POLICY_MODULE), b"a guest").unwrap();
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        assert!(
+            matches!(&err, Error::BadModule { name, reason } if name == POLICY_MODULE && reason.contains("reserved")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -271,7 +467,7 @@ mod tests {
         let image = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap();
         let modules = read_table(&image, table_offset(0x2_0000)).unwrap();
         assert_eq!(
-            (modules[1].name.as_str(), modules[1].data.as_slice()),
+            (modules[2].name.as_str(), modules[2].data.as_slice()),
             ("custom.bin", &b"custom"[..])
         );
     }
