@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod flat;
+pub mod fuzz;
 pub mod mac;
 pub mod pack;
 pub mod system;

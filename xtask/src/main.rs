@@ -353,17 +353,7 @@ fn bench(args: &[String]) -> Result<(), Error> {
     )))
 }
 
+/// `cargo xtask fuzz`; `cargo xtask fuzz --help` has the options.
 fn fuzz(args: &[String]) -> Result<(), Error> {
-    let Some(target) = args.first() else {
-        return Err(Error::Usage(format!("fuzz needs a target name\n\n{USAGE}")));
-    };
-    let dir = repo_root().join("fuzz");
-    if !dir.is_dir() {
-        println!("xtask: no fuzz targets exist yet (there is no fuzz/ directory); nothing to run");
-        return Ok(());
-    }
-    run(Command::new("cargo")
-        .current_dir(&dir)
-        .args(["fuzz", "run", target])
-        .args(&args[1..]))
+    xtask::fuzz::main(args)
 }
