@@ -42,6 +42,8 @@ pub struct Description {
     pub policy: Vec<u8>,
     /// The `policy.te` it was compiled from.
     pub policy_source: PathBuf,
+    /// What the policy denies but a permissive image lets through.
+    pub warnings: Vec<String>,
     /// (name, kind) of every module it references, in first-use order.
     pub modules: Vec<(String, ModuleKind)>,
 }
@@ -130,19 +132,34 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
             policy_source.display()
         ))
     })?;
-    let violations = check_system(&config, &loaded);
-    if !violations.is_empty() {
+    // A permissive image is for writing the policy: the kernel logs a
+    // denied link and sets it up anyway, so the build only warns. A label
+    // the policy lacks has no SID at all, so it fails in either mode.
+    let (warned, failed): (Vec<_>, Vec<_>) = check_system(&config, &loaded)
+        .into_iter()
+        .partition(|v| v.is_link() && !config.policy_enforcing);
+    if !failed.is_empty() {
         return Err(Error::PolicyCheck {
             description: dts,
             policy: policy_source,
-            problems: violations.iter().map(ToString::to_string).collect(),
+            problems: failed.iter().map(ToString::to_string).collect(),
         });
     }
+    let warnings = warned
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: {v} (permissive image: the kernel will log the denial and allow it)",
+                dts.display()
+            )
+        })
+        .collect();
     Ok(Description {
         dtb,
         policy,
         policy_source,
         modules,
+        warnings,
     })
 }
 
@@ -173,7 +190,17 @@ pub fn build_image(
     kernel: &FlatBinary,
     payloads: &BuiltPayloads,
 ) -> Result<Vec<u8>, Error> {
-    let description = load_description(image_dir)?;
+    pack_description(load_description(image_dir)?, image_dir, kernel, payloads)
+}
+
+/// Packs an already-loaded description: the system DTB, the policy, then
+/// every payload it names.
+pub fn pack_description(
+    description: Description,
+    image_dir: &Path,
+    kernel: &FlatBinary,
+    payloads: &BuiltPayloads,
+) -> Result<Vec<u8>, Error> {
     let mut modules = vec![
         Module {
             name: SYSTEM_DTB_MODULE.into(),
@@ -228,8 +255,18 @@ pub fn image_output(image_dir: &Path) -> PathBuf {
 }
 
 /// Builds `image_dir` and writes it to [`image_output`].
+/// Policy warnings go to stderr.
 pub fn build_and_write(image_dir: &Path, artefacts: &Artefacts) -> Result<PathBuf, Error> {
-    let image = build_image(image_dir, &artefacts.kernel, &artefacts.payloads)?;
+    let description = load_description(image_dir)?;
+    for warning in &description.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let image = pack_description(
+        description,
+        image_dir,
+        &artefacts.kernel,
+        &artefacts.payloads,
+    )?;
     let out = image_output(image_dir);
     write_file(&out, &image)?;
     Ok(out)
@@ -370,7 +407,7 @@ mod tests {
     }
 
     const HC_POLICY: &str = "user system_u;\nrole system_r;\ntype hc_t;\n\
-                             allow hc_t self:domain shutdown;\n";
+                             allow hc_t self:domain shutdown;\ntype console_t;\n";
 
     #[test]
     fn an_images_own_policy_te_is_compiled_and_packed() {
@@ -386,7 +423,7 @@ mod tests {
             .unwrap();
         assert_eq!(policy.name, POLICY_MODULE);
         let policy = Policy::load(&policy.data).unwrap();
-        assert_eq!(policy.type_count(), 1);
+        assert_eq!(policy.type_count(), 2);
         assert!(policy.sid_of("system_u:system_r:hc_t").is_some());
         assert_eq!(policy_source(&dir.0), dir.0.join(POLICY_SOURCE));
     }
@@ -544,5 +581,131 @@ mod tests {
         let dir = TempDir::new("empty");
         let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
         assert!(err.to_string().contains("system.dts"), "{err}");
+    }
+
+    /// The README's worked example: two domains with their own types and a
+    /// static event channel, under the README's own policy.te.
+    fn pingpong_dts(chosen_extra: &str) -> String {
+        let domain = |name: &str, port: u32, me: &str, peer: &str| {
+            format!(
+                r#"{name} {{
+            compatible = "xen,domain";
+            #address-cells = <1>; #size-cells = <1>;
+            memory = <0x0 0x4000>;
+            cpus = <1>;
+            xen,security-label = "system_u:system_r:{name}_t";
+            module@0 {{
+                compatible = "multiboot,kernel", "multiboot,module";
+                tessera,module = "testguest";
+            }};
+            {me}: evtchn {{
+                compatible = "xen,evtchn-v1";
+                xen,evtchn = <{port} &{peer}>;
+            }};
+        }};"#
+            )
+        };
+        format!(
+            "/dts-v1/;\n/ {{\n    #address-cells = <2>; #size-cells = <2>;\n    chosen {{\n        \
+             #address-cells = <1>; #size-cells = <1>;\n        {chosen_extra}\n        {}\n        {}\n    \
+             }};\n}};\n",
+            domain("ping", 10, "ping_end", "pong_end"),
+            domain("pong", 11, "pong_end", "ping_end"),
+        )
+    }
+
+    /// The body of the README's fenced block that starts with `lang` and
+    /// contains `marker`.
+    fn readme_block(lang: &str, marker: &str) -> String {
+        let readme = std::fs::read_to_string(crate::repo_root().join("README.md")).unwrap();
+        readme
+            .split("```")
+            .skip(1)
+            .step_by(2)
+            .filter_map(|block| block.strip_prefix(lang))
+            .find(|body| body.contains(marker))
+            .unwrap_or_else(|| panic!("README has no ```{lang} block with {marker:?}"))
+            .trim_start_matches('\n')
+            .to_string()
+    }
+
+    const LAST_RULE: &str = "allow pong_t ping_t:event { bind send };\n";
+
+    #[test]
+    fn the_readme_example_builds_and_fails_as_the_readme_says_without_its_rule() {
+        if !have_dtc() {
+            return;
+        }
+        let policy = readme_block("te", "type pong_t");
+        assert!(policy.ends_with(LAST_RULE), "{policy}");
+        let dir = TempDir::new("readme-pingpong");
+        std::fs::write(dir.0.join("system.dts"), pingpong_dts("")).unwrap();
+        std::fs::write(dir.0.join(POLICY_SOURCE), &policy).unwrap();
+        build_image(&dir.0, &fake_kernel(), &payloads()).unwrap();
+
+        std::fs::write(dir.0.join(POLICY_SOURCE), policy.replace(LAST_RULE, "")).unwrap();
+        let err = build_image(&dir.0, &fake_kernel(), &payloads()).unwrap_err();
+        // As `cargo xtask build images/pingpong` prints it.
+        let printed =
+            format!("error: {err}\n").replace(&format!("{}/", dir.0.display()), "images/pingpong/");
+        assert_eq!(printed, readme_block("\n", "error: images/pingpong"));
+    }
+
+    #[test]
+    fn a_permissive_image_builds_with_a_warning_for_a_denied_link() {
+        if !have_dtc() {
+            return;
+        }
+        let policy = readme_block("te", "type pong_t").replace(LAST_RULE, "");
+        let dir = TempDir::new("permissive");
+        std::fs::write(
+            dir.0.join("system.dts"),
+            pingpong_dts(r#"tessera,policy-mode = "permissive";"#),
+        )
+        .unwrap();
+        std::fs::write(dir.0.join(POLICY_SOURCE), &policy).unwrap();
+        let description = load_description(&dir.0).unwrap();
+        assert_eq!(
+            description.warnings,
+            [format!(
+                "{}: static event channel d1 \"ping\" port 10 <-> d2 \"pong\" port 11 is not \
+                 allowed by policy: missing allow pong_t ping_t:event bind (permissive image: \
+                 the kernel will log the denial and allow it)",
+                dir.0.join("system.dts").display()
+            )]
+        );
+        build_image(&dir.0, &fake_kernel(), &payloads()).unwrap();
+
+        // An unknown label still fails: the kernel could not label the domain.
+        std::fs::write(
+            dir.0.join(POLICY_SOURCE),
+            policy.replace("user system_u;", "user staff_u;"),
+        )
+        .unwrap();
+        let err = load_description(&dir.0).err().unwrap();
+        assert!(matches!(err, Error::PolicyCheck { .. }), "{err}");
+    }
+
+    /// Every image in the repository compiles, parses and passes its policy
+    /// check, so a policy edit that would break one fails here, not in QEMU.
+    #[test]
+    fn every_image_in_the_repository_passes_its_policy_check() {
+        if !have_dtc() {
+            return;
+        }
+        let root = crate::repo_root();
+        let mut checked = 0;
+        for parent in [root.join("images"), root.join("tests").join("images")] {
+            for entry in std::fs::read_dir(&parent).unwrap() {
+                let dir = entry.unwrap().path();
+                if !dir.join("system.dts").is_file() {
+                    continue;
+                }
+                // Warnings are allowed: a permissive image may deny a link on purpose.
+                load_description(&dir).unwrap_or_else(|e| panic!("{e}"));
+                checked += 1;
+            }
+        }
+        assert!(checked > 1, "no images found under {}", root.display());
     }
 }
