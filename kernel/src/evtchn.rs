@@ -81,7 +81,12 @@ impl PortTable {
     /// Bind a port chosen by the system description (`xen,evtchn-v1`) to
     /// `remote_port` of `remote`, before the domain runs. The port must be
     /// free and a real port (not 0).
-    pub fn install_static(&mut self, port: u32, remote: DomId, remote_port: u32) -> Result<(), Errno> {
+    pub fn install_static(
+        &mut self,
+        port: u32,
+        remote: DomId,
+        remote_port: u32,
+    ) -> Result<(), Errno> {
         if port == 0 || remote_port == 0 || remote_port as usize >= MAX_PORTS {
             return Err(Errno::Einval);
         }
@@ -101,13 +106,16 @@ impl PortTable {
 
     /// Every port connected to another domain: (port, remote, remote port).
     pub fn interdomain_ports(&self) -> impl Iterator<Item = (u32, DomId, u32)> + '_ {
-        self.ports.iter().enumerate().filter_map(|(n, p)| match p.state {
-            PortState::Interdomain {
-                remote,
-                remote_port,
-            } => Some((n as u32, remote, remote_port)),
-            _ => None,
-        })
+        self.ports
+            .iter()
+            .enumerate()
+            .filter_map(|(n, p)| match p.state {
+                PortState::Interdomain {
+                    remote,
+                    remote_port,
+                } => Some((n as u32, remote, remote_port)),
+                _ => None,
+            })
     }
 
     /// Free `port` whatever it is bound to, without touching a peer (the
@@ -458,7 +466,10 @@ mod tests {
         assert_eq!(t.install_static(0, 2, 12), Err(Errno::Einval));
         assert_eq!(t.install_static(11, 2, 0), Err(Errno::Einval));
         assert_eq!(t.install_static(MAX_PORTS as u32, 2, 1), Err(Errno::Einval));
-        assert_eq!(t.install_static(12, 2, MAX_PORTS as u32), Err(Errno::Einval));
+        assert_eq!(
+            t.install_static(12, 2, MAX_PORTS as u32),
+            Err(Errno::Einval)
+        );
         assert_eq!(t.send(1, 10), Ok(SendTarget::Remote { dom: 2, port: 11 }));
         let p = t.bind_ipi(0).unwrap();
         assert_eq!(t.interdomain_ports().collect::<Vec<_>>(), vec![(10, 2, 11)]);

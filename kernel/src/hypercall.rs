@@ -8,18 +8,54 @@
 
 use crate::addr::GuestVa;
 use tessera_ipc::errno::Errno;
+use tessera_ipc::event_channel::EvtchnCmd;
 use tessera_ipc::hypercall::{ConsoleIoCmd, Op, SchedCmd, XenVersionCmd, CONSOLE_IO_MAX};
+use tessera_ipc::memory::{HvmCmd, MemoryCmd, VcpuCmd};
 use tessera_ipc::psci::Function;
 
 /// A decoded Xen-style hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Call {
-    XenVersion { cmd: XenVersionCmd, arg: GuestVa },
-    ConsoleWrite { buf: GuestVa, len: usize },
-    ConsoleRead { buf: GuestVa, len: usize },
+    XenVersion {
+        cmd: XenVersionCmd,
+        arg: GuestVa,
+    },
+    ConsoleWrite {
+        buf: GuestVa,
+        len: usize,
+    },
+    ConsoleRead {
+        buf: GuestVa,
+        len: usize,
+    },
     SchedYield,
     SchedBlock,
-    SchedShutdown { arg: GuestVa },
+    SchedShutdown {
+        arg: GuestVa,
+    },
+    EventChannel {
+        cmd: EvtchnCmd,
+        arg: GuestVa,
+    },
+    Memory {
+        cmd: MemoryCmd,
+        arg: GuestVa,
+    },
+    Vcpu {
+        cmd: VcpuCmd,
+        vcpu: u32,
+        arg: GuestVa,
+    },
+    Hvm {
+        cmd: HvmCmd,
+        arg: GuestVa,
+    },
+    /// `grant_table_op`: `count` structures at `arg`.
+    GrantTable {
+        cmd: u64,
+        arg: GuestVa,
+        count: u32,
+    },
 }
 
 /// Decode `op` (x16) and `args` (x0..x5).
@@ -53,11 +89,29 @@ pub fn decode(op: u64, args: &[u64; 6]) -> Result<Call, Errno> {
                 arg: GuestVa(args[1]),
             }),
         },
-        // Numbered in the ABI for the Xen drivers that arrive with later
-        // issues; until they are served they are not implemented.
-        Op::MemoryOp | Op::GrantTableOp | Op::VcpuOp | Op::EventChannelOp | Op::HvmOp => {
-            Err(Errno::Enosys)
-        }
+        Op::EventChannelOp => Ok(Call::EventChannel {
+            cmd: EvtchnCmd::try_from(args[0]).map_err(|_| Errno::Enosys)?,
+            arg: GuestVa(args[1]),
+        }),
+        Op::MemoryOp => Ok(Call::Memory {
+            // Xen keeps extent-order bits above the command in x0.
+            cmd: MemoryCmd::try_from(args[0] & 0xf).map_err(|_| Errno::Enosys)?,
+            arg: GuestVa(args[1]),
+        }),
+        Op::VcpuOp => Ok(Call::Vcpu {
+            cmd: VcpuCmd::try_from(args[0]).map_err(|_| Errno::Enosys)?,
+            vcpu: u32::try_from(args[1]).map_err(|_| Errno::Einval)?,
+            arg: GuestVa(args[2]),
+        }),
+        Op::HvmOp => Ok(Call::Hvm {
+            cmd: HvmCmd::try_from(args[0]).map_err(|_| Errno::Enosys)?,
+            arg: GuestVa(args[1]),
+        }),
+        Op::GrantTableOp => Ok(Call::GrantTable {
+            cmd: args[0],
+            arg: GuestVa(args[1]),
+            count: u32::try_from(args[2]).map_err(|_| Errno::Einval)?,
+        }),
     }
 }
 
@@ -169,7 +223,53 @@ mod tests {
         assert_eq!(decode(17, &[2, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
         assert_eq!(decode(18, &[7, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
         assert_eq!(decode(29, &[99, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
-        assert_eq!(decode(32, &[0; 6]), Err(Errno::Enosys));
+        assert_eq!(decode(32, &[2, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(decode(32, &[12, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(decode(12, &[1, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(decode(24, &[0, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(decode(34, &[7, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+    }
+
+    #[test]
+    fn decodes_xen_event_and_memory_calls() {
+        assert_eq!(
+            decode(32, &[4, 0x4000_1000, 0, 0, 0, 0]),
+            Ok(Call::EventChannel {
+                cmd: EvtchnCmd::Send,
+                arg: GuestVa(0x4000_1000)
+            })
+        );
+        assert_eq!(
+            decode(12, &[7, 0x10, 0, 0, 0, 0]),
+            Ok(Call::Memory {
+                cmd: MemoryCmd::AddToPhysmap,
+                arg: GuestVa(0x10)
+            })
+        );
+        assert_eq!(
+            decode(24, &[10, 1, 0x20, 0, 0, 0]),
+            Ok(Call::Vcpu {
+                cmd: VcpuCmd::RegisterVcpuInfo,
+                vcpu: 1,
+                arg: GuestVa(0x20)
+            })
+        );
+        assert_eq!(
+            decode(24, &[10, 1 << 32, 0x20, 0, 0, 0]),
+            Err(Errno::Einval)
+        );
+        assert_eq!(
+            decode(20, &[0, 0x30, 2, 0, 0, 0]),
+            Ok(Call::GrantTable {
+                cmd: 0,
+                arg: GuestVa(0x30),
+                count: 2
+            })
+        );
+        assert_eq!(
+            decode(20, &[0, 0x30, u64::MAX, 0, 0, 0]),
+            Err(Errno::Einval)
+        );
     }
 
     #[test]

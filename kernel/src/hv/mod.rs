@@ -8,6 +8,8 @@
 //! spin lock, and they tell the owner with a kick SGI.
 
 pub mod console;
+mod events;
+mod mac;
 mod trap;
 
 use crate::addr::{PhysAddr, BLOCK_2M, PAGE_SIZE};
@@ -27,6 +29,7 @@ use tessera_kernel::image::ModuleTable;
 use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::{self, RunQueue};
 use tessera_kernel::vgic::{LrState, Vgic};
+use tessera_policy::{EventPerm, GrantPerm, Sid};
 use zerocopy::FromBytes;
 
 /// Most domains.
@@ -56,11 +59,28 @@ pub struct Domain {
     pub generation: AtomicU32,
     pub vgic: spin::Mutex<Vgic>,
     pub console: spin::Mutex<LineBuffer>,
+    /// The domain's security context, from `xen,security-label`.
+    pub sid: Sid,
     /// Where the payload lives in the image, to reload it on reboot.
     payload: &'static [u8],
     load_offset: u64,
     bootargs: heapless::String<256>,
     vpl011: bool,
+    /// Whether the guest DT carries Xen's `/hypervisor` node.
+    xen_enhanced: bool,
+    /// Static shared-memory regions mapped into this domain, for its DT:
+    /// (id, guest base, size).
+    shm: heapless::Vec<(heapless::String<{ config::MAX_SHM_ID }>, u64, u64), MAX_SHM_PER_DOMAIN>,
+}
+
+/// Most static shared-memory regions one domain maps.
+const MAX_SHM_PER_DOMAIN: usize = 8;
+
+/// A shared-memory region's host placement and who may map it.
+struct ShmPlacement {
+    host: u64,
+    /// Per domain index: whether the policy lets it map this region.
+    allowed: [bool; MAX_DOMAINS],
 }
 
 impl Domain {
@@ -369,13 +389,26 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         Ok(c) => c,
         Err(e) => halt_with(format_args!("bad system description: {e}")),
     };
+    let policy = match table.first(ModuleKind::Policy) {
+        Ok(m) => m.data,
+        Err(e) => halt_with(format_args!("bad unified image: policy: {e}")),
+    };
+    let enforcing = cfg.policy_enforcing;
+    if let Err(e) = mac::install(policy, enforcing) {
+        halt_with(format_args!("bad unified image: policy: {e}"));
+    }
+    log!(
+        "access control: policy loaded, {}",
+        if enforcing { "enforcing" } else { "permissive" }
+    );
 
     let reserved_end = (table_addr + total).max(dtb_addr + dtb_size);
     let mut alloc = RamAllocator::new(&ram, boot::kernel_start(), reserved_end, host);
+    let shm = place_shared_memory(&cfg, &mut alloc);
     let mut built: heapless::Vec<Domain, MAX_DOMAINS> = heapless::Vec::new();
     let mut next_vcpu = 0usize;
     for (i, dc) in cfg.domains.iter().enumerate() {
-        match build_domain(i, dc, &table, &mut alloc, &mut next_vcpu, ncpu) {
+        match build_domain(i, dc, &cfg, &shm, &table, &mut alloc, &mut next_vcpu, ncpu) {
             Ok(d) => {
                 let _ = built.push(d);
             }
@@ -391,6 +424,10 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
                     .store(d as *const Domain as *mut Domain, Ordering::Release);
             }
         }
+    }
+    STATIC_EVTCHNS.call_once(|| cfg.evtchns.clone());
+    for (i, _) in domains().iter().enumerate() {
+        bind_static_channels(Some(i), true);
     }
     for d in domains() {
         start_domain(d);
@@ -414,6 +451,101 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
 }
 
 static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
+/// The static event channels of the system description, kept to rebind
+/// them when a domain restarts.
+static STATIC_EVTCHNS: spin::Once<
+    heapless::Vec<config::StaticEvtchn, { config::MAX_STATIC_EVTCHNS }>,
+> = spin::Once::new();
+
+/// Place every static shared-memory region in host RAM and decide, with
+/// the policy, which of its users may map it: a user needs
+/// `grant { map_read map_write }` towards every other user. A denied user
+/// gets no mapping (the check logs the audit line).
+fn place_shared_memory(
+    cfg: &config::SystemConfig,
+    alloc: &mut RamAllocator,
+) -> heapless::Vec<ShmPlacement, { config::MAX_SHM }> {
+    let mut out = heapless::Vec::new();
+    for region in &cfg.shm {
+        let host = match region.host_base {
+            Some(base) => alloc.claim(base, region.size),
+            None => alloc.alloc(region.size),
+        };
+        let Some(host) = host else {
+            halt_with(format_args!(
+                "cannot place shared memory {:?}: its host range is not free RAM",
+                region.id.as_str()
+            ))
+        };
+        // SAFETY: the range was just claimed for this region alone and is
+        // identity-mapped RAM; no domain runs yet.
+        unsafe { core::ptr::write_bytes(host as *mut u8, 0, region.size as usize) };
+        let mut allowed = [false; MAX_DOMAINS];
+        for user in &region.users {
+            let sid_of = |i: usize| {
+                cfg.domains
+                    .get(i)
+                    .and_then(|d| mac::sid_of(&d.security_label))
+            };
+            let Some(me) = sid_of(user.domain) else {
+                continue;
+            };
+            let ok = region
+                .users
+                .iter()
+                .filter(|o| o.domain != user.domain)
+                .all(|o| {
+                    sid_of(o.domain).is_some_and(|them| {
+                        mac::check_at_boot(me, them, GrantPerm::MapRead)
+                            && mac::check_at_boot(me, them, GrantPerm::MapWrite)
+                    })
+                });
+            if let Some(a) = allowed.get_mut(user.domain) {
+                *a = ok;
+            }
+        }
+        let _ = out.push(ShmPlacement { host, allowed });
+    }
+    out
+}
+
+/// Bind the static event channels that involve domain `only` (all of them
+/// for `None`), after checking `event bind` both ways. At boot every pair
+/// is bound once (`at_boot` skips pairs already done from the other side).
+fn bind_static_channels(only: Option<usize>, at_boot: bool) {
+    let Some(links) = STATIC_EVTCHNS.get() else {
+        return;
+    };
+    let p = this_pcpu();
+    for link in links {
+        let (a, b) = (link.a, link.b);
+        match only {
+            Some(i) if at_boot && a.domain != i => continue,
+            Some(i) if !at_boot && a.domain != i && b.domain != i => continue,
+            _ => {}
+        }
+        let (Some(da), Some(db)) = (domains().get(a.domain), domains().get(b.domain)) else {
+            continue;
+        };
+        if mac::check(p, da.sid, db.sid, EventPerm::Bind).is_err()
+            || mac::check(p, db.sid, da.sid, EventPerm::Bind).is_err()
+        {
+            log!(
+                "static event channel d{} {} port {} <-> d{} {} port {}: denied by policy",
+                da.id,
+                da.name,
+                a.port,
+                db.id,
+                db.name,
+                b.port
+            );
+            continue;
+        }
+        if let Err(e) = events::install_static(a.domain, a.port, b.domain, b.port) {
+            events::log_static_failure(da, db, a.port, b.port, e);
+        }
+    }
+}
 
 /// Secondary pCPU entry, from `boot.rs`, MMU off.
 #[unsafe(no_mangle)]
@@ -503,9 +635,12 @@ impl RamAllocator {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_domain(
     i: usize,
     dc: &DomainConfig,
+    cfg: &config::SystemConfig,
+    shm_at: &[ShmPlacement],
     table: &ModuleTable<'static>,
     alloc: &mut RamAllocator,
     next_vcpu: &mut usize,
@@ -532,6 +667,31 @@ fn build_domain(
         Attrs::RAM,
     )
     .map_err(|_| "cannot map guest RAM")?;
+    let mut shm = heapless::Vec::new();
+    for (region, placed) in cfg.shm.iter().zip(shm_at) {
+        let Some(user) = region.users.iter().find(|u| u.domain == i) else {
+            continue;
+        };
+        if !placed.allowed.get(i).copied().unwrap_or(false) {
+            log!(
+                "d{} {}: shared memory {:?} not mapped: denied by policy",
+                i + 1,
+                dc.name,
+                region.id.as_str()
+            );
+            continue;
+        }
+        s2.map(
+            &mut frames,
+            user.guest_base,
+            PhysAddr(placed.host),
+            region.size,
+            Attrs::RAM,
+        )
+        .map_err(|_| "cannot map a shared-memory region")?;
+        shm.push((region.id.clone(), user.guest_base, region.size))
+            .map_err(|_| "too many shared-memory regions")?;
+    }
 
     let payload = table
         .find(ModuleKind::Kernel, &dc.kernel.name)
@@ -549,6 +709,8 @@ fn build_domain(
     {
         return Err("too many vCPUs");
     }
+    let sid = mac::sid_of(&dc.security_label)
+        .ok_or("its xen,security-label is not a context of the policy")?;
     let id = (i + 1) as u16;
     let first_vcpu = *next_vcpu;
     for n in 0..dc.vcpus as usize {
@@ -585,12 +747,16 @@ fn build_domain(
         generation: AtomicU32::new(1),
         vgic: spin::Mutex::new(Vgic::new(dc.vcpus as usize)),
         console: spin::Mutex::new(LineBuffer::new()),
+        sid,
         payload,
         load_offset,
         bootargs: dc.bootargs.clone(),
         vpl011: dc.vpl011,
+        xen_enhanced: dc.xen_enhanced,
+        shm,
     };
     load_domain(&d)?;
+    events::init_domain(i, d.nr_vcpus);
     Ok(d)
 }
 
@@ -615,7 +781,19 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
         initrd: None,
         vpl011: d.vpl011,
     };
-    guest_dt::build_guest_dt(&params, out).map_err(|_| "cannot build the guest DTB")?;
+    let mut shm: heapless::Vec<guest_dt::GuestShm, MAX_SHM_PER_DOMAIN> = heapless::Vec::new();
+    for (id, base, size) in &d.shm {
+        let _ = shm.push(guest_dt::GuestShm {
+            id: id.as_str(),
+            guest_base: *base,
+            size: *size,
+        });
+    }
+    let xen = guest_dt::XenGuestNodes {
+        hypervisor: d.xen_enhanced,
+        shm: &shm,
+    };
+    guest_dt::build_guest_dt_with(&params, &xen, out).map_err(|_| "cannot build the guest DTB")?;
     // Guests start with caches off: push the payload to memory.
     clean_dcache_range(d.ram_pa, d.ram_size);
     Ok(())
@@ -701,6 +879,7 @@ pub fn stop_domain(di: usize, why: StopReason) {
             kick_owner(v);
         }
     }
+    events::domain_stopped(di, d.nr_vcpus);
     if let StopReason::Reboot = why {
         // Let the other pCPUs leave the domain's vCPUs before reloading.
         spin_wait_us(200);
@@ -711,6 +890,7 @@ pub fn stop_domain(di: usize, why: StopReason) {
                     slot.power.reset();
                 }
             }
+            bind_static_channels(Some(di), false);
             let g = d.generation.fetch_add(1, Ordering::AcqRel) + 1;
             log!("d{} {}: restarting (generation {})", d.id, d.name, g);
             d.state.store(DOMAIN_RUNNING, Ordering::Release);

@@ -17,6 +17,7 @@ use tessera_kernel::esr::{self, DataAbort, SysReg, SysRegAccess, Trap};
 use tessera_kernel::hypercall::{self as dec, Call, PsciCall};
 use tessera_kernel::idregs;
 use tessera_kernel::power::PowerOnError;
+use tessera_policy::{ConsolePerm, DomainPerm};
 use zerocopy::IntoBytes;
 
 /// What the trapped vCPU does next.
@@ -346,7 +347,7 @@ fn read_id_reg(r: SysReg) -> u64 {
 
 /// Copy guest memory at virtual address `va` into `out`, page by page,
 /// after checking that each page is this domain's RAM.
-fn copy_from_guest(d: &Domain, va: u64, out: &mut [u8]) -> Result<(), Errno> {
+pub(super) fn copy_from_guest(d: &Domain, va: u64, out: &mut [u8]) -> Result<(), Errno> {
     let mut done = 0usize;
     while done < out.len() {
         let cur = va.checked_add(done as u64).ok_or(Errno::Efault)?;
@@ -364,7 +365,7 @@ fn copy_from_guest(d: &Domain, va: u64, out: &mut [u8]) -> Result<(), Errno> {
 }
 
 /// Copy `data` to guest virtual address `va`, with the same checks.
-fn copy_to_guest(d: &Domain, va: u64, data: &[u8]) -> Result<(), Errno> {
+pub(super) fn copy_to_guest(d: &Domain, va: u64, data: &[u8]) -> Result<(), Errno> {
     let mut done = 0usize;
     while done < data.len() {
         let cur = va.checked_add(done as u64).ok_or(Errno::Efault)?;
@@ -391,8 +392,21 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
     let Some(d) = domain_of(v) else {
         return Next::Leave;
     };
+    let p = f.pcpu as usize;
+    let di = vcpu(v).map_or(usize::MAX, |s| s.domain.load(Ordering::Relaxed));
     let (ret, next) = match call {
+        Call::EventChannel { cmd, arg } => (
+            events::event_channel_op(p, di, cmd, arg.raw()),
+            Next::Resume,
+        ),
+        Call::Memory { cmd, arg } => (events::memory_op(p, di, cmd, arg.raw()), Next::Resume),
+        Call::Vcpu { cmd, vcpu, arg } => {
+            (events::vcpu_op(p, di, cmd, vcpu, arg.raw()), Next::Resume)
+        }
+        Call::Hvm { cmd, arg } => (events::hvm_op(di, cmd, arg.raw()), Next::Resume),
+        Call::GrantTable { .. } => (Err(Errno::Enosys), Next::Resume),
         Call::XenVersion { cmd, arg } => (xen_version(d, cmd, arg.raw()), Next::Resume),
+        Call::ConsoleWrite { .. } if console_denied(p, d) => (Err(Errno::Eacces), Next::Resume),
         Call::ConsoleWrite { buf, len } => {
             let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
             let Some(dst) = tmp.get_mut(..len) else {
@@ -410,6 +424,11 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         Call::ConsoleRead { .. } => (Ok(0), Next::Resume),
         Call::SchedYield => (Ok(0), Next::Yield),
         Call::SchedBlock => (Ok(0), Next::Block),
+        Call::SchedShutdown { .. }
+            if mac::check(p, d.sid, d.sid, DomainPerm::Shutdown).is_err() =>
+        {
+            (Err(Errno::Eacces), Next::Resume)
+        }
         Call::SchedShutdown { arg } => {
             let mut raw = SchedShutdown::default();
             match copy_from_guest(d, arg.raw(), raw.as_mut_bytes()) {
@@ -441,6 +460,14 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         Err(e) => e.to_ret(),
     };
     next
+}
+
+/// Whether the policy refuses `d` the console (logged by the check).
+fn console_denied(p: usize, d: &Domain) -> bool {
+    match mac::console_sid() {
+        Some(c) => mac::check(p, d.sid, c, ConsolePerm::Write).is_err(),
+        None => true,
+    }
 }
 
 fn xen_version(d: &Domain, cmd: XenVersionCmd, arg: u64) -> Result<u64, Errno> {
@@ -524,6 +551,17 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
             }
             _ => (Status::InvalidParameters.to_ret(), Next::Resume),
         },
+        PsciCall::SystemOff | PsciCall::SystemReset
+            if mac::check(
+                slot.pcpu.load(Ordering::Relaxed),
+                d.sid,
+                d.sid,
+                DomainPerm::Shutdown,
+            )
+            .is_err() =>
+        {
+            (Status::Denied.to_ret(), Next::Resume)
+        }
         PsciCall::SystemOff => {
             stop_domain(di, StopReason::Poweroff);
             (0, Next::Leave)

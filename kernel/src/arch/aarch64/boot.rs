@@ -2,7 +2,8 @@
 //!
 //! `_start` carries an arm64 Linux `Image` header so QEMU's `-kernel` (or any
 //! Linux-capable loader) enters at EL2 with x0 = host DTB. Each pCPU has a
-//! 32 KiB EL2 stack. While a guest runs, TPIDR_EL2 points at its vCPU's
+//! 256 KiB EL2 stack (boot builds the system on pCPU 0's stack, whose
+//! largest frame, `boot_with`, is about 92 KiB). While a guest runs, TPIDR_EL2 points at its vCPU's
 //! register frame: a trap stores the caller-saved registers straight into
 //! that frame, and the callee-saved x19..x28 are only moved when the handler
 //! returns a *different* frame (a vCPU switch), because the Rust handler
@@ -11,7 +12,7 @@
 use core::arch::global_asm;
 
 /// Bytes of EL2 stack per pCPU (must match link.ld).
-pub const STACK_SIZE: u64 = 0x8000;
+pub const STACK_SIZE: u64 = 0x40000;
 /// Most pCPUs the kernel drives (must match link.ld).
 pub const MAX_PCPUS: usize = 8;
 
