@@ -4,8 +4,11 @@
 //! The one idea: every CPU runs the same short assembly set-up
 //! (`tessera_cpu_setup`: stack, VBAR, FP, MMU) before any Rust code, because
 //! Rust needs Normal memory for atomics and unaligned accesses, and with the
-//! MMU off all data accesses are Device memory. The MMU set-up is static: one
-//! level-1 table of 1 GiB blocks, shared read-only by every CPU.
+//! MMU off all data accesses are Device memory. The MMU set-up is static: a
+//! level-1 table of 1 GiB blocks for RAM and a level-2 table of 2 MiB blocks
+//! for the first GiB, where the device frames are Device memory and the
+//! windows above them (static shared memory, grant and special pages) are
+//! Normal memory, shared read-only by every CPU.
 //!
 //! QEMU's `-kernel` loads an Image with `text_offset` 0 at RAM + 2 MiB (it
 //! keeps the bottom of RAM for its own boot stub), while the hypervisor loads
@@ -66,25 +69,56 @@ const fn attr_index(attr: u64) -> u64 {
 /// Entries used by the level-1 table with T0SZ = 32.
 const L1_ENTRIES: usize = 4;
 
-#[repr(C, align(4096))]
-struct L1Table([u64; 512]);
+/// Level-2 block size.
+const L2_BLOCK: u64 = 2 << 20;
+/// Where the device frames of the platform map end (GIC, PL011, virtio-mmio
+/// and, natively, QEMU's other `virt` devices). From here up to RAM the
+/// guest sees only memory: static shared-memory regions, the grant-table,
+/// special-page and extended-region windows, so it is Normal memory, which
+/// lets rings and atomics work there exactly as in RAM.
+const DEVICE_WINDOW_END: u64 = 0x1000_0000;
+const _: () = assert!(DEVICE_WINDOW_END.is_multiple_of(L2_BLOCK) && DEVICE_WINDOW_END < RAM_BASE);
 
-/// Identity map: below RAM (the GIC, PL011 and virtio frames) is Device,
-/// RAM_BASE..4 GiB is Normal write-back.
-static BOOT_L1: L1Table = {
+#[repr(C, align(4096))]
+struct PageTable([u64; 512]);
+
+/// Identity map of RAM_BASE..4 GiB as Normal write-back. Entry 0 (the first
+/// GiB) is a table descriptor for `BOOT_L2`, which only the primary entry
+/// code can write (a `static`'s address is not a constant), before the MMU
+/// is on; Rust code never touches this table.
+static mut BOOT_L1: PageTable = {
     let mut table = [0u64; 512];
     let mut i = 0;
     while i < L1_ENTRIES {
         let base = i as u64 * GIB;
-        table[i] = if base < RAM_BASE {
+        if base >= RAM_BASE {
+            table[i] = base | BLOCK | AF | SH_INNER | attr_index(ATTR_NORMAL);
+        }
+        i += 1;
+    }
+    PageTable(table)
+};
+const _: () = assert!(RAM_BASE == GIB, "BOOT_L2 maps exactly the GiB below RAM");
+
+/// The first GiB in 2 MiB blocks: Device below `DEVICE_WINDOW_END`, Normal
+/// write-back (never executable) above it.
+static BOOT_L2: PageTable = {
+    let mut table = [0u64; 512];
+    let mut i = 0;
+    while i < 512 {
+        let base = i as u64 * L2_BLOCK;
+        table[i] = if base < DEVICE_WINDOW_END {
             base | BLOCK | AF | attr_index(ATTR_DEVICE) | PXN_UXN
         } else {
-            base | BLOCK | AF | SH_INNER | attr_index(ATTR_NORMAL)
+            base | BLOCK | AF | SH_INNER | attr_index(ATTR_NORMAL) | PXN_UXN
         };
         i += 1;
     }
-    L1Table(table)
+    PageTable(table)
 };
+
+/// Table descriptor bits (Arm ARM D8.3.1): valid, table.
+const TABLE: u64 = 0b11;
 
 #[repr(C, align(16))]
 struct Stacks([[u8; STACK_SIZE]; MAX_CPUS]);
@@ -134,6 +168,11 @@ tessera_primary_entry:
     stp     xzr, xzr, [x1], #16
     b       .Lzero
 .Lzeroed:
+    ldr     x1, ={l1}
+    ldr     x2, ={l2}
+    orr     x2, x2, #{table}
+    str     x2, [x1]
+    dsb     ish
     mov     x0, #0
     bl      tessera_cpu_setup
     mov     x0, x19
@@ -192,6 +231,8 @@ tessera_cpu_setup:
     sctlr = const SCTLR,
     stacks = sym STACKS,
     l1 = sym BOOT_L1,
+    l2 = sym BOOT_L2,
+    table = const TABLE,
     vectors = sym crate::vectors::tessera_vectors,
     primary_main = sym primary_main,
     secondary_main = sym secondary_main,

@@ -47,6 +47,12 @@ impl<'a> BootArgs<'a> {
         })
     }
 
+    /// The value of `key` as a number: decimal, or hexadecimal after `0x`.
+    /// `None` when the key is absent or the value is not a number.
+    pub fn number(&self, key: &str) -> Option<u64> {
+        parse_number(self.value(key)?)
+    }
+
     pub fn is_native(&self) -> bool {
         self.has_flag(NATIVE_FLAG)
     }
@@ -58,6 +64,18 @@ impl<'a> BootArgs<'a> {
             (_, Some(b)) if !b.is_empty() => Mode::Bench(b),
             _ => Mode::Unspecified,
         }
+    }
+}
+
+/// Parses `123` or `0x7b` (also `0X7B`); underscores are not accepted.
+pub fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            u64::from_str_radix(hex, 16).ok()
+        }
+        Some(_) => None,
+        None if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => text.parse().ok(),
+        None => None,
     }
 }
 
@@ -98,5 +116,22 @@ mod tests {
         assert_eq!(BootArgs::new("bench=x test=y").mode(), Mode::Test("y"));
         assert_eq!(BootArgs::new("").mode(), Mode::Unspecified);
         assert_eq!(BootArgs::new("test=a=b").value("test"), Some("a=b"));
+    }
+
+    #[test]
+    fn numbers_in_decimal_and_hex() {
+        let a =
+            BootArgs::new("port=5 shm=0x20000000 big=0XFFFFFFFFFFFFFFFF bad=0x neg=-1 x=1_0 h=0xg");
+        assert_eq!(a.number("port"), Some(5));
+        assert_eq!(a.number("shm"), Some(0x2000_0000));
+        assert_eq!(a.number("big"), Some(u64::MAX));
+        for key in ["bad", "neg", "x", "h", "missing"] {
+            assert_eq!(a.number(key), None, "{key}");
+        }
+        assert_eq!(parse_number("18446744073709551616"), None, "overflow");
+        assert_eq!(parse_number("0x10000000000000000"), None, "overflow");
+        assert_eq!(parse_number("+1"), None);
+        assert_eq!(parse_number(""), None);
+        assert_eq!(parse_number("007"), Some(7));
     }
 }

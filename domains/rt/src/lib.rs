@@ -7,16 +7,20 @@
 //! `virt` (bootargs word `native`), where the console is the PL011 and PSCI is
 //! QEMU's own, to produce benchmark baselines.
 //!
-//! Only the portable helpers (`bootargs`, `text`, the GIC/timer encodings)
-//! build on the host; everything that touches the machine is gated on the
-//! bare-metal target.
+//! Only the portable helpers (`bootargs`, `text`, the GIC/timer encodings,
+//! the event-channel protocol over shared pages and the shared-region ring
+//! memory) build on the host; everything that touches the machine is gated
+//! on the bare-metal target.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod bootargs;
+pub mod events;
 pub mod gic;
+pub mod shm;
 pub mod text;
 pub mod timer;
+pub mod xen;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod boot;

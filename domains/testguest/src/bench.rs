@@ -1,5 +1,8 @@
-//! Benchmarks: `bench=null_hypercall` and `bench=vcpu_switch`, each printing
-//! `BENCHRESULT <name> ops=<N> ticks=<T>` for `cargo xtask bench`.
+//! Benchmarks: `bench=null_hypercall` and `bench=vcpu_switch` here, and the
+//! two-domain `bench=evtchn_pingpong` and `bench=ring_burst` in
+//! `ipc_bench`; each prints `BENCHRESULT <name> ops=<N> ticks=<T>` (plus
+//! `hypercalls=<H>` where that is part of the figure) for `cargo xtask
+//! bench`.
 //!
 //! The one idea: the measured loop is the same few instructions natively and
 //! under Tessera, and only the trapping instruction differs: `hvc #0xEA1`
@@ -8,7 +11,7 @@
 //! per instruction, so ticks per op is instructions per op and the ratio of
 //! the two runs is the hypervisor's trap overhead.
 
-use crate::check::wait_until;
+use crate::check::{reason, wait_until};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tessera_ipc::hypercall::{
     Op, SchedCmd, ShutdownReason, XenVersionCmd, HVC_IMM_HYPERCALL, XEN_VERSION_MAJOR,
@@ -82,15 +85,19 @@ fn report(name: &str, ops: u64, ticks: u64) {
 
 pub fn run(name: &'static str) -> ! {
     tessera_rt::set_current_test(name);
+    let simple =
+        |outcome: Result<(), &'static str>| outcome.map_err(|why| reason(format_args!("{why}")));
     let outcome = match name {
-        "null_hypercall" => null_hypercall(),
-        "vcpu_switch" => vcpu_switch(),
-        _ => Err("unknown benchmark"),
+        "null_hypercall" => simple(null_hypercall()),
+        "vcpu_switch" => simple(vcpu_switch()),
+        "evtchn_pingpong" => crate::ipc_bench::evtchn_pingpong(),
+        "ring_burst" => crate::ipc_bench::ring_burst(),
+        _ => simple(Err("unknown benchmark")),
     };
     match outcome {
         Ok(()) => tessera_rt::exit(ShutdownReason::Poweroff),
         Err(why) => {
-            print_result(name, Err(why));
+            print_result(name, Err(why.as_str()));
             tessera_rt::exit(ShutdownReason::Crash)
         }
     }

@@ -71,3 +71,50 @@ impl core::fmt::Display for Psci {
         }
     }
 }
+
+/// Unwraps a hypercall result, or fails the test naming the call and the
+/// error.
+macro_rules! ok {
+    ($call:expr, $($what:tt)+) => {
+        match $call {
+            Ok(value) => value,
+            Err(e) => fail!("{}: {:?}", format_args!($($what)+), e),
+        }
+    };
+}
+
+/// Fails the test unless a hypercall failed with exactly `-$errno`.
+macro_rules! expect_errno {
+    ($call:expr, $errno:ident, $($what:tt)+) => {
+        match $call {
+            Err(e) if e.is(tessera_ipc::errno::Errno::$errno) => {}
+            Err(e) => fail!(
+                "{}: expected -{:?}, got {}",
+                format_args!($($what)+),
+                tessera_ipc::errno::Errno::$errno,
+                e
+            ),
+            Ok(v) => fail!(
+                "{}: expected -{:?}, got success ({:?})",
+                format_args!($($what)+),
+                tessera_ipc::errno::Errno::$errno,
+                v
+            ),
+        }
+    };
+}
+
+/// Fails the test unless raw x0 is exactly `-$errno`.
+macro_rules! expect_ret {
+    ($ret:expr, $errno:ident, $($what:tt)+) => {
+        let ret: u64 = $ret;
+        if ret != tessera_ipc::errno::Errno::$errno.to_ret() {
+            fail!(
+                "{}: expected -{:?}, got {}",
+                format_args!($($what)+),
+                tessera_ipc::errno::Errno::$errno,
+                $crate::check::Ret(ret)
+            );
+        }
+    };
+}

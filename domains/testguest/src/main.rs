@@ -20,11 +20,19 @@ mod check;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod bench;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod events;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hypercalls;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod interrupts;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod ipc_bench;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod link;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod misc;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod pingpong;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod psci;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -75,6 +83,10 @@ mod guest {
             "timeslice" => (crate::smp::timeslice, OnPass::Poweroff),
             "concurrent" => (crate::misc::concurrent, OnPass::Poweroff),
             "idregs" => (crate::misc::idregs, OnPass::Poweroff),
+            "evtchn-local" => (crate::events::local, OnPass::Poweroff),
+            "evtchn-deny" => (crate::events::deny, OnPass::Poweroff),
+            "pingpong" => (crate::pingpong::run, OnPass::Poweroff),
+            "evtchn-offer" => crate::events::offer(),
             "isolation-attacker" => crate::misc::isolation_attacker(),
             "crash" => crate::misc::crash(),
             "reboot" => crate::misc::reboot(),
