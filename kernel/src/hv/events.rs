@@ -429,7 +429,9 @@ fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
 fn close(di: usize, port: u32) -> Result<(), Errno> {
     let me = id_of(di);
     loop {
-        let peer = match EVENTS[di].lock().ports.get(port).map(|p| p.state) {
+        // The guard must be gone before either arm locks again.
+        let state = EVENTS[di].lock().ports.get(port).map(|p| p.state);
+        let peer = match state {
             Some(PortState::Interdomain { remote, .. }) if remote != me => remote,
             _ => {
                 // Not connected to another domain: one table changes.
