@@ -801,6 +801,14 @@ impl CopyPin {
     pub fn granter(&self) -> DomId {
         self.granter
     }
+    /// The pinned ref.
+    pub fn gref(&self) -> GrantRef {
+        self.gref
+    }
+    /// Whether this is the source (`Read`) or destination (`Write`) pin.
+    pub fn access(&self) -> Access {
+        self.access
+    }
 }
 
 /// Pin `gref` of `active`'s owner for a copy by `caller`: `Read` for the
