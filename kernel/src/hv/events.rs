@@ -37,7 +37,7 @@ use tessera_ipc::memory::{
 };
 use tessera_ipc::platform::{self, MAX_VCPUS_PER_DOMAIN};
 use tessera_kernel::evtchn::{self, DomId, EventBits, PortState, PortTable, SendTarget, MAX_PORTS};
-use tessera_policy::{EventPerm, MmuPerm};
+use tessera_policy::{EventPerm, MmuPerm, Sid};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const SHADOW_WORDS: usize = MAX_PORTS / 64;
@@ -51,6 +51,9 @@ pub struct DomainEvents {
     vcpu_info: [Option<u64>; MAX_VCPUS_PER_DOMAIN],
     /// Pending bits raised before `shared_info` was placed.
     shadow: [u64; SHADOW_WORDS],
+    /// Each bound port's security label (see `mac::channel_label`); a send
+    /// on the port is checked against it.
+    labels: [Option<Sid>; MAX_PORTS],
 }
 
 impl DomainEvents {
@@ -60,6 +63,13 @@ impl DomainEvents {
             shared_info: None,
             vcpu_info: [None; MAX_VCPUS_PER_DOMAIN],
             shadow: [0; SHADOW_WORDS],
+            labels: [None; MAX_PORTS],
+        }
+    }
+
+    fn label(&mut self, port: u32, sid: Sid) {
+        if let Some(l) = self.labels.get_mut(port as usize) {
+            *l = Some(sid);
         }
     }
 
@@ -69,6 +79,7 @@ impl DomainEvents {
         self.shared_info = None;
         self.vcpu_info = [None; MAX_VCPUS_PER_DOMAIN];
         self.shadow = [0; SHADOW_WORDS];
+        self.labels = [None; MAX_PORTS];
     }
 
     fn vcpu_info_of(&self, vcpu: u32) -> Option<u64> {
@@ -275,8 +286,12 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             }
             let ri = resolve(di, a.remote_dom.get())?;
             let remote = domains().get(ri).ok_or(Errno::Esrch)?;
-            mac::check(p, d.sid, remote.sid, EventPerm::Create)?;
-            let port = EVENTS[di].lock().ports.alloc_unbound(id_of(ri))?;
+            let label = mac::channel_label(d.sid, remote.sid);
+            mac::check(p, d.sid, label, EventPerm::Create)?;
+            let mut ev = EVENTS[di].lock();
+            let port = ev.ports.alloc_unbound(id_of(ri))?;
+            ev.label(port, label);
+            drop(ev);
             a.port = port.into();
             write_arg(d, arg, &a).map(|()| 0)
         }
@@ -284,31 +299,48 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             let mut b: EvtchnBindInterdomain = read_arg(d, arg)?;
             let ri = resolve(di, b.remote_dom.get())?;
             let remote = domains().get(ri).ok_or(Errno::Esrch)?;
+            let label = mac::channel_label(d.sid, remote.sid);
             mac::check(p, d.sid, remote.sid, EventPerm::Bind)?;
             let rport = b.remote_port.get();
             let port = if ri == di {
-                evtchn::bind_loopback(&mut EVENTS[di].lock().ports, me, rport)?
+                let mut ev = EVENTS[di].lock();
+                let port = evtchn::bind_loopback(&mut ev.ports, me, rport)?;
+                ev.label(port, label);
+                port
             } else {
                 let (mut mine, mut theirs) = lock_pair(di, ri).ok_or(Errno::Esrch)?;
-                evtchn::bind_interdomain(&mut mine.ports, me, &mut theirs.ports, id_of(ri), rport)?
+                let port = evtchn::bind_interdomain(
+                    &mut mine.ports,
+                    me,
+                    &mut theirs.ports,
+                    id_of(ri),
+                    rport,
+                )?;
+                mine.label(port, label);
+                port
             };
             b.local_port = port.into();
             write_arg(d, arg, &b).map(|()| 0)
         }
         EvtchnCmd::BindVirq => {
             let mut b: EvtchnBindVirq = read_arg(d, arg)?;
-            mac::check(p, d.sid, d.sid, EventPerm::Create)?;
-            let port = EVENTS[di]
-                .lock()
-                .ports
-                .bind_virq(b.virq.get(), b.vcpu.get())?;
+            let label = mac::channel_label(d.sid, d.sid);
+            mac::check(p, d.sid, label, EventPerm::Create)?;
+            let mut ev = EVENTS[di].lock();
+            let port = ev.ports.bind_virq(b.virq.get(), b.vcpu.get())?;
+            ev.label(port, label);
+            drop(ev);
             b.port = port.into();
             write_arg(d, arg, &b).map(|()| 0)
         }
         EvtchnCmd::BindIpi => {
             let mut b: EvtchnBindIpi = read_arg(d, arg)?;
-            mac::check(p, d.sid, d.sid, EventPerm::Create)?;
-            let port = EVENTS[di].lock().ports.bind_ipi(b.vcpu.get())?;
+            let label = mac::channel_label(d.sid, d.sid);
+            mac::check(p, d.sid, label, EventPerm::Create)?;
+            let mut ev = EVENTS[di].lock();
+            let port = ev.ports.bind_ipi(b.vcpu.get())?;
+            ev.label(port, label);
+            drop(ev);
             b.port = port.into();
             write_arg(d, arg, &b).map(|()| 0)
         }
@@ -389,10 +421,14 @@ fn deliver(ev: &mut DomainEvents, port: u32, vcpu: u32) -> bool {
 fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
     let d = domains().get(di).ok_or(Errno::Esrch)?;
     let me = id_of(di);
-    let target = EVENTS[di].lock().ports.send(me, port)?;
+    let (target, label) = {
+        let ev = EVENTS[di].lock();
+        let target = ev.ports.send(me, port)?;
+        (target, ev.labels.get(port as usize).copied().flatten())
+    };
     match target {
         SendTarget::Local { port, vcpu } => {
-            mac::check(p, d.sid, d.sid, EventPerm::Send)?;
+            mac::check(p, d.sid, label.unwrap_or(d.sid), EventPerm::Send)?;
             let inject = deliver(&mut EVENTS[di].lock(), port, vcpu);
             if inject {
                 upcall(di, vcpu);
@@ -401,7 +437,7 @@ fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
         SendTarget::Remote { dom, port: rport } => {
             let ri = index_of(dom).ok_or(Errno::Einval)?;
             let remote = domains().get(ri).ok_or(Errno::Einval)?;
-            mac::check(p, d.sid, remote.sid, EventPerm::Send)?;
+            mac::check(p, d.sid, label.unwrap_or(remote.sid), EventPerm::Send)?;
             let mut ev = EVENTS[ri].lock();
             // The receiver's table is the authority: its port must still be
             // connected to exactly this port of ours.
@@ -492,6 +528,13 @@ pub fn domain_stopped(di: usize, nr_vcpus: usize) {
 /// run, or again after one of them restarts. A peer end that is still
 /// waiting for us is reconnected.
 pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno> {
+    let (Some(da), Some(db)) = (domains().get(a), domains().get(b)) else {
+        return Err(Errno::Esrch);
+    };
+    let (la, lb) = (
+        mac::channel_label(da.sid, db.sid),
+        mac::channel_label(db.sid, da.sid),
+    );
     let (mut ea, mut eb) = lock_pair(a, b).ok_or(Errno::Einval)?;
     let (ia, ib) = (id_of(a), id_of(b));
     for (ev, port, peer, pport) in [(&mut *ea, pa, ib, pb), (&mut *eb, pb, ia, pa)] {
@@ -508,6 +551,8 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
             _ => return Err(Errno::Eexist),
         }
     }
+    ea.label(pa, la);
+    eb.label(pb, lb);
     Ok(())
 }
 

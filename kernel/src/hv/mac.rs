@@ -66,6 +66,16 @@ pub fn sid_of(label: &str) -> Option<Sid> {
     POLICY.get().and_then(|(p, _)| p.sid_of(label))
 }
 
+/// The label of a new event channel that `source` opens towards `target`:
+/// the `type_transition source target:event` type if the policy has one,
+/// else the target's own label. Sends are checked against it.
+pub fn channel_label(source: Sid, target: Sid) -> Sid {
+    POLICY
+        .get()
+        .and_then(|(p, _)| p.transition(source, target, tessera_policy::Class::Event))
+        .unwrap_or(target)
+}
+
 /// The hypervisor console's SID.
 pub fn console_sid() -> Option<Sid> {
     POLICY.get().map(|(_, c)| *c)
