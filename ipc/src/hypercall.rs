@@ -60,6 +60,18 @@ pub struct XenFeatureInfo {
 const _: () = assert!(core::mem::size_of::<XenFeatureInfo>() == 8);
 
 crate::abi_enum! {
+    /// `XENFEAT_auto_translated_physmap` (`xen/include/public/features.h`):
+/// guests use guest-physical frame numbers everywhere (always true on Arm;
+/// without it Linux takes a grant-mapping path that does not work on Arm).
+pub const XENFEAT_AUTO_TRANSLATED_PHYSMAP: u32 = 2;
+/// `XENFEAT_not_direct_mapped`: guest-physical is not host-physical, so
+/// Linux keeps swiotlb-xen off.
+pub const XENFEAT_NOT_DIRECT_MAPPED: u32 = 16;
+/// Submap 0 of `XENVER_get_features`: the features Tessera offers.
+pub const XEN_FEATURES_SUBMAP0: u32 =
+    (1 << XENFEAT_AUTO_TRANSLATED_PHYSMAP) | (1 << XENFEAT_NOT_DIRECT_MAPPED);
+
+crate::abi_enum! {
     /// `console_io` commands.
     pub enum ConsoleIoCmd: u64 {
         Write = 0,

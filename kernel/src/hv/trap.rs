@@ -479,8 +479,13 @@ fn xen_version(d: &Domain, cmd: XenVersionCmd, arg: u64) -> Result<u64, Errno> {
         XenVersionCmd::GetFeatures => {
             let mut info = XenFeatureInfo::default();
             copy_from_guest(d, arg, info.as_mut_bytes())?;
-            // No optional Xen features are offered yet: every submap is empty.
-            info.submap = 0.into();
+            // Only submap 0 has features in it.
+            let map = if info.submap_idx.get() == 0 {
+                hc::XEN_FEATURES_SUBMAP0
+            } else {
+                0
+            };
+            info.submap = map.into();
             copy_to_guest(d, arg, info.as_bytes()).map(|_| 0)
         }
     }
