@@ -59,8 +59,7 @@ pub struct XenFeatureInfo {
 }
 const _: () = assert!(core::mem::size_of::<XenFeatureInfo>() == 8);
 
-crate::abi_enum! {
-    /// `XENFEAT_auto_translated_physmap` (`xen/include/public/features.h`):
+/// `XENFEAT_auto_translated_physmap` (`xen/include/public/features.h`):
 /// guests use guest-physical frame numbers everywhere (always true on Arm;
 /// without it Linux takes a grant-mapping path that does not work on Arm).
 pub const XENFEAT_AUTO_TRANSLATED_PHYSMAP: u32 = 2;
