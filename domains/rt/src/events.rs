@@ -52,8 +52,8 @@ impl SharedPage {
 
     /// Address of the first byte.
     pub fn as_ptr(&self) -> NonNull<u8> {
-        // A pointer to a field of `self` is never null.
-        NonNull::new(self.0.get().cast::<u8>()).unwrap_or(NonNull::dangling())
+        // Writing through it is allowed: the bytes are inside an UnsafeCell.
+        NonNull::from(&self.0).cast::<u8>()
     }
 
     /// The guest frame number to give the hypervisor (the runtime's identity
