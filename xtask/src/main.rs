@@ -347,7 +347,10 @@ fn avc_hit() -> Result<(), Error> {
         "avc_bench",
     ]))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout.lines().find(|l| l.starts_with("BENCH name=avc_hit ")) {
+    match stdout
+        .lines()
+        .find(|l| l.starts_with("BENCH name=avc_hit "))
+    {
         Some(line) if out.status.success() => {
             println!("{line}");
             Ok(())
