@@ -188,12 +188,20 @@ fn evtchn_deny(cx: &Context) -> Result<(), Failure> {
             r"tessera: avc: denied \{{ {perm} \}} for source=system_u:system_r:domU_t target=system_u:system_r:domB_t class=event"
         )
     };
+    let guest_to_guest = |perm: &str| {
+        format!(
+            r"tessera: avc: denied \{{ {perm} \}} for source=system_u:system_r:domU_t target=system_u:system_r:domU_t class=event"
+        )
+    };
     qemu.expect_all(
         &[
             &pass("builder", "evtchn-offer"),
             &pass("guest", "evtchn-deny"),
+            &pass("guest2", "evtchn-deny"),
             &denied("create"),
             &denied("bind"),
+            &guest_to_guest("create"),
+            &guest_to_guest("bind"),
         ],
         WAIT,
     )?;

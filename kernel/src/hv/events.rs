@@ -287,6 +287,12 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             let ri = resolve(di, a.remote_dom.get())?;
             let remote = domains().get(ri).ok_or(Errno::Esrch)?;
             let label = mac::channel_label(d.sid, remote.sid);
+            // A channel to another domain needs the right on that domain
+            // itself, not only on the channel's label: two domains of one
+            // type must not reach each other through a `self` rule.
+            if ri != di {
+                mac::check(p, d.sid, remote.sid, EventPerm::Create)?;
+            }
             mac::check(p, d.sid, label, EventPerm::Create)?;
             let mut ev = EVENTS[di].lock();
             let port = ev.ports.alloc_unbound(id_of(ri))?;
@@ -300,7 +306,14 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             let ri = resolve(di, b.remote_dom.get())?;
             let remote = domains().get(ri).ok_or(Errno::Esrch)?;
             let label = mac::channel_label(d.sid, remote.sid);
-            mac::check(p, d.sid, remote.sid, EventPerm::Bind)?;
+            // Loopback binds one of the domain's own channels: checked
+            // against that channel's label (as IPIs and VIRQs are).
+            mac::check(
+                p,
+                d.sid,
+                if ri == di { label } else { remote.sid },
+                EventPerm::Bind,
+            )?;
             let rport = b.remote_port.get();
             let port = if ri == di {
                 let mut ev = EVENTS[di].lock();
@@ -356,7 +369,11 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             let mut s: EvtchnStatus = read_arg(d, arg)?;
             let ti = resolve(di, s.dom.get())?;
             let target = domains().get(ti).ok_or(Errno::Esrch)?;
-            mac::check(p, d.sid, target.sid, EventPerm::Status)?;
+            // A domain's own ports are its own business (as close and
+            // unmask); another domain's need `status` on that domain.
+            if ti != di {
+                mac::check(p, d.sid, target.sid, EventPerm::Status)?;
+            }
             let port = EVENTS[ti].lock().ports.status(s.port.get())?;
             let (kind, u0, u1) = match port.state {
                 PortState::Free => (EvtchnStatusKind::Closed, 0, 0),
@@ -403,7 +420,7 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             if resolve(di, r.dom.get())? != di {
                 return Err(Errno::Eperm);
             }
-            mac::check(p, d.sid, d.sid, EventPerm::Reset)?;
+            mac::check(p, d.sid, mac::channel_label(d.sid, d.sid), EventPerm::Reset)?;
             close_all(di);
             Ok(0)
         }
