@@ -127,6 +127,19 @@ impl<F: PteFormat> PageTable<F> {
         })
     }
 
+    /// A view of a table built earlier by [`PageTable::new`], to edit it
+    /// after boot (a live domain's stage 2). `start_level` and `input_bits`
+    /// must be the ones it was built with; the caller serializes every edit
+    /// of one table (the kernel holds the domain's stage-2 lock).
+    pub fn from_root(root: PhysAddr, start_level: u8, input_bits: u8) -> Self {
+        Self {
+            root,
+            start_level,
+            input_bits,
+            _format: core::marker::PhantomData,
+        }
+    }
+
     /// The root table's address, for TTBR/VTTBR.
     pub fn root(&self) -> PhysAddr {
         self.root
@@ -688,6 +701,48 @@ mod tests {
             Err(UnmapError::OutOfRange)
         );
         assert_eq!(pt.unmap_page(&mut mem, !0xfff), Err(UnmapError::OutOfRange));
+    }
+
+    #[test]
+    fn a_view_from_the_root_edits_the_same_table() {
+        let mut mem = FakeMemory::new(16);
+        let mut built = stage2(&mut mem);
+        built
+            .map(
+                &mut mem,
+                0x4000_0000,
+                PhysAddr(0x8000_0000),
+                BLOCK_2M,
+                Attrs::RAM,
+            )
+            .unwrap();
+        let mut live: PageTable<Stage2> = PageTable::from_root(built.root(), 1, 39);
+        let grant = Attrs {
+            writable: false,
+            executable: false,
+            ..Attrs::RAM
+        };
+        live.map_page(&mut mem, 0x3a00_0000, PhysAddr(0x8123_4000), grant)
+            .unwrap();
+        assert_eq!(
+            built.lookup(&mem, 0x3a00_0010),
+            Some((PhysAddr(0x8123_4010), grant, 3)),
+            "the original sees the page mapped through the view"
+        );
+        assert_eq!(
+            live.lookup(&mem, 0x4000_1000).map(|m| m.0),
+            Some(PhysAddr(0x8000_1000)),
+            "the view sees what was mapped at build"
+        );
+        assert_eq!(
+            live.map_page(&mut mem, 0x4000_1000, PhysAddr(0x9000_0000), grant),
+            Err(MapError::AlreadyMapped)
+        );
+        assert_eq!(
+            live.unmap_page(&mut mem, 0x3a00_0000),
+            Ok(PhysAddr(0x8123_4000))
+        );
+        assert!(built.lookup(&mem, 0x3a00_0000).is_none());
     }
 
     #[test]

@@ -590,7 +590,9 @@ pub fn memory_op(p: usize, di: usize, cmd: MemoryCmd, arg: u64) -> Result<u64, E
                     mac::check(p, d.sid, d.sid, MmuPerm::Physmap)?;
                     place_shared_info(di, d, a.gpfn.get())
                 }
-                Ok(MapSpace::GrantTable) => Err(Errno::Enosys),
+                Ok(MapSpace::GrantTable) => {
+                    super::grant::add_to_physmap(p, di, a.idx.get(), a.gpfn.get())
+                }
                 Err(_) => Err(Errno::Enosys),
             }
             .map(|()| 0)

@@ -9,6 +9,7 @@
 
 pub mod console;
 mod events;
+mod grant;
 mod mac;
 mod trap;
 
@@ -405,6 +406,7 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     let reserved_end = (table_addr + total).max(dtb_addr + dtb_size);
     let mut alloc = RamAllocator::new(&ram, boot::kernel_start(), reserved_end, host);
     let shm = place_shared_memory(&cfg, &mut alloc);
+    grant::reserve(&mut alloc);
     let mut built: heapless::Vec<Domain, MAX_DOMAINS> = heapless::Vec::new();
     let mut next_vcpu = 0usize;
     for (i, dc) in cfg.domains.iter().enumerate() {
@@ -757,6 +759,7 @@ fn build_domain(
     };
     load_domain(&d)?;
     events::init_domain(i, d.nr_vcpus);
+    grant::init_domain(i);
     Ok(d)
 }
 
@@ -880,6 +883,7 @@ pub fn stop_domain(di: usize, why: StopReason) {
         }
     }
     events::domain_stopped(di, d.nr_vcpus);
+    grant::domain_stopped(di);
     if let StopReason::Reboot = why {
         // Let the other pCPUs leave the domain's vCPUs before reloading.
         spin_wait_us(200);

@@ -404,7 +404,17 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             (events::vcpu_op(p, di, cmd, vcpu, arg.raw()), Next::Resume)
         }
         Call::Hvm { cmd, arg } => (events::hvm_op(di, cmd, arg.raw()), Next::Resume),
-        Call::GrantTable { .. } => (Err(Errno::Enosys), Next::Resume),
+        Call::GrantTable { cmd, arg, count } => {
+            match grant::grant_table_op(p, di, cmd, arg.raw(), count) {
+                Ok(grant::Outcome::Done) => (Ok(0), Next::Resume),
+                Ok(grant::Outcome::Continue { uop, count }) => {
+                    continue_hypercall(f, uop, count);
+                    // x0 keeps the sub-command for the re-executed call.
+                    (Ok(cmd), Next::Resume)
+                }
+                Err(e) => (Err(e), Next::Resume),
+            }
+        }
         Call::XenVersion { cmd, arg } => (xen_version(d, cmd, arg.raw()), Next::Resume),
         Call::ConsoleWrite { .. } if console_denied(p, d) => (Err(Errno::Eacces), Next::Resume),
         Call::ConsoleWrite { buf, len } => {
@@ -460,6 +470,15 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         Err(e) => e.to_ret(),
     };
     next
+}
+
+/// Xen's Arm continuation: the guest re-executes the `hvc` (ELR_EL2 moves
+/// back over the 4-byte instruction) with x1 and x2 replaced, so a long
+/// batch goes in passes and the vCPU can take interrupts in between.
+fn continue_hypercall(f: &mut VcpuFrame, x1: u64, x2: u64) {
+    f.x[1] = x1;
+    f.x[2] = x2;
+    write_sysreg!("elr_el2", read_sysreg!("elr_el2").wrapping_sub(4));
 }
 
 /// Whether the policy refuses `d` the console (logged by the check).

@@ -363,6 +363,50 @@ pub fn load_stage2(root: u64, vmid: u16) {
     isb();
 }
 
+/// Make stage-2 descriptors just written (an invalid entry made valid)
+/// visible to the table walkers before the guest runs again: a DSB completes
+/// the stores for the walker, and no TLB caches an invalid entry (Arm ARM,
+/// "Translation table walks" and "TLB maintenance" in the VMSAv8-64 chapter).
+pub fn stage2_publish() {
+    super::dsb_ish();
+    isb();
+}
+
+/// Invalidate what any PE's TLB holds for `ipa` in the stage 2 with root
+/// `root` and VMID `vmid`, after its descriptor was cleared: by IPA for the
+/// stage-2 entry, then all stage-1 entries of the VMID, which may hold the
+/// combined translation (Arm ARM, VMSAv8-64 "TLB maintenance": the sequence
+/// for changing a stage 2 entry).
+/// TLBI acts on the VMID in VTTBR_EL2, so another domain's table is loaded
+/// for the duration and the current one put back.
+pub fn flush_stage2_page(root: u64, vmid: u16, ipa: u64) {
+    let want = root | (u64::from(vmid) << 48);
+    let current = read_sysreg!("vttbr_el2");
+    if current != want {
+        write_sysreg!("vttbr_el2", want);
+        isb();
+    }
+    // SAFETY: TLB maintenance only drops cached translations; the barriers
+    // order it after the cleared descriptor and before anything that relies
+    // on the page being unreachable.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi ipas2e1is, {page}",
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            page = in(reg) ipa >> 12,
+            options(nostack),
+        )
+    };
+    if current != want {
+        write_sysreg!("vttbr_el2", current);
+        isb();
+    }
+}
+
 /// Translate a guest virtual address with the guest's own stage 1
 /// (AT S1E1R; Arm ARM C5.5). Returns the IPA, or `None` if the guest's
 /// tables do not map it. PAR_EL1 is guest state, so it is preserved.

@@ -47,6 +47,67 @@ impl TableMemory for Frames {
     }
 }
 
+/// Table pages one domain may add to its stage 2 after boot (grant mappings
+/// and grant-table frames), from host RAM set aside for it at boot, so that
+/// nothing a guest does draws on the shared pool. Pages are never returned:
+/// an emptied table stays in place and is reused by the next mapping there.
+///
+/// Descriptors are read and written by address, like [`Frames`] does, for
+/// tables from either source: the walk starts at a root built from the pool.
+pub struct TableReserve {
+    next: u64,
+    end: u64,
+}
+
+impl TableReserve {
+    /// No pages: every allocation fails.
+    pub const fn empty() -> Self {
+        Self { next: 0, end: 0 }
+    }
+
+    /// The `pages` pages at `base`.
+    ///
+    /// # Safety
+    /// `base..base + pages * 4 KiB` must be page-aligned host RAM,
+    /// identity-mapped at EL2, that nothing but this reserve uses, for the
+    /// rest of the kernel's life.
+    pub unsafe fn new(base: PhysAddr, pages: u64) -> Self {
+        Self {
+            next: base.raw(),
+            end: base.raw() + pages * PAGE_SIZE,
+        }
+    }
+}
+
+impl TableMemory for TableReserve {
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        if self.next >= self.end {
+            return None;
+        }
+        let page = self.next;
+        self.next += PAGE_SIZE;
+        // SAFETY: `page` is one whole page of the reserve (see `new`), handed
+        // out once, so nothing else refers to it.
+        unsafe { core::ptr::write_bytes(page as *mut u8, 0, PAGE_SIZE as usize) };
+        // The zeroes must be visible to the table walker before any
+        // descriptor that points at this page (Arm ARM, VMSAv8-64
+        // "Translation table walks": walks are not ordered with plain stores).
+        dsb_ish();
+        Some(PhysAddr(page))
+    }
+    fn read(&self, addr: PhysAddr) -> u64 {
+        // SAFETY: the walker only passes 8-aligned addresses inside tables of
+        // a stage 2, which live in the static pool or in a reserve: RAM,
+        // identity-mapped, holding nothing but descriptors.
+        unsafe { core::ptr::read_volatile(addr.raw() as *const u64) }
+    }
+    fn write(&mut self, addr: PhysAddr, desc: u64) {
+        // SAFETY: as for `read`; a single 64-bit store, as the walker
+        // requires (Arm ARM D8.2.1 single-copy atomicity).
+        unsafe { core::ptr::write_volatile(addr.raw() as *mut u64, desc) }
+    }
+}
+
 /// Physical-address size code for TCR_EL2.PS / VTCR_EL2.PS, capped at 40 bits.
 pub fn pa_size_code() -> u64 {
     (read_sysreg!("id_aa64mmfr0_el1") & 0xf).min(0b010)
