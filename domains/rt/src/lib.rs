@@ -17,6 +17,7 @@
 pub mod bootargs;
 pub mod events;
 pub mod gic;
+pub mod grant;
 pub mod shm;
 pub mod text;
 pub mod timer;

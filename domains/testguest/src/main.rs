@@ -22,6 +22,8 @@ mod bench;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod events;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod grants;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod hypercalls;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod interrupts;
@@ -86,6 +88,7 @@ mod guest {
             "evtchn-local" => (crate::events::local, OnPass::Poweroff),
             "evtchn-deny" => (crate::events::deny, OnPass::Poweroff),
             "pingpong" => (crate::pingpong::run, OnPass::Poweroff),
+            "grants" => (crate::grants::run, OnPass::Poweroff),
             "evtchn-offer" => crate::events::offer(),
             "isolation-attacker" => crate::misc::isolation_attacker(),
             "crash" => crate::misc::crash(),
