@@ -122,41 +122,35 @@ impl GuestBits<'_> {
     fn locate(port: u32) -> (u64, u64) {
         (u64::from(port / 64) * 8, 1u64 << (port % 64))
     }
+
+    /// The `shared_info` word at byte `field + off`, once the page is placed.
+    fn si_word(&self, field: usize, off: u64) -> Option<&'static AtomicU64> {
+        let si = self.0.shared_info?;
+        // SAFETY: `shared_info` was checked to be a whole page of this
+        // domain's RAM when placed; the bitmaps' `off` < 512 keeps the word
+        // inside it, 8-aligned.
+        Some(unsafe { word(si + field as u64 + off) })
+    }
 }
 
 impl EventBits for GuestBits<'_> {
     fn test_and_set_pending(&mut self, port: u32) -> bool {
         let (off, bit) = Self::locate(port);
-        match self.0.shared_info {
-            // SAFETY: `shared_info` was checked to be a page of this
-            // domain's RAM when placed; `off` < 512 keeps us inside it.
-            Some(si) => {
-                unsafe { word(si + shared_info::EVTCHN_PENDING as u64 + off) }
-                    .fetch_or(bit, Ordering::AcqRel)
-                    & bit
-                    != 0
-            }
-            None => {
-                let Some(w) = self.0.shadow.get_mut((off / 8) as usize) else {
-                    return true;
-                };
-                let was = *w & bit != 0;
-                *w |= bit;
-                was
-            }
+        if let Some(w) = self.si_word(shared_info::EVTCHN_PENDING, off) {
+            return w.fetch_or(bit, Ordering::AcqRel) & bit != 0;
         }
+        let Some(w) = self.0.shadow.get_mut((off / 8) as usize) else {
+            return true;
+        };
+        let was = *w & bit != 0;
+        *w |= bit;
+        was
     }
 
     fn is_pending(&self, port: u32) -> bool {
         let (off, bit) = Self::locate(port);
-        match self.0.shared_info {
-            // SAFETY: as in `test_and_set_pending`.
-            Some(si) => {
-                unsafe { word(si + shared_info::EVTCHN_PENDING as u64 + off) }
-                    .load(Ordering::Acquire)
-                    & bit
-                    != 0
-            }
+        match self.si_word(shared_info::EVTCHN_PENDING, off) {
+            Some(w) => w.load(Ordering::Acquire) & bit != 0,
             None => self
                 .0
                 .shadow
@@ -167,24 +161,15 @@ impl EventBits for GuestBits<'_> {
 
     fn is_masked(&self, port: u32) -> bool {
         let (off, bit) = Self::locate(port);
-        match self.0.shared_info {
-            // SAFETY: as in `test_and_set_pending`.
-            Some(si) => {
-                unsafe { word(si + shared_info::EVTCHN_MASK as u64 + off) }.load(Ordering::Acquire)
-                    & bit
-                    != 0
-            }
-            // Nowhere to raise a selector yet: hold the event in the shadow.
-            None => true,
-        }
+        // Nowhere to raise a selector yet: hold the event in the shadow.
+        self.si_word(shared_info::EVTCHN_MASK, off)
+            .is_none_or(|w| w.load(Ordering::Acquire) & bit != 0)
     }
 
     fn clear_mask(&mut self, port: u32) {
         let (off, bit) = Self::locate(port);
-        if let Some(si) = self.0.shared_info {
-            // SAFETY: as in `test_and_set_pending`.
-            unsafe { word(si + shared_info::EVTCHN_MASK as u64 + off) }
-                .fetch_and(!bit, Ordering::AcqRel);
+        if let Some(w) = self.si_word(shared_info::EVTCHN_MASK, off) {
+            w.fetch_and(!bit, Ordering::AcqRel);
         }
     }
 

@@ -36,7 +36,7 @@ use tessera_kernel::grant::{
     self as core_grant, Access, ActiveGrants, AtomicEntries, Batch, CopyPin, CopyRequest, CopySide,
     GrantFrames, MapRequest, MapTrack, Mapping, Placement, UnmapRequest, NR_GRANT_FRAMES,
 };
-use tessera_policy::GrantPerm;
+use tessera_policy::{Class, GrantPerm, Sid};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Bytes of one domain's grant-table frames.
@@ -202,6 +202,16 @@ impl Caller {
         domain_id(self.di)
     }
 
+    /// What a grant-table operation on domain `ti` is checked against: the
+    /// caller's own-table label for itself, else that domain.
+    fn table_label(&self, ti: usize, target: &Domain) -> Sid {
+        if ti == self.di {
+            mac::own_label(self.d.sid, Class::Grant)
+        } else {
+            target.sid
+        }
+    }
+
     /// The domain a `dom` field names (`DOMID_SELF` is the caller).
     fn target(&self, dom: u16) -> Option<(usize, &'static Domain)> {
         let id = core_grant::target_domain(dom, self.id())?;
@@ -273,8 +283,8 @@ pub fn grant_table_op(
             }
             GnttabCmd::GetVersion => {
                 let mut op: GnttabGetVersion = read_arg(d, va)?;
-                let (_, target) = me.target(op.dom.get()).ok_or(Errno::Esrch)?;
-                mac::check(p, d.sid, target.sid, GrantPerm::Query)?;
+                let (ti, target) = me.target(op.dom.get()).ok_or(Errno::Esrch)?;
+                mac::check(p, d.sid, me.table_label(ti, target), GrantPerm::Query)?;
                 core_grant::get_version(&mut op);
                 write_arg(d, va, &op)?;
             }
@@ -438,7 +448,7 @@ fn copy_one(me: &Caller, op: &GnttabCopy) -> Result<(), GntSt> {
 /// go to `frame_list` (a fault there is `GNTST_bad_virt_addr`, as in Xen).
 fn setup_table(me: &Caller, op: &GnttabSetupTable) -> Result<(), GntSt> {
     let (ti, target) = me.target(op.dom.get()).ok_or(GntSt::BadDomain)?;
-    mac::check(me.p, me.d.sid, target.sid, GrantPerm::Setup)
+    mac::check(me.p, me.d.sid, me.table_label(ti, target), GrantPerm::Setup)
         .map_err(|_| GntSt::PermissionDenied)?;
     let mut gfns = [0u64; NR_GRANT_FRAMES as usize];
     let mut n = 0;
@@ -463,7 +473,7 @@ fn setup_table(me: &Caller, op: &GnttabSetupTable) -> Result<(), GntSt> {
 /// `query_size` for one element.
 fn query_size(me: &Caller, op: &mut GnttabQuerySize) -> Result<(), GntSt> {
     let (ti, target) = me.target(op.dom.get()).ok_or(GntSt::BadDomain)?;
-    mac::check(me.p, me.d.sid, target.sid, GrantPerm::Query)
+    mac::check(me.p, me.d.sid, me.table_label(ti, target), GrantPerm::Query)
         .map_err(|_| GntSt::PermissionDenied)?;
     FRAMES
         .get(ti)
@@ -479,7 +489,12 @@ fn query_size(me: &Caller, op: &mut GnttabQuerySize) -> Result<(), GntSt> {
 /// place before it leaves the old one, so a failure changes nothing.
 pub fn add_to_physmap(p: usize, di: usize, idx: u64, gpfn: u64) -> Result<(), Errno> {
     let d = domains().get(di).ok_or(Errno::Esrch)?;
-    mac::check(p, d.sid, d.sid, GrantPerm::Setup)?;
+    mac::check(
+        p,
+        d.sid,
+        mac::own_label(d.sid, Class::Grant),
+        GrantPerm::Setup,
+    )?;
     let mut frames = FRAMES.get(di).ok_or(Errno::Esrch)?.lock();
     if !d.is_running() {
         return Err(Errno::Einval);

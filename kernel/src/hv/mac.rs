@@ -66,6 +66,19 @@ pub fn sid_of(label: &str) -> Option<Sid> {
     POLICY.get().and_then(|(p, _)| p.sid_of(label))
 }
 
+/// The label of a domain's objects of `class` that concern only itself (its
+/// own grant table, its IPIs): `type_transition T self:<class>` if the
+/// policy has one, else the domain's label. Checking own-object operations
+/// against this label, and operations on *another* domain against that
+/// domain, means a rule on a type shared by several domains never lets them
+/// reach each other.
+pub fn own_label(sid: Sid, class: tessera_policy::Class) -> Sid {
+    POLICY
+        .get()
+        .and_then(|(p, _)| p.transition(sid, sid, class))
+        .unwrap_or(sid)
+}
+
 /// The label of a new event channel that `source` opens towards `target`:
 /// the `type_transition source target:event` type if the policy has one,
 /// else the target's own label. Sends are checked against it.
