@@ -95,6 +95,10 @@ mod tests {
         assert_eq!(b[4], 1);
         assert_eq!(b[8], 2);
         assert_eq!(&b[16..20], &[0, 0x80, 3, 0]);
-        assert_eq!(MapSpace::try_from(4), Err(4), "foreign mappings are not offered");
+        assert_eq!(
+            MapSpace::try_from(4),
+            Err(4),
+            "foreign mappings are not offered"
+        );
     }
 }

@@ -326,7 +326,10 @@ fn ipi_delivery(vcpu: &VcpuInfo) -> Result<u32, crate::check::Reason> {
     let base = delivered(ipi);
     let before = events::upcalls();
     ok!(xen::send(ipi), "send(ipi {ipi})");
-    ensure!(wait_delivered(ipi, base + 1), "no upcall for IPI port {ipi}");
+    ensure!(
+        wait_delivered(ipi, base + 1),
+        "no upcall for IPI port {ipi}"
+    );
     timer::delay_us(QUIET_US);
     ensure!(
         delivered(ipi) == base + 1,
