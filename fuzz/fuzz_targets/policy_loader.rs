@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
     let mut avc = Avc::new(policy, Mode::Enforcing);
     for s in 0..types {
         for t in 0..types {
-            let (Some(sn), Some(tn)) = (avc.policy().type_name(s), avc.policy().type_name(t)) else {
+            let (Some(sn), Some(tn)) = (avc.policy().type_name(s), avc.policy().type_name(t))
+            else {
                 continue;
             };
             // Users and roles may be absent; probe with the first of each.

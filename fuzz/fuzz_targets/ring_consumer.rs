@@ -57,5 +57,9 @@ fuzz_target!(|input: &[u8]| {
             break;
         }
     }
-    assert_eq!(mem.violations(), 0, "the consumer strayed outside the region");
+    assert_eq!(
+        mem.violations(),
+        0,
+        "the consumer strayed outside the region"
+    );
 });
