@@ -23,7 +23,7 @@
 
 use super::console::log;
 use super::trap::{copy_from_guest, copy_to_guest};
-use super::{domains, kick_owner, mac, vcpu, Domain, MAX_DOMAINS};
+use super::{domain_id, domains, index_of, kick_owner, mac, vcpu, Domain, MAX_DOMAINS};
 use crate::addr::PAGE_SIZE;
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use tessera_ipc::errno::Errno;
@@ -36,8 +36,8 @@ use tessera_ipc::memory::{
     AddToPhysmap, HvmCmd, HvmParam, MapSpace, MemoryCmd, RegisterVcpuInfo, VcpuCmd, HVM_NR_PARAMS,
 };
 use tessera_ipc::platform::{self, MAX_VCPUS_PER_DOMAIN};
-use tessera_kernel::evtchn::{self, DomId, EventBits, PortState, PortTable, SendTarget, MAX_PORTS};
-use tessera_policy::{EventPerm, MmuPerm, Sid};
+use tessera_kernel::evtchn::{self, EventBits, PortState, PortTable, SendTarget, MAX_PORTS};
+use tessera_policy::{Class, EventPerm, MmuPerm, Sid};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 const SHADOW_WORDS: usize = MAX_PORTS / 64;
@@ -210,12 +210,6 @@ fn upcall(di: usize, idx: u32) {
     kick_owner(v);
 }
 
-/// The domain index of domain id `id` (ids are index + 1).
-fn index_of(id: DomId) -> Option<usize> {
-    let i = usize::from(id).checked_sub(1)?;
-    (i < domains().len()).then_some(i)
-}
-
 /// The domain a guest names: `DOMID_SELF`, its own id, or another one.
 fn resolve(own: usize, id: u16) -> Result<usize, Errno> {
     if id == DOMID_SELF {
@@ -255,14 +249,10 @@ fn write_arg<T: IntoBytes + Immutable>(d: &Domain, va: u64, v: &T) -> Result<(),
     copy_to_guest(d, va, v.as_bytes())
 }
 
-fn id_of(di: usize) -> DomId {
-    (di + 1) as DomId
-}
-
 /// `event_channel_op` from vCPU `idx` of domain `di`, running on pCPU `p`.
 pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result<u64, Errno> {
     let d = domains().get(di).ok_or(Errno::Esrch)?;
-    let me = id_of(di);
+    let me = domain_id(di);
     match cmd {
         EvtchnCmd::AllocUnbound => {
             let mut a: EvtchnAllocUnbound = read_arg(d, arg)?;
@@ -280,7 +270,7 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             }
             mac::check(p, d.sid, label, EventPerm::Create)?;
             let mut ev = EVENTS[di].lock();
-            let port = ev.ports.alloc_unbound(id_of(ri))?;
+            let port = ev.ports.alloc_unbound(domain_id(ri))?;
             ev.label(port, label);
             drop(ev);
             a.port = port.into();
@@ -311,7 +301,7 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
                     &mut mine.ports,
                     me,
                     &mut theirs.ports,
-                    id_of(ri),
+                    domain_id(ri),
                     rport,
                 )?;
                 mine.label(port, label);
@@ -322,7 +312,7 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
         }
         EvtchnCmd::BindVirq => {
             let mut b: EvtchnBindVirq = read_arg(d, arg)?;
-            let label = mac::channel_label(d.sid, d.sid);
+            let label = mac::own_label(d.sid, Class::Event);
             mac::check(p, d.sid, label, EventPerm::Create)?;
             let mut ev = EVENTS[di].lock();
             let port = ev.ports.bind_virq(b.virq.get(), b.vcpu.get())?;
@@ -333,7 +323,7 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
         }
         EvtchnCmd::BindIpi => {
             let mut b: EvtchnBindIpi = read_arg(d, arg)?;
-            let label = mac::channel_label(d.sid, d.sid);
+            let label = mac::own_label(d.sid, Class::Event);
             mac::check(p, d.sid, label, EventPerm::Create)?;
             let mut ev = EVENTS[di].lock();
             let port = ev.ports.bind_ipi(b.vcpu.get())?;
@@ -405,7 +395,12 @@ pub fn event_channel_op(p: usize, di: usize, cmd: EvtchnCmd, arg: u64) -> Result
             if resolve(di, r.dom.get())? != di {
                 return Err(Errno::Eperm);
             }
-            mac::check(p, d.sid, mac::channel_label(d.sid, d.sid), EventPerm::Reset)?;
+            mac::check(
+                p,
+                d.sid,
+                mac::own_label(d.sid, Class::Event),
+                EventPerm::Reset,
+            )?;
             close_all(di);
             Ok(0)
         }
@@ -422,7 +417,7 @@ fn deliver(ev: &mut DomainEvents, port: u32, vcpu: u32) -> bool {
 /// EVTCHNOP_send from domain `di`.
 fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
     let d = domains().get(di).ok_or(Errno::Esrch)?;
-    let me = id_of(di);
+    let me = domain_id(di);
     let (target, label) = {
         let ev = EVENTS[di].lock();
         let target = ev.ports.send(me, port)?;
@@ -465,7 +460,7 @@ fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
 /// EVTCHNOP_close of `port` in domain `di`; the peer's end goes back to
 /// unbound, waiting for us, as in Xen.
 fn close(di: usize, port: u32) -> Result<(), Errno> {
-    let me = id_of(di);
+    let me = domain_id(di);
     loop {
         // The guard must be gone before either arm locks again.
         let state = EVENTS[di].lock().ports.get(port).map(|p| p.state);
@@ -538,7 +533,7 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
         mac::channel_label(db.sid, da.sid),
     );
     let (mut ea, mut eb) = lock_pair(a, b).ok_or(Errno::Einval)?;
-    let (ia, ib) = (id_of(a), id_of(b));
+    let (ia, ib) = (domain_id(a), domain_id(b));
     for (ev, port, peer, pport) in [(&mut *ea, pa, ib, pb), (&mut *eb, pb, ia, pa)] {
         match ev.ports.get(port).map(|p| p.state) {
             Some(PortState::Free) => ev.ports.install_static(port, peer, pport)?,

@@ -20,7 +20,9 @@
 
 use super::console::log;
 use super::trap::{copy_from_guest, copy_to_guest};
-use super::{domains, halt_with, mac, spin_wait_us, Domain, RamAllocator, MAX_DOMAINS};
+use super::{
+    domain_id, domains, halt_with, index_of, mac, spin_wait_us, Domain, RamAllocator, MAX_DOMAINS,
+};
 use crate::addr::{PhysAddr, BLOCK_2M, PAGE_SIZE};
 use crate::arch::aarch64::guest;
 use crate::arch::aarch64::mmu::{self, TableReserve};
@@ -73,7 +75,10 @@ macro_rules! per_domain {
 }
 
 /// Each domain's pins, as a granter.
-static ACTIVE: [spin::Mutex<ActiveGrants>; MAX_DOMAINS] = per_domain!(ActiveGrants::new);
+/// Built for no domain (owner 0) so the 512 KiB array is zero-initialised
+/// and costs no image space; `init_domain` assigns each its granter.
+static ACTIVE: [spin::Mutex<ActiveGrants>; MAX_DOMAINS] =
+    [const { spin::Mutex::new(ActiveGrants::new(0)) }; MAX_DOMAINS];
 /// Each domain's mappings, as a grantee.
 static MAPTRACK: [spin::Mutex<MapTrack>; MAX_DOMAINS] = per_domain!(MapTrack::new);
 /// Where each domain placed its grant-table frames.
@@ -97,6 +102,9 @@ pub(super) fn reserve(alloc: &mut RamAllocator) {
 
 /// Build: domain `di` gets its share of the block (zeroed by `reserve`).
 pub(super) fn init_domain(di: usize) {
+    if let Some(active) = ACTIVE.get(di) {
+        active.lock().assign(domain_id(di));
+    }
     let (Some(lock), Some(tables)) = (STAGE2.get(di), share(di).map(|s| s + FRAME_BYTES)) else {
         return;
     };
@@ -118,26 +126,20 @@ fn frame_pa(di: usize, idx: u64) -> Option<u64> {
 
 /// Domain `di`'s entries, as the core reads them.
 fn entries_of(di: usize) -> AtomicEntries<'static> {
+    AtomicEntries::new(frame_words(di))
+}
+
+/// Domain `di`'s grant frames as words (empty before boot reserved them).
+fn frame_words(di: usize) -> &'static [AtomicU32] {
     let Some(base) = share(di) else {
-        return AtomicEntries::new(&[]);
+        return &[];
     };
     // SAFETY: `base` starts `FRAME_BYTES` of host RAM (page-aligned, so
     // 4-byte aligned) reserved at boot for this domain's frames and never
     // freed; `AtomicU32` has `u32`'s layout. The kernel reaches these words
     // only through this atomic view; the guest writes them through its
     // stage 2, which is the concurrency the atomics are for.
-    let words = unsafe { core::slice::from_raw_parts(base as *const AtomicU32, FRAME_WORDS) };
-    AtomicEntries::new(words)
-}
-
-/// The domain index of domain id `id`.
-fn index_of(id: DomId) -> Option<usize> {
-    let i = usize::from(id).checked_sub(1)?;
-    (i < domains().len()).then_some(i)
-}
-
-fn domain_id(di: usize) -> DomId {
-    (di + 1) as DomId
+    unsafe { core::slice::from_raw_parts(base as *const AtomicU32, FRAME_WORDS) }
 }
 
 /// A stage-2 view of domain `d`'s live table; edit it only under its
@@ -561,13 +563,8 @@ pub fn domain_stopped(di: usize) {
     {
         let mut active = active.lock();
         active.reset();
-        if let Some(base) = share(di) {
-            // SAFETY: as in `entries_of`; zeroed through the atomics.
-            let words =
-                unsafe { core::slice::from_raw_parts(base as *const AtomicU32, FRAME_WORDS) };
-            for w in words {
-                w.store(0, Ordering::Release);
-            }
+        for w in frame_words(di) {
+            w.store(0, Ordering::Release);
         }
     }
     if let Some(frames) = FRAMES.get(di) {

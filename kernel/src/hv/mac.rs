@@ -73,20 +73,20 @@ pub fn sid_of(label: &str) -> Option<Sid> {
 /// domain, means a rule on a type shared by several domains never lets them
 /// reach each other.
 pub fn own_label(sid: Sid, class: tessera_policy::Class) -> Sid {
+    transition(sid, sid, class).unwrap_or(sid)
+}
+
+fn transition(source: Sid, target: Sid, class: tessera_policy::Class) -> Option<Sid> {
     POLICY
         .get()
-        .and_then(|(p, _)| p.transition(sid, sid, class))
-        .unwrap_or(sid)
+        .and_then(|(p, _)| p.transition(source, target, class))
 }
 
 /// The label of a new event channel that `source` opens towards `target`:
 /// the `type_transition source target:event` type if the policy has one,
 /// else the target's own label. Sends are checked against it.
 pub fn channel_label(source: Sid, target: Sid) -> Sid {
-    POLICY
-        .get()
-        .and_then(|(p, _)| p.transition(source, target, tessera_policy::Class::Event))
-        .unwrap_or(target)
+    transition(source, target, tessera_policy::Class::Event).unwrap_or(target)
 }
 
 /// The hypervisor console's SID.

@@ -206,6 +206,17 @@ pub fn domains() -> &'static [Domain] {
     DOMAINS.get().map(|d| d.as_slice()).unwrap_or(&[])
 }
 
+/// The domain index of domain id `id` (ids are index + 1, as logged `d<id>`).
+pub fn index_of(id: u16) -> Option<usize> {
+    let i = usize::from(id).checked_sub(1)?;
+    (i < domains().len()).then_some(i)
+}
+
+/// The domain id of domain index `di`.
+pub fn domain_id(di: usize) -> u16 {
+    (di + 1) as u16
+}
+
 /// vCPU by global index.
 pub fn vcpu(v: usize) -> Option<&'static Vcpu> {
     VCPUS.get(v)
