@@ -227,14 +227,6 @@ impl ActiveGrants {
         self.owner
     }
 
-    /// Hand a table built for no domain (owner 0, all zero, so a static of
-    /// them costs no image space) to granter `owner`. Only for an idle table.
-    pub fn assign(&mut self, owner: DomId) {
-        if self.is_idle() {
-            self.owner = owner;
-        }
-    }
-
     /// Pins held on `r` (none for a ref out of range).
     pub fn pins(&self, r: GrantRef) -> Pins {
         self.entry(r).map_or(Pins::NONE, |e| e.pins)
@@ -1180,30 +1172,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn an_unowned_table_is_assigned_only_while_idle() {
-        let mut w = World::new(16);
-        let mut spare = ActiveGrants::new(0);
-        spare.assign(GRANTER);
-        assert_eq!(spare.owner(), GRANTER);
-        grant(&w.words, 8, gtf::PERMIT_ACCESS, GRANTEE, 0x4_1234);
-        let entries = AtomicEntries::new(&w.words);
-        map(
-            &mut w.track,
-            &mut w.active,
-            &entries,
-            &req(8, false, 0),
-            installed,
-        )
-        .unwrap();
-        w.active.assign(GRANTER + 1);
-        assert_eq!(
-            w.active.owner(),
-            GRANTER,
-            "a pinned table keeps its granter"
-        );
     }
 
     #[test]

@@ -75,10 +75,7 @@ macro_rules! per_domain {
 }
 
 /// Each domain's pins, as a granter.
-/// Built for no domain (owner 0) so the 512 KiB array is zero-initialised
-/// and costs no image space; `init_domain` assigns each its granter.
-static ACTIVE: [spin::Mutex<ActiveGrants>; MAX_DOMAINS] =
-    [const { spin::Mutex::new(ActiveGrants::new(0)) }; MAX_DOMAINS];
+static ACTIVE: [spin::Mutex<ActiveGrants>; MAX_DOMAINS] = per_domain!(ActiveGrants::new);
 /// Each domain's mappings, as a grantee.
 static MAPTRACK: [spin::Mutex<MapTrack>; MAX_DOMAINS] = per_domain!(MapTrack::new);
 /// Where each domain placed its grant-table frames.
@@ -102,9 +99,6 @@ pub(super) fn reserve(alloc: &mut RamAllocator) {
 
 /// Build: domain `di` gets its share of the block (zeroed by `reserve`).
 pub(super) fn init_domain(di: usize) {
-    if let Some(active) = ACTIVE.get(di) {
-        active.lock().assign(domain_id(di));
-    }
     let (Some(lock), Some(tables)) = (STAGE2.get(di), share(di).map(|s| s + FRAME_BYTES)) else {
         return;
     };
