@@ -1,22 +1,27 @@
 //! vCPU power state for PSCI, shared between pCPUs.
 //!
 //! CPU_ON may race: several vCPUs on different pCPUs can ask to start the
-//! same target at once. The OFF→ON transition is one compare-exchange, so
-//! exactly one caller wins and every other caller, then and later, sees
-//! ALREADY_ON. The winner then posts the entry point; the pCPU that owns
-//! the target picks the request up the next time it schedules.
+//! same target at once. Leaving OFF is one compare-exchange, so exactly one
+//! caller wins and every other caller, then and later, sees ON_PENDING or
+//! ALREADY_ON. The winner posts the entry point and marks the start
+//! pending; only the pCPU that owns the target moves it from pending to ON,
+//! after it has reset the vCPU's registers. So the scheduler, which runs
+//! only vCPUs that are ON, can never enter a vCPU whose start it has not yet
+//! applied (it once did, and entered a fresh vCPU at PC 0).
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 const OFF: u8 = 0;
 const ON: u8 = 1;
 const STOPPED: u8 = 2;
+/// Won by a CPU_ON caller that is still writing the entry point.
+const CLAIMED: u8 = 3;
+/// Entry point posted; waiting for the owner pCPU to apply it.
+const STARTING: u8 = 4;
 
 /// Power state and pending start request of one vCPU.
 pub struct VcpuPower {
     state: AtomicU8,
-    /// Set (Release) once `entry`/`context` are valid; taken by the owner.
-    start_pending: AtomicU8,
     entry: AtomicU64,
     context: AtomicU64,
 }
@@ -24,10 +29,20 @@ pub struct VcpuPower {
 /// Why CPU_ON was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PowerOnError {
-    /// The vCPU is already on (or its start is pending).
+    /// The vCPU is already on.
     AlreadyOn,
+    /// An earlier CPU_ON for it has not taken effect yet.
+    OnPending,
     /// The domain has been stopped; its vCPUs stay down.
     Stopped,
+}
+
+/// What AFFINITY_INFO reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerState {
+    Off,
+    OnPending,
+    On,
 }
 
 impl VcpuPower {
@@ -35,7 +50,6 @@ impl VcpuPower {
     pub const fn new() -> Self {
         Self {
             state: AtomicU8::new(OFF),
-            start_pending: AtomicU8::new(0),
             entry: AtomicU64::new(0),
             context: AtomicU64::new(0),
         }
@@ -45,34 +59,45 @@ impl VcpuPower {
     pub fn power_on(&self, entry: u64, context: u64) -> Result<(), PowerOnError> {
         match self
             .state
-            .compare_exchange(OFF, ON, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(OFF, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => {
                 self.entry.store(entry, Ordering::Relaxed);
                 self.context.store(context, Ordering::Relaxed);
-                self.start_pending.store(1, Ordering::Release);
-                Ok(())
+                // A stop or reset in between wins: the request is dropped.
+                match self.state.compare_exchange(
+                    CLAIMED,
+                    STARTING,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(PowerOnError::Stopped),
+                }
             }
             Err(STOPPED) => Err(PowerOnError::Stopped),
-            Err(_) => Err(PowerOnError::AlreadyOn),
+            Err(ON) => Err(PowerOnError::AlreadyOn),
+            Err(_) => Err(PowerOnError::OnPending),
         }
     }
 
-    /// Take a posted start request: `(entry, context)`, once.
+    /// Owner pCPU only: take a posted start request, `(entry, context)`,
+    /// once. The vCPU counts as ON from here; the caller must reset its
+    /// registers before it next schedules.
     pub fn take_start(&self) -> Option<(u64, u64)> {
-        if self.start_pending.swap(0, Ordering::Acquire) == 1 {
-            Some((
-                self.entry.load(Ordering::Relaxed),
-                self.context.load(Ordering::Relaxed),
-            ))
-        } else {
-            None
-        }
+        self.state
+            .compare_exchange(STARTING, ON, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| {
+                (
+                    self.entry.load(Ordering::Relaxed),
+                    self.context.load(Ordering::Relaxed),
+                )
+            })
     }
 
-    /// PSCI CPU_OFF by the vCPU itself (or a domain reset).
+    /// PSCI CPU_OFF by the vCPU itself.
     pub fn power_off(&self) {
-        self.start_pending.store(0, Ordering::Release);
         let _ = self
             .state
             .compare_exchange(ON, OFF, Ordering::AcqRel, Ordering::Acquire);
@@ -80,19 +105,26 @@ impl VcpuPower {
 
     /// The domain is stopped: refuse every later CPU_ON.
     pub fn stop(&self) {
-        self.start_pending.store(0, Ordering::Release);
         self.state.store(STOPPED, Ordering::Release);
     }
 
     /// Back to OFF after a domain reboot.
     pub fn reset(&self) {
-        self.start_pending.store(0, Ordering::Release);
         self.state.store(OFF, Ordering::Release);
     }
 
-    /// Whether the vCPU is on (for AFFINITY_INFO and the scheduler).
+    /// Whether the vCPU may be scheduled: ON, with its start applied.
     pub fn is_on(&self) -> bool {
         self.state.load(Ordering::Acquire) == ON
+    }
+
+    /// The state as AFFINITY_INFO reports it.
+    pub fn affinity(&self) -> PowerState {
+        match self.state.load(Ordering::Acquire) {
+            ON => PowerState::On,
+            CLAIMED | STARTING => PowerState::OnPending,
+            _ => PowerState::Off,
+        }
     }
 }
 
@@ -111,10 +143,15 @@ mod tests {
     fn second_power_on_is_already_on_every_time() {
         let p = VcpuPower::new();
         assert_eq!(p.power_on(0x4000_0000, 1), Ok(()));
+        assert!(!p.is_on(), "not schedulable before the owner applies it");
+        assert_eq!(p.affinity(), PowerState::OnPending);
+        assert_eq!(p.power_on(0x4000_0000, 2), Err(PowerOnError::OnPending));
+        assert_eq!(p.take_start(), Some((0x4000_0000, 1)));
+        assert!(p.is_on());
+        assert_eq!(p.affinity(), PowerState::On);
         for _ in 0..100 {
             assert_eq!(p.power_on(0x4000_0000, 2), Err(PowerOnError::AlreadyOn));
         }
-        assert_eq!(p.take_start(), Some((0x4000_0000, 1)));
         assert_eq!(p.take_start(), None);
         p.power_off();
         assert!(!p.is_on());
@@ -140,7 +177,7 @@ mod tests {
             assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
             assert!(results
                 .iter()
-                .all(|r| matches!(r, Ok(()) | Err(PowerOnError::AlreadyOn))));
+                .all(|r| matches!(r, Ok(()) | Err(PowerOnError::OnPending))));
             let (entry, ctx) = p.take_start().unwrap();
             assert_eq!(
                 entry - 0x4000_0000,
@@ -155,7 +192,11 @@ mod tests {
         let p = VcpuPower::new();
         p.stop();
         assert_eq!(p.power_on(0, 0), Err(PowerOnError::Stopped));
+        assert_eq!(p.take_start(), None);
         p.reset();
         assert_eq!(p.power_on(0, 0), Ok(()));
+        p.stop();
+        assert_eq!(p.take_start(), None, "a stop drops a pending start");
+        assert!(!p.is_on());
     }
 }

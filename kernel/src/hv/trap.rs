@@ -16,7 +16,7 @@ use tessera_ipc::psci::{self, AffinityState, Status};
 use tessera_kernel::esr::{self, DataAbort, SysReg, SysRegAccess, Trap};
 use tessera_kernel::hypercall::{self as dec, Call, PsciCall};
 use tessera_kernel::idregs;
-use tessera_kernel::power::PowerOnError;
+use tessera_kernel::power::{PowerOnError, PowerState};
 use tessera_policy::{ConsolePerm, DomainPerm};
 use zerocopy::IntoBytes;
 
@@ -554,6 +554,7 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
                     (Status::Success.to_ret(), Next::Resume)
                 }
                 Some(Err(PowerOnError::AlreadyOn)) => (Status::AlreadyOn.to_ret(), Next::Resume),
+                Some(Err(PowerOnError::OnPending)) => (Status::OnPending.to_ret(), Next::Resume),
                 _ => (Status::Denied.to_ret(), Next::Resume),
             },
         },
@@ -563,15 +564,12 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
         }
         PsciCall::AffinityInfo { target, level } => match target_vcpu(target) {
             Some(t) if level == 0 => {
-                let on = vcpu(t).is_some_and(|s| s.power.is_on());
-                (
-                    if on {
-                        AffinityState::On as u64
-                    } else {
-                        AffinityState::Off as u64
-                    },
-                    Next::Resume,
-                )
+                let state = match vcpu(t).map(|s| s.power.affinity()) {
+                    Some(PowerState::On) => AffinityState::On,
+                    Some(PowerState::OnPending) => AffinityState::OnPending,
+                    _ => AffinityState::Off,
+                };
+                (state as u64, Next::Resume)
             }
             _ => (Status::InvalidParameters.to_ret(), Next::Resume),
         },
