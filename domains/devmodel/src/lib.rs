@@ -3,3 +3,7 @@
 //! every device is tested on the host. `main.rs` is the thin EL1 shell that
 //! feeds it ioreqs from the kernel.
 #![cfg_attr(not(test), no_std)]
+
+pub mod guest_mem;
+pub mod pl011;
+pub mod virtio;

@@ -1,0 +1,1 @@
+//! The emulated PL011 UART (to be written).

@@ -1,0 +1,1 @@
+//! virtio-mmio devices (to be written).
