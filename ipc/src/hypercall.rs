@@ -27,6 +27,8 @@ crate::abi_enum! {
         SchedOp = 29,
         EventChannelOp = 32,
         HvmOp = 34,
+        /// Tessera-native: IOREQ server control (`crate::ioreq`).
+        Ioreq = 0x1001,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod event_channel;
 pub mod grant_table;
 pub mod hypercall;
 pub mod image;
+pub mod ioreq;
 pub mod memory;
 pub mod platform;
 pub mod psci;

@@ -20,6 +20,10 @@ pub const PL011_SIZE: u64 = 0x1000;
 pub const VIRTIO_MMIO_BASE: u64 = 0x0a00_0000;
 /// Distance between virtio-mmio slots.
 pub const VIRTIO_MMIO_STRIDE: u64 = 0x200;
+/// The PL011's interrupt: SPI 1 (INTID 33), as on QEMU `virt`.
+pub const PL011_INTID: u32 = 32 + 1;
+/// Slot `n`'s interrupt is SPI 16 + n (INTID 48 + n), as on QEMU `virt`.
+pub const VIRTIO_MMIO_INTID_BASE: u32 = 32 + 16;
 
 /// The grant-table window: `XENMAPSPACE_grant_table` frames are placed
 /// here (the guest DT's hypervisor node `reg[0]`, as in Xen's layout).

@@ -18,7 +18,8 @@ use core::fmt::Write;
 use tessera_ipc::platform::{
     vcpu_mpidr, EVTCHN_UPCALL_INTID, EXT_REGION_BASE, EXT_REGION_SIZE, GICD_BASE, GICD_SIZE,
     GICR_BASE, GICR_STRIDE, GNTTAB_BASE, GNTTAB_SIZE, MAGIC_BASE, MAGIC_SIZE, MAX_VCPUS_PER_DOMAIN,
-    PL011_BASE, PL011_SIZE, VTIMER_INTID,
+    PL011_BASE, PL011_SIZE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_INTID_BASE, VIRTIO_MMIO_STRIDE,
+    VTIMER_INTID,
 };
 
 use crate::fdt_writer::{DtWriteError, FdtWriter};
@@ -36,6 +37,8 @@ pub struct GuestDtParams<'a> {
     pub initrd: Option<(u64, u64)>,
     /// Whether to describe the emulated PL011 (and make it the console).
     pub vpl011: bool,
+    /// How many virtio-mmio slots to describe, from `VIRTIO_MMIO_BASE`.
+    pub virtio_slots: u32,
 }
 
 /// Xen nodes a domain's DT may carry besides the platform.
@@ -46,6 +49,9 @@ pub struct XenGuestNodes<'a> {
     /// The static shared-memory regions the domain maps, at most
     /// `config::MAX_SHM`.
     pub shm: &'a [GuestShm<'a>],
+    /// For a device model: the domains it serves (Tessera's
+    /// `/tessera-ioreq` node).
+    pub served: &'a [ServedDomain<'a>],
 }
 
 impl XenGuestNodes<'static> {
@@ -53,7 +59,21 @@ impl XenGuestNodes<'static> {
     pub const NONE: Self = Self {
         hypervisor: false,
         shm: &[],
+        served: &[],
     };
+}
+
+/// One domain a device model serves, as its DT describes it: everything
+/// the device model needs to register and emulate that domain's devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedDomain<'a> {
+    pub domid: u16,
+    pub name: &'a str,
+    pub vcpus: u32,
+    pub ram_size: u64,
+    pub vpl011: bool,
+    /// `tessera,virtio` names, in slot order.
+    pub virtio: &'a [&'a str],
 }
 
 /// One static shared-memory region as the guest sees it.
@@ -90,9 +110,11 @@ const SECURE_PHYS_TIMER_INTID: u32 = 29;
 const NONSECURE_PHYS_TIMER_INTID: u32 = 30;
 const HYP_TIMER_INTID: u32 = 26;
 /// The PL011's SPI number (INTID 33), as on QEMU `virt` (`VIRT_UART`).
-const PL011_SPI: u32 = 1;
+const PL011_SPI: u32 = tessera_ipc::platform::PL011_INTID - 32;
 /// MPIDR_EL1 Aff2..Aff0: what a cpu node's one-cell `reg` holds.
 const MPIDR_AFFINITY_MASK: u64 = 0x00ff_ffff;
+/// Rising-edge trigger, as QEMU `virt` gives virtio-mmio.
+const IRQ_TYPE_EDGE_RISING: u32 = 1;
 /// Level-low trigger, Xen's choice for the event-channel upcall.
 const IRQ_TYPE_LEVEL_LOW: u32 = 8;
 /// The PPI CPU mask Xen writes for the upcall (bits 15:8 of the flags cell,
@@ -177,9 +199,15 @@ pub fn build_guest_dt_with(
     if p.vpl011 {
         write_pl011(&mut w)?;
     }
+    for n in 0..p.virtio_slots {
+        write_virtio_mmio(&mut w, n)?;
+    }
 
     if xen.hypervisor {
         write_hypervisor(&mut w)?;
+    }
+    if !xen.served.is_empty() {
+        write_served(&mut w, xen.served)?;
     }
 
     w.end_node()?;
@@ -345,6 +373,45 @@ fn write_pl011(w: &mut FdtWriter) -> Result<(), DtWriteError> {
     w.end_node()
 }
 
+/// A virtio-mmio slot as QEMU `virt` describes it (edge-triggered SPI,
+/// coherent DMA).
+fn write_virtio_mmio(w: &mut FdtWriter, n: u32) -> Result<(), DtWriteError> {
+    let base = VIRTIO_MMIO_BASE + u64::from(n) * VIRTIO_MMIO_STRIDE;
+    w.begin_node(&unit_name("virtio_mmio", base)?)?;
+    w.property_string("compatible", "virtio,mmio")?;
+    w.property_u64s("reg", &[base, VIRTIO_MMIO_STRIDE])?;
+    w.property_cells(
+        "interrupts",
+        &[
+            GIC_SPI,
+            VIRTIO_MMIO_INTID_BASE - 32 + n,
+            IRQ_TYPE_EDGE_RISING,
+        ],
+    )?;
+    w.property_empty("dma-coherent")?;
+    w.end_node()
+}
+
+/// `/tessera-ioreq`: one `domain@<id>` node per served domain.
+fn write_served(w: &mut FdtWriter, served: &[ServedDomain]) -> Result<(), DtWriteError> {
+    w.begin_node("tessera-ioreq")?;
+    for d in served {
+        w.begin_node(&unit_name("domain", u64::from(d.domid))?)?;
+        w.property_u32("tessera,domid", u32::from(d.domid))?;
+        w.property_string("tessera,name", d.name)?;
+        w.property_u32("tessera,vcpus", d.vcpus)?;
+        w.property_u64("tessera,ram-size", d.ram_size)?;
+        if d.vpl011 {
+            w.property_empty("tessera,vpl011")?;
+        }
+        if !d.virtio.is_empty() {
+            w.property_strings("tessera,virtio", d.virtio)?;
+        }
+        w.end_node()?;
+    }
+    w.end_node()
+}
+
 /// `name@<hex address>`, the devicetree convention for unit names.
 fn unit_name(name: &str, address: u64) -> Result<heapless::String<32>, DtWriteError> {
     let mut s = heapless::String::new();
@@ -365,6 +432,7 @@ mod tests {
             bootargs: "console=ttyAMA0 earlycon",
             initrd: Some((0x4800_0000, 0x4880_0000)),
             vpl011: true,
+            virtio_slots: 2,
         }
     }
 
@@ -547,7 +615,38 @@ mod tests {
         XenGuestNodes {
             hypervisor: true,
             shm: &SHM,
+            served: &[],
         }
+    }
+
+    #[test]
+    fn device_model_nodes() {
+        let virtio = ["console", "blk"];
+        let served = [ServedDomain {
+            domid: 3,
+            name: "linux",
+            vcpus: 2,
+            ram_size: 256 << 20,
+            vpl011: true,
+            virtio: &virtio,
+        }];
+        let xen = XenGuestNodes {
+            served: &served,
+            ..XenGuestNodes::NONE
+        };
+        let blob = build_with(&params(), &xen);
+        let fdt = dtb::open(&blob).unwrap();
+        let node = fdt.find_node("/tessera-ioreq/domain@3").unwrap();
+        let value = |n: &fdt::node::FdtNode, name| n.property(name).unwrap().value.to_vec();
+        assert_eq!(value(&node, "tessera,domid"), 3u32.to_be_bytes());
+        assert_eq!(value(&node, "tessera,virtio"), b"console\0blk\0");
+        assert!(node.property("tessera,vpl011").is_some());
+        let slot1 = fdt.find_node("/virtio_mmio@a000200").unwrap();
+        assert_eq!(
+            value(&slot1, "interrupts"),
+            [0, 0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 1]
+        );
+        assert!(fdt.find_node("/virtio_mmio@a000400").is_none());
     }
 
     #[test]
@@ -571,6 +670,7 @@ mod tests {
             &XenGuestNodes {
                 hypervisor: true,
                 shm: &[],
+                served: &[],
             },
         );
         let fdt = dtb::open(&blob).unwrap();
@@ -646,6 +746,7 @@ mod tests {
             &XenGuestNodes {
                 hypervisor: false,
                 shm: &SHM,
+                served: &[],
             },
         );
         let fdt = dtb::open(&blob).unwrap();
@@ -689,6 +790,7 @@ mod tests {
                 &XenGuestNodes {
                     hypervisor: true,
                     shm: &shm,
+                    served: &[],
                 },
                 &mut [0u8; 8192],
             )
@@ -749,6 +851,7 @@ mod tests {
         let xen = XenGuestNodes {
             hypervisor: false,
             shm: &overlapping,
+            served: &[],
         };
         assert_eq!(
             build_guest_dt_with(&params(), &xen, &mut buf),
@@ -763,6 +866,7 @@ mod tests {
         let xen = XenGuestNodes {
             hypervisor: false,
             shm: &many,
+            served: &[],
         };
         assert_eq!(
             build_guest_dt_with(&params(), &xen, &mut buf),
@@ -771,6 +875,7 @@ mod tests {
         let xen = XenGuestNodes {
             hypervisor: false,
             shm: &many[..MAX_GUEST_SHM],
+            served: &[],
         };
         assert!(build_guest_dt_with(&params(), &xen, &mut buf).is_ok());
     }

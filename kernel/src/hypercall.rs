@@ -10,6 +10,7 @@ use crate::addr::GuestVa;
 use tessera_ipc::errno::Errno;
 use tessera_ipc::event_channel::EvtchnCmd;
 use tessera_ipc::hypercall::{ConsoleIoCmd, Op, SchedCmd, XenVersionCmd, CONSOLE_IO_MAX};
+use tessera_ipc::ioreq::{IoreqCmd, SLOTS_PER_PAGE};
 use tessera_ipc::memory::{HvmCmd, MemoryCmd, VcpuCmd};
 use tessera_ipc::psci::Function;
 
@@ -56,6 +57,72 @@ pub enum Call {
         arg: GuestVa,
         count: u32,
     },
+    /// A Tessera-native IOREQ control call.
+    Ioreq(IoreqCall),
+}
+
+/// An IOREQ control call with its register arguments range-checked (the
+/// kernel still checks them against the domains and the policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoreqCall {
+    Register { dom: u16, page: u64 },
+    MapRange { dom: u16, base: u64, size: u64 },
+    MapMemory { dom: u16, ipa: u64 },
+    Complete { dom: u16, vcpu: usize },
+    SetIrqLevel { dom: u16, intid: u32, level: bool },
+    ConsoleWrite { dom: u16, buf: GuestVa, len: usize },
+    ConsoleRead { dom: u16, buf: GuestVa, len: usize },
+}
+
+/// Largest MMIO range one `MapRange` may claim.
+pub const IOREQ_MAX_RANGE: u64 = 1 << 30;
+/// `MapMemory` places RAM on 2 MiB boundaries (block mappings).
+pub const IOREQ_MAP_ALIGN: u64 = 2 << 20;
+
+fn decode_ioreq(args: &[u64; 6]) -> Result<IoreqCall, Errno> {
+    let cmd = IoreqCmd::try_from(args[0]).map_err(|_| Errno::Enosys)?;
+    let dom = u16::try_from(args[1]).map_err(|_| Errno::Einval)?;
+    match cmd {
+        IoreqCmd::Register if args[2].is_multiple_of(4096) => {
+            Ok(IoreqCall::Register { dom, page: args[2] })
+        }
+        IoreqCmd::MapRange
+            if args[3] > 0
+                && args[3] <= IOREQ_MAX_RANGE
+                && args[2].checked_add(args[3]).is_some() =>
+        {
+            Ok(IoreqCall::MapRange {
+                dom,
+                base: args[2],
+                size: args[3],
+            })
+        }
+        IoreqCmd::MapMemory if args[2].is_multiple_of(IOREQ_MAP_ALIGN) => {
+            Ok(IoreqCall::MapMemory { dom, ipa: args[2] })
+        }
+        IoreqCmd::Complete if args[2] < SLOTS_PER_PAGE as u64 => Ok(IoreqCall::Complete {
+            dom,
+            vcpu: args[2] as usize,
+        }),
+        IoreqCmd::SetIrqLevel if (32..1020).contains(&args[2]) && args[3] <= 1 => {
+            Ok(IoreqCall::SetIrqLevel {
+                dom,
+                intid: args[2] as u32,
+                level: args[3] == 1,
+            })
+        }
+        IoreqCmd::ConsoleWrite => Ok(IoreqCall::ConsoleWrite {
+            dom,
+            buf: GuestVa(args[2]),
+            len: args[3].min(CONSOLE_IO_MAX as u64) as usize,
+        }),
+        IoreqCmd::ConsoleRead => Ok(IoreqCall::ConsoleRead {
+            dom,
+            buf: GuestVa(args[2]),
+            len: args[3].min(CONSOLE_IO_MAX as u64) as usize,
+        }),
+        _ => Err(Errno::Einval),
+    }
 }
 
 /// Decode `op` (x16) and `args` (x0..x5).
@@ -112,6 +179,7 @@ pub fn decode(op: u64, args: &[u64; 6]) -> Result<Call, Errno> {
             arg: GuestVa(args[1]),
             count: u32::try_from(args[2]).map_err(|_| Errno::Einval)?,
         }),
+        Op::Ioreq => decode_ioreq(args).map(Call::Ioreq),
     }
 }
 
@@ -192,6 +260,59 @@ pub fn decode_psci(regs: &[u64; 4]) -> Option<PsciCall> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ioreq_calls_are_range_checked() {
+        let op = Op::Ioreq as u64;
+        let call = |a: [u64; 6]| decode(op, &a);
+        assert_eq!(
+            call([0, 2, 0x4010_0000, 0, 0, 0]),
+            Ok(Call::Ioreq(IoreqCall::Register {
+                dom: 2,
+                page: 0x4010_0000
+            }))
+        );
+        assert_eq!(call([0, 2, 0x4010_0008, 0, 0, 0]), Err(Errno::Einval));
+        assert_eq!(
+            call([0, 0x1_0000, 0x4010_0000, 0, 0, 0]),
+            Err(Errno::Einval)
+        );
+        assert_eq!(
+            call([1, 2, 0x0900_0000, 0, 0, 0]),
+            Err(Errno::Einval),
+            "empty range"
+        );
+        assert_eq!(call([1, 2, u64::MAX, 2, 0, 0]), Err(Errno::Einval), "wraps");
+        assert_eq!(
+            call([1, 2, 0, IOREQ_MAX_RANGE + 1, 0, 0]),
+            Err(Errno::Einval)
+        );
+        assert!(call([1, 2, 0x0900_0000, 0x1000, 0, 0]).is_ok());
+        assert_eq!(
+            call([2, 2, 0x8010_0000, 0, 0, 0]),
+            Err(Errno::Einval),
+            "unaligned"
+        );
+        assert!(call([2, 2, 0x8020_0000, 0, 0, 0]).is_ok());
+        assert_eq!(
+            call([3, 2, SLOTS_PER_PAGE as u64, 0, 0, 0]),
+            Err(Errno::Einval)
+        );
+        assert!(call([3, 2, 1, 0, 0, 0]).is_ok());
+        assert_eq!(call([4, 2, 31, 0, 0, 0]), Err(Errno::Einval), "a PPI");
+        assert_eq!(call([4, 2, 1020, 0, 0, 0]), Err(Errno::Einval));
+        assert!(call([4, 2, 33, 1, 0, 0]).is_ok());
+        assert_eq!(
+            call([4, 2, 33, 2, 0, 0]),
+            Err(Errno::Einval),
+            "a level is 0 or 1"
+        );
+        assert!(
+            call([5, 2, 0x4000_0000, 99_999, 0, 0]).is_ok(),
+            "length clamped"
+        );
+        assert_eq!(call([7, 2, 0, 0, 0, 0]), Err(Errno::Enosys));
+    }
 
     #[test]
     fn decodes_known_calls() {

@@ -79,6 +79,44 @@ const P_STATIC_SIZE_CELLS: &str = "#xen,static-mem-size-cells";
 const P_VPL011: &str = "vpl011";
 const P_XEN_ENHANCED: &str = "xen,enhanced";
 const P_POLICY_MODE: &str = "tessera,policy-mode";
+const P_DEVICE_MODEL: &str = "tessera,device-model";
+const P_VIRTIO: &str = "tessera,virtio";
+
+/// Most virtio-mmio devices one domain may have.
+pub const MAX_VIRTIO: usize = 8;
+
+/// A virtio device a device model offers a guest (`tessera,virtio`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VirtioKind {
+    Net = 1,
+    Blk = 2,
+    Console = 3,
+    Rng = 4,
+}
+
+impl VirtioKind {
+    /// Parse one `tessera,virtio` entry.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "net" => Some(Self::Net),
+            "blk" => Some(Self::Blk),
+            "console" => Some(Self::Console),
+            "rng" => Some(Self::Rng),
+            _ => None,
+        }
+    }
+
+    /// The name used in device trees.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Net => "net",
+            Self::Blk => "blk",
+            Self::Console => "console",
+            Self::Rng => "rng",
+        }
+    }
+}
 
 /// The validated system description.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +150,13 @@ pub struct DomainConfig {
     pub security_label: heapless::String<MAX_SECURITY_LABEL>,
     /// Host-physical memory this domain must be given, if fixed.
     pub static_mem: Option<MemRange>,
-    /// Whether the domain gets an emulated PL011.
+    /// Whether the domain gets an emulated PL011 (from its device model).
     pub vpl011: bool,
+    /// `tessera,device-model = "<domain name>"`: the domain (index) whose
+    /// IOREQ server emulates this one's devices.
+    pub device_model: Option<usize>,
+    /// `tessera,virtio`: the virtio-mmio devices, in slot order.
+    pub virtio: heapless::Vec<VirtioKind, MAX_VIRTIO>,
     /// `xen,enhanced` is present and not `"disabled"`: the domain gets the
     /// Xen `/hypervisor` node (grant table, event-channel PPI) in its DT.
     pub xen_enhanced: bool,
@@ -345,6 +388,18 @@ pub enum ConfigErrorKind {
     /// `xen,enhanced` is not empty, `"enabled"`, `"no-xenstore"` or
     /// `"disabled"`.
     XenEnhancedInvalid,
+    /// `tessera,device-model` is not a string.
+    DeviceModelInvalid,
+    /// `tessera,device-model` names no domain (or the domain itself).
+    DeviceModelNotFound {
+        name: heapless::String<MAX_DOMAIN_NAME>,
+    },
+    /// A `tessera,virtio` entry is not one of net, blk, console, rng.
+    VirtioUnknown,
+    /// More than `MAX_VIRTIO` `tessera,virtio` entries.
+    VirtioTooMany,
+    /// Emulated devices (`vpl011`, `tessera,virtio`) but no device model.
+    DevicesWithoutDeviceModel,
     /// `/chosen` `tessera,policy-mode` is not `"enforcing"` or `"permissive"`.
     PolicyModeInvalid,
 
@@ -540,6 +595,17 @@ impl fmt::Display for ConfigErrorKind {
             Self::XenEnhancedInvalid => f.write_str(
                 "expected empty, \"enabled\", \"no-xenstore\" or \"disabled\"",
             ),
+            Self::DeviceModelInvalid => f.write_str("expected the name of a domain"),
+            Self::DeviceModelNotFound { name } => {
+                write!(f, "no other domain is named {name:?}")
+            }
+            Self::VirtioUnknown => {
+                f.write_str("expected a list of \"net\", \"blk\", \"console\", \"rng\"")
+            }
+            Self::VirtioTooMany => write!(f, "more than {MAX_VIRTIO} devices"),
+            Self::DevicesWithoutDeviceModel => f.write_str(
+                "emulated devices need a device model: add tessera,device-model = \"<domain>\"",
+            ),
             Self::PolicyModeInvalid => f.write_str("expected \"enforcing\" or \"permissive\""),
             Self::EvtchnMissing => f.write_str("missing (<local-port peer-phandle>)"),
             Self::EvtchnBadLength { len } => write!(
@@ -702,6 +768,7 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
     if domains.is_empty() {
         return Err(error(&chosen.path, None, ConfigErrorKind::NoDomains));
     }
+    resolve_device_models(&nodes, &paths, &mut domains)?;
     let linked = links::Domains {
         nodes: &nodes,
         paths: &paths,
@@ -755,9 +822,89 @@ fn parse_domain(node: &Node<'_, '_>, path: &NodePath) -> Result<DomainConfig, Co
         security_label,
         static_mem,
         vpl011: prop(node, P_VPL011).is_some(),
+        device_model: None,
+        virtio: parse_virtio(node, path)?,
         xen_enhanced,
         xenstore,
     })
+}
+
+fn parse_virtio(
+    node: &Node<'_, '_>,
+    path: &NodePath,
+) -> Result<heapless::Vec<VirtioKind, MAX_VIRTIO>, ConfigError> {
+    let mut out = heapless::Vec::new();
+    let Some(value) = prop(node, P_VIRTIO) else {
+        return Ok(out);
+    };
+    let fail = |kind| error(path, Some(P_VIRTIO), kind);
+    // Every entry must be a known name, and the list well-formed (no empty
+    // entries, NUL-terminated), or the slot numbering would be a guess.
+    let body = value
+        .strip_suffix(&[0])
+        .ok_or_else(|| fail(ConfigErrorKind::VirtioUnknown))?;
+    for raw in body.split(|b| *b == 0) {
+        let kind = core::str::from_utf8(raw)
+            .ok()
+            .and_then(VirtioKind::from_name)
+            .ok_or_else(|| fail(ConfigErrorKind::VirtioUnknown))?;
+        out.push(kind)
+            .map_err(|_| fail(ConfigErrorKind::VirtioTooMany))?;
+    }
+    Ok(out)
+}
+
+/// Resolve every `tessera,device-model` name to a domain index, now that
+/// all domains are known.
+fn resolve_device_models(
+    nodes: &[Node<'_, '_>],
+    paths: &[NodePath],
+    domains: &mut [DomainConfig],
+) -> Result<(), ConfigError> {
+    for i in 0..domains.len() {
+        let (node, path) = (&nodes[i], &paths[i]);
+        let wanted = match prop(node, P_DEVICE_MODEL) {
+            None => None,
+            Some(v) => Some(string_value(v).filter(|s| !s.is_empty()).ok_or_else(|| {
+                error(
+                    path,
+                    Some(P_DEVICE_MODEL),
+                    ConfigErrorKind::DeviceModelInvalid,
+                )
+            })?),
+        };
+        let server = match wanted {
+            None => None,
+            Some(name) => {
+                let found = domains
+                    .iter()
+                    .enumerate()
+                    .position(|(j, d)| j != i && d.name.as_str() == name);
+                Some(found.ok_or_else(|| {
+                    error(
+                        path,
+                        Some(P_DEVICE_MODEL),
+                        ConfigErrorKind::DeviceModelNotFound {
+                            name: heapless::String::try_from(
+                                &name[..name.len().min(MAX_DOMAIN_NAME)],
+                            )
+                            .unwrap_or_default(),
+                        },
+                    )
+                })?)
+            }
+        };
+        let d = &mut domains[i];
+        if server.is_none() && (d.vpl011 || !d.virtio.is_empty()) {
+            return Err(error(
+                path,
+                None,
+                ConfigErrorKind::DevicesWithoutDeviceModel,
+            ));
+        }
+        d.device_model = server;
+    }
+    Ok(())
 }
 
 /// `xen,enhanced` as (enhanced, xenstore). Xen's binding: empty or

@@ -207,6 +207,7 @@ fn parses_a_full_domain() {
     let d = Domain::new("domU1@1")
         .set(P_LABEL, string("system_u:system_r:guest_t"))
         .set(P_VPL011, vec![])
+        .set(P_DEVICE_MODEL, string("domU2"))
         .static_mem(0x6000_0000, 128 << 20)
         .modules(vec![Module::kernel("linux"), Module::ramdisk("initrd")]);
     let cfg = parse(&[d, Domain::new("domU2")]).unwrap();
@@ -227,6 +228,7 @@ fn parses_a_full_domain() {
         })
     );
     assert!(d.vpl011);
+    assert_eq!(d.device_model, Some(1));
 
     let d = &cfg.domains[1];
     assert_eq!(d.name.as_str(), "domU2");
@@ -1377,9 +1379,108 @@ fn linked_blobs_never_panic() {
 
 #[test]
 fn system_config_fits_the_boot_stack() {
-    // The kernel holds a `SystemConfig` on its 32 KiB boot stack: the
-    // links (2 KiB of channels, 2.4 KiB of regions) add to the domains'
-    // 8.4 KiB, and nothing should grow it unnoticed.
+    // The kernel holds a `SystemConfig` on its boot stack: the links (2 KiB
+    // of channels, 2.4 KiB of regions) add to the domains' 9 KiB (device
+    // model and virtio list included), and nothing should grow it unnoticed.
     let size = core::mem::size_of::<SystemConfig>();
-    assert!(size <= 13 * 1024, "SystemConfig is {size} bytes");
+    assert!(size <= 14 * 1024, "SystemConfig is {size} bytes");
+}
+
+fn strings(list: &[&str]) -> Vec<u8> {
+    list.iter().flat_map(|s| string(s)).collect()
+}
+
+#[test]
+fn device_model_and_virtio() {
+    let dm = Domain::new("dm");
+    let guest = Domain::new("g")
+        .set(P_DEVICE_MODEL, string("dm"))
+        .set(P_VPL011, vec![])
+        .set(P_VIRTIO, strings(&["console", "rng", "blk", "net"]));
+    let cfg = parse(&[dm.clone(), guest.clone()]).unwrap();
+    let g = &cfg.domains[1];
+    assert_eq!(g.device_model, Some(0));
+    assert!(g.vpl011);
+    assert_eq!(
+        g.virtio.as_slice(),
+        [
+            VirtioKind::Console,
+            VirtioKind::Rng,
+            VirtioKind::Blk,
+            VirtioKind::Net
+        ]
+    );
+    assert_eq!(cfg.domains[0].device_model, None);
+}
+
+#[test]
+fn device_model_errors() {
+    let dm = Domain::new("dm");
+    let with = |prop: &'static str, v: Vec<u8>| {
+        Domain::new("g")
+            .set(P_DEVICE_MODEL, string("dm"))
+            .set(prop, v)
+    };
+    let cases: Vec<(Domain, Option<&str>, ConfigErrorKind)> = vec![
+        (
+            Domain::new("g").set(P_DEVICE_MODEL, string("nobody")),
+            Some(P_DEVICE_MODEL),
+            ConfigErrorKind::DeviceModelNotFound {
+                name: "nobody".try_into().unwrap(),
+            },
+        ),
+        (
+            Domain::new("g").set(P_DEVICE_MODEL, string("g")),
+            Some(P_DEVICE_MODEL),
+            ConfigErrorKind::DeviceModelNotFound {
+                name: "g".try_into().unwrap(),
+            },
+        ),
+        (
+            Domain::new("g").set(P_DEVICE_MODEL, cells(&[1])),
+            Some(P_DEVICE_MODEL),
+            ConfigErrorKind::DeviceModelInvalid,
+        ),
+        (
+            Domain::new("g").set(P_DEVICE_MODEL, string("")),
+            Some(P_DEVICE_MODEL),
+            ConfigErrorKind::DeviceModelInvalid,
+        ),
+        (
+            with(P_VIRTIO, strings(&["console", "gpu"])),
+            Some(P_VIRTIO),
+            ConfigErrorKind::VirtioUnknown,
+        ),
+        (
+            with(P_VIRTIO, strings(&["console", ""])),
+            Some(P_VIRTIO),
+            ConfigErrorKind::VirtioUnknown,
+        ),
+        (
+            with(P_VIRTIO, b"console".to_vec()),
+            Some(P_VIRTIO),
+            ConfigErrorKind::VirtioUnknown,
+        ),
+        (
+            with(P_VIRTIO, strings(&["rng"; MAX_VIRTIO + 1])),
+            Some(P_VIRTIO),
+            ConfigErrorKind::VirtioTooMany,
+        ),
+        (
+            Domain::new("g").set(P_VPL011, vec![]),
+            None,
+            ConfigErrorKind::DevicesWithoutDeviceModel,
+        ),
+        (
+            Domain::new("g").set(P_VIRTIO, strings(&["rng"])),
+            None,
+            ConfigErrorKind::DevicesWithoutDeviceModel,
+        ),
+    ];
+    for (guest, prop, kind) in cases {
+        let err = parse(&[dm.clone(), guest]).unwrap_err();
+        assert_eq!(err.kind, kind, "{err}");
+        assert_eq!(err.property, prop);
+        assert!(!err.to_string().is_empty());
+    }
 }

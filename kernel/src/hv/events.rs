@@ -414,6 +414,20 @@ fn deliver(ev: &mut DomainEvents, port: u32, vcpu: u32) -> bool {
     evtchn::set_pending(&mut GuestBits(ev), port, vcpu)
 }
 
+/// Raise domain `di`'s port bound to `virq` on vCPU `vcpu`, if it bound one
+/// (the kernel's own events to a domain, like Xen's VIRQs).
+pub fn raise_virq(di: usize, virq: u32, vcpu: u32) {
+    let mut ev = EVENTS[di].lock();
+    let Some(port) = ev.ports.virq_port(virq, vcpu) else {
+        return;
+    };
+    let inject = deliver(&mut ev, port, vcpu);
+    drop(ev);
+    if inject && domains().get(di).is_some_and(|d| d.is_running()) {
+        upcall(di, vcpu);
+    }
+}
+
 /// EVTCHNOP_send from domain `di`.
 fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
     let d = domains().get(di).ok_or(Errno::Esrch)?;

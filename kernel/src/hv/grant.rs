@@ -159,6 +159,24 @@ fn map_into(di: usize, ipa: u64, pa: u64, writable: bool) -> Result<(), MapError
     Ok(())
 }
 
+/// Map `size` bytes of host RAM at `pa` to `ipa` in domain `di`'s live
+/// stage 2 (blocks where aligned), read-write, never executable: a device
+/// model's view of a domain it serves.
+pub(super) fn map_range_into(di: usize, ipa: u64, pa: u64, size: u64) -> Result<(), MapError> {
+    let (Some(d), Some(lock)) = (domains().get(di), STAGE2.get(di)) else {
+        return Err(MapError::OutOfRange);
+    };
+    let attrs = Attrs {
+        mem: MemType::Normal,
+        writable: true,
+        executable: false,
+    };
+    let mut tables = lock.lock();
+    stage2_of(d).map(&mut *tables, ipa, PhysAddr(pa), size, attrs)?;
+    guest::stage2_publish();
+    Ok(())
+}
+
 /// Remove the page at `ipa` from domain `di`'s stage 2 and invalidate every
 /// TLB entry for it. Returns only once no PE can reach the page through it.
 fn unmap_from(di: usize, ipa: u64) {

@@ -10,6 +10,7 @@
 pub mod console;
 mod events;
 mod grant;
+mod ioreq;
 mod mac;
 mod trap;
 
@@ -67,6 +68,12 @@ pub struct Domain {
     load_offset: u64,
     bootargs: heapless::String<256>,
     vpl011: bool,
+    /// The initrd (`multiboot,ramdisk`), loaded below the DTB.
+    ramdisk: Option<&'static [u8]>,
+    /// virtio-mmio slots in its DT (served by its device model).
+    virtio_slots: u32,
+    /// As a device model: the domains it serves, for its DT.
+    served: heapless::Vec<Served, MAX_SERVED>,
     /// Whether the guest DT carries Xen's `/hypervisor` node.
     xen_enhanced: bool,
     /// Static shared-memory regions mapped into this domain, for its DT:
@@ -76,6 +83,18 @@ pub struct Domain {
 
 /// Most static shared-memory regions one domain maps.
 const MAX_SHM_PER_DOMAIN: usize = 8;
+/// Most domains one device model serves.
+const MAX_SERVED: usize = 8;
+
+/// A domain a device model serves, as the device model's DT lists it.
+struct Served {
+    domid: u16,
+    name: heapless::String<32>,
+    vcpus: u32,
+    ram_size: u64,
+    vpl011: bool,
+    virtio: heapless::Vec<config::VirtioKind, { config::MAX_VIRTIO }>,
+}
 
 /// A shared-memory region's host placement and who may map it.
 struct ShmPlacement {
@@ -123,6 +142,8 @@ pub struct OwnerState {
     pub lr_intid: [u32; gic::NR_LRS],
     /// Whether the vCPU's timer is live in the hardware.
     pub timer_in_hw: bool,
+    /// An MMIO access waiting for its device model's answer.
+    pub pending_io: Option<ioreq::PendingIo>,
 }
 
 // SAFETY: `frame` and `owner` are only accessed by the pCPU the vCPU is
@@ -138,6 +159,7 @@ impl Vcpu {
                 lr_used: 0,
                 lr_intid: [0; gic::NR_LRS],
                 timer_in_hw: false,
+                pending_io: None,
             }),
             power: VcpuPower::new(),
             domain: AtomicUsize::new(0),
@@ -260,6 +282,16 @@ pub unsafe fn owned(v: usize) -> (&'static mut VcpuFrame, &'static mut OwnerStat
     // SAFETY: per the contract, only the owning pCPU calls this and it never
     // holds two such references to the same vCPU at once.
     unsafe { (&mut *slot.frame.get(), &mut *slot.owner.get()) }
+}
+
+/// The owner-only bookkeeping of vCPU `v`, for a trap handler that already
+/// holds the frame.
+///
+/// # Safety
+/// As for [`owned`]; the state must not be borrowed elsewhere.
+pub unsafe fn owner_state(v: usize) -> &'static mut OwnerState {
+    // SAFETY: per the contract; the frame is a separate cell.
+    unsafe { &mut *VCPUS[v].owner.get() }
 }
 
 /// Whether the trapped vCPU `f` can go straight back to the guest: nothing
@@ -710,12 +742,40 @@ fn build_domain(
         .find(ModuleKind::Kernel, &dc.kernel.name)
         .map_err(|_| "kernel module missing from the image")?
         .data;
-    let load_offset = match Arm64ImageHeader::read_from_prefix(payload) {
-        Ok((h, _)) if h.magic.get() == ARM64_IMAGE_MAGIC => h.text_offset.get(),
-        _ => 0,
+    let (load_offset, image_size) = match Arm64ImageHeader::read_from_prefix(payload) {
+        Ok((h, _)) if h.magic.get() == ARM64_IMAGE_MAGIC => {
+            (h.text_offset.get(), h.image_size.get())
+        }
+        _ => (0, 0),
     };
-    if load_offset.saturating_add(payload.len() as u64) > size - GUEST_DTB_RESERVE {
-        return Err("kernel does not fit in guest RAM");
+    let ramdisk = match &dc.ramdisk {
+        Some(r) => Some(
+            table
+                .find(ModuleKind::Ramdisk, &r.name)
+                .map_err(|_| "ramdisk module missing from the image")?
+                .data,
+        ),
+        None => None,
+    };
+    // The kernel image (with its BSS, per the arm64 header) from the load
+    // offset up; the initrd and then the DTB at the top of RAM.
+    let kernel_end = load_offset.saturating_add((payload.len() as u64).max(image_size));
+    let initrd_len = ramdisk.map_or(0, |r| (r.len() as u64).next_multiple_of(PAGE_SIZE));
+    if kernel_end.saturating_add(initrd_len) > size - GUEST_DTB_RESERVE {
+        return Err("kernel and initrd do not fit in guest RAM");
+    }
+    let mut served = heapless::Vec::new();
+    for (j, other) in cfg.domains.iter().enumerate() {
+        if other.device_model == Some(i) {
+            let _ = served.push(Served {
+                domid: (j + 1) as u16,
+                name: heapless::String::try_from(other.name.as_str()).unwrap_or_default(),
+                vcpus: other.vcpus,
+                ram_size: other.memory_bytes,
+                vpl011: other.vpl011,
+                virtio: other.virtio.clone(),
+            });
+        }
     }
     if dc.vcpus as usize > platform::MAX_VCPUS_PER_DOMAIN
         || *next_vcpu + dc.vcpus as usize > MAX_VCPUS
@@ -765,6 +825,9 @@ fn build_domain(
         load_offset,
         bootargs: dc.bootargs.clone(),
         vpl011: dc.vpl011,
+        ramdisk,
+        virtio_slots: dc.virtio.len() as u32,
+        served,
         xen_enhanced: dc.xen_enhanced,
         shm,
     };
@@ -786,14 +849,26 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
         .ok_or("kernel does not fit")?
         .copy_from_slice(d.payload);
     let dtb_off = (d.dtb_ipa - platform::RAM_BASE) as usize;
+    let initrd = match d.ramdisk {
+        Some(r) => {
+            let at = (dtb_off - r.len()) & !(PAGE_SIZE as usize - 1);
+            ram.get_mut(at..at + r.len())
+                .ok_or("initrd does not fit")?
+                .copy_from_slice(r);
+            let start = platform::RAM_BASE + at as u64;
+            Some((start, start + r.len() as u64))
+        }
+        None => None,
+    };
     let out = ram.get_mut(dtb_off..).ok_or("no room for the guest DTB")?;
     let params = GuestDtParams {
         ram_base: platform::RAM_BASE,
         ram_size: d.ram_size,
         vcpus: d.nr_vcpus as u32,
         bootargs: &d.bootargs,
-        initrd: None,
+        initrd,
         vpl011: d.vpl011,
+        virtio_slots: d.virtio_slots,
     };
     let mut shm: heapless::Vec<guest_dt::GuestShm, MAX_SHM_PER_DOMAIN> = heapless::Vec::new();
     for (id, base, size) in &d.shm {
@@ -803,9 +878,26 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
             size: *size,
         });
     }
+    let mut names: heapless::Vec<heapless::Vec<&str, { config::MAX_VIRTIO }>, MAX_SERVED> =
+        heapless::Vec::new();
+    for s in &d.served {
+        let _ = names.push(s.virtio.iter().map(|k| k.name()).collect());
+    }
+    let mut served: heapless::Vec<guest_dt::ServedDomain, MAX_SERVED> = heapless::Vec::new();
+    for (s, virtio) in d.served.iter().zip(&names) {
+        let _ = served.push(guest_dt::ServedDomain {
+            domid: s.domid,
+            name: &s.name,
+            vcpus: s.vcpus,
+            ram_size: s.ram_size,
+            vpl011: s.vpl011,
+            virtio,
+        });
+    }
     let xen = guest_dt::XenGuestNodes {
         hypervisor: d.xen_enhanced,
         shm: &shm,
+        served: &served,
     };
     guest_dt::build_guest_dt_with(&params, &xen, out).map_err(|_| "cannot build the guest DTB")?;
     // Guests start with caches off: push the payload to memory.
@@ -895,6 +987,7 @@ pub fn stop_domain(di: usize, why: StopReason) {
     }
     events::domain_stopped(di, d.nr_vcpus);
     grant::domain_stopped(di);
+    ioreq::domain_stopped(di);
     if let StopReason::Reboot = why {
         // Let the other pCPUs leave the domain's vCPUs before reloading.
         spin_wait_us(200);
@@ -937,6 +1030,14 @@ fn runnable(v: usize) -> bool {
     }
     // SAFETY: called only by the owning pCPU from its scheduler.
     let (frame, own) = unsafe { owned(v) };
+    // Waiting on a device model is not woken by interrupts, only by the answer.
+    if own.pending_io.is_some() {
+        if !ioreq::try_finish(frame, own) {
+            return false;
+        }
+        own.blocked = false;
+        return true;
+    }
     if !own.blocked {
         return true;
     }

@@ -14,7 +14,7 @@ use tessera_ipc::hypercall::{
 };
 use tessera_ipc::psci::{self, AffinityState, Status};
 use tessera_kernel::esr::{self, DataAbort, SysReg, SysRegAccess, Trap};
-use tessera_kernel::hypercall::{self as dec, Call, PsciCall};
+use tessera_kernel::hypercall::{self as dec, Call, IoreqCall, PsciCall};
 use tessera_kernel::idregs;
 use tessera_kernel::power::{PowerOnError, PowerState};
 use tessera_policy::{ConsolePerm, DomainPerm};
@@ -233,7 +233,7 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     let mut vgic = dom.vgic.lock();
     let Some((frame_kind, off)) = vgic.decode(ipa) else {
         drop(vgic);
-        return fault(v, esr);
+        return device_access(v, f, d, ipa, esr);
     };
     let Some(acc) = d.syndrome else {
         drop(vgic);
@@ -272,6 +272,34 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     }
     advance_pc(esr);
     Next::Resume
+}
+
+/// A data abort outside RAM and the GIC: an MMIO access for the domain's
+/// device model, if one registered the address. Anything else (no server,
+/// or no syndrome to say what the instruction does) stops the domain: the
+/// kernel does not decode instructions and does not guess.
+fn device_access(v: usize, f: &mut VcpuFrame, d: DataAbort, ipa: u64, esr: u64) -> Next {
+    let (Some(slot), Some(acc)) = (vcpu(v), d.syndrome) else {
+        return fault(v, esr);
+    };
+    let di = slot.domain.load(Ordering::Relaxed);
+    let idx = slot.index.load(Ordering::Relaxed);
+    let write = d.write.then(|| {
+        let raw = get_reg(f, acc.reg);
+        if acc.size == 8 {
+            raw
+        } else {
+            raw & ((1u64 << (acc.size * 8)) - 1)
+        }
+    });
+    // SAFETY: trap entry runs on the owner pCPU; only the frame is borrowed.
+    let own = unsafe { owner_state(v) };
+    if ioreq::post(di, idx, ipa, acc, write, own).is_none() {
+        return fault(v, esr);
+    }
+    // The PC moves past the access now; the answer only fills a register.
+    advance_pc(esr);
+    Next::Block
 }
 
 /// Mark the vCPUs in `mask` (domain-local indices) as having new interrupts
@@ -404,6 +432,21 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             (events::vcpu_op(p, di, cmd, vcpu, arg.raw()), Next::Resume)
         }
         Call::Hvm { cmd, arg } => (events::hvm_op(di, cmd, arg.raw()), Next::Resume),
+        Call::Ioreq(IoreqCall::ConsoleWrite { dom, buf, len }) => {
+            let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
+            let dst = &mut tmp[..len.min(hc::CONSOLE_IO_MAX)];
+            let r = ioreq::console_target(p, di, dom).and_then(|t| {
+                copy_from_guest(d, buf.raw(), dst)?;
+                t.console.lock().push(&t.name, dst);
+                Ok(0)
+            });
+            (r, Next::Resume)
+        }
+        // No keyboard input reaches domains yet.
+        Call::Ioreq(IoreqCall::ConsoleRead { dom, .. }) => {
+            (ioreq::console_target(p, di, dom).map(|_| 0), Next::Resume)
+        }
+        Call::Ioreq(call) => (ioreq::ioreq_op(p, di, call), Next::Resume),
         Call::GrantTable { cmd, arg, count } => {
             match grant::grant_table_op(p, di, cmd, arg.raw(), count) {
                 Ok(grant::Outcome::Done) => (Ok(0), Next::Resume),
