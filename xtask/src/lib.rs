@@ -10,6 +10,7 @@
 pub mod error;
 pub mod flat;
 pub mod fuzz;
+pub mod linux;
 pub mod mac;
 pub mod pack;
 pub mod system;

@@ -23,8 +23,11 @@ commands:
   build [IMAGE_DIR]            build target/images/<name>/tessera.img (default images/qemu-virt)
   run [IMAGE_DIR] [--smp N] [--cpu CPU] [-- QEMU_ARGS...]
                                build, then boot under QEMU (serial on this terminal; Ctrl-A X quits)
-  test                         host unit tests, then every image's system tests under QEMU
+  test                         host unit tests, every image's system tests under QEMU, then
+                               the Debian Linux tests (natively on QEMU)
   bench                        instruction counts per operation, under Tessera and native
+  payloads [--refetch]         fetch Debian's arm64 kernel and busybox with apt (cached, checksummed)
+                               and build target/payloads/linux/{Image,initramfs.cpio}
   fuzz <TARGET> [ARGS...]      cargo fuzz run TARGET in fuzz/";
 
 const DEFAULT_IMAGE: &str = "images/qemu-virt";
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("payloads") => payloads(&args[1..]),
         Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             Ok(())
@@ -191,7 +195,7 @@ fn test(args: &[String]) -> Result<(), Error> {
     ensure_setup()?;
     let mut summary: Vec<(&str, Result<String, Error>)> = Vec::new();
 
-    println!("xtask test: [1/3] host unit tests");
+    println!("xtask test: [1/4] host unit tests");
     let host = run(&mut cargo([
         "test",
         "--workspace",
@@ -201,7 +205,7 @@ fn test(args: &[String]) -> Result<(), Error> {
     .map(|()| "ok".into());
     summary.push(("host unit tests", host));
 
-    println!("xtask test: [2/3] building every image");
+    println!("xtask test: [2/4] building every image");
     let built = build_artefacts().and_then(|artefacts| {
         let dirs = test_image_dirs()?;
         for dir in &dirs {
@@ -212,7 +216,7 @@ fn test(args: &[String]) -> Result<(), Error> {
     let images_ok = built.is_ok();
     summary.push(("image build", built));
 
-    println!("xtask test: [3/3] QEMU system tests, two at a time");
+    println!("xtask test: [3/4] QEMU system tests, two at a time");
     let system = if images_ok {
         run(
             cargo(["test", "-p", "tessera-system-tests", "--test", "system"])
@@ -224,6 +228,21 @@ fn test(args: &[String]) -> Result<(), Error> {
         Err(Error::Failed("not run: the images did not build".into()))
     };
     summary.push(("system tests", system));
+
+    println!("xtask test: [4/4] Debian Linux, natively on QEMU, two at a time");
+    let linux = xtask::linux::ensure_payloads().and_then(|_| {
+        run(
+            cargo(["test", "-p", "tessera-system-tests", "--test", "linux"])
+                .env(tessera_system_tests::runner::IMAGES_ENV, images_dir())
+                .env(
+                    tessera_system_tests::linux::PAYLOADS_ENV,
+                    xtask::linux::linux_dir(),
+                )
+                .env(tessera_system_tests::runner::JOBS_ENV, "2"),
+        )
+        .map(|()| "ok".into())
+    });
+    summary.push(("linux tests", linux));
 
     println!("\nxtask test summary:");
     let mut failed = Vec::new();
@@ -429,6 +448,23 @@ fn bench(args: &[String]) -> Result<(), Error> {
         errors.len(),
         logs.display()
     )))
+}
+
+/// Fetches (or, with `--refetch`, re-downloads) the Debian packages and
+/// builds the Linux payloads.
+fn payloads(args: &[String]) -> Result<(), Error> {
+    let refetch = match args {
+        [] => false,
+        [flag] if flag == "--refetch" => true,
+        _ => {
+            return Err(Error::Usage(format!(
+                "payloads takes only --refetch\n\n{USAGE}"
+            )))
+        }
+    };
+    let payloads = xtask::linux::prepare(refetch)?;
+    println!("xtask: {}", xtask::linux::summary(&payloads));
+    Ok(())
 }
 
 fn fuzz(args: &[String]) -> Result<(), Error> {

@@ -1,0 +1,19 @@
+# Helpers sourced by the test scripts in /etc/tessera.
+
+# Records why the test failed (init prints it on the result line) and stops.
+fail() {
+    echo "$*" > /tmp/tessera-fail
+    echo "$TESSERA_TEST: $*"
+    exit 1
+}
+
+# Waits up to $2 tenths of a second (default 100) for path $1 to appear:
+# devices show up asynchronously after their module is loaded.
+wait_for() {
+    tries=${2:-100}
+    while [ ! -e "$1" ]; do
+        tries=$((tries - 1))
+        [ "$tries" -gt 0 ] || return 1
+        sleep 0.1
+    done
+}

@@ -1,0 +1,224 @@
+//! Debian arm64 Linux booted natively on plain QEMU (no hypervisor), with
+//! QEMU's own virtio-mmio devices: the baseline the same kernel and
+//! initramfs must later reproduce under Tessera.
+//!
+//! The payloads come from `TESSERA_LINUX` (`cargo xtask test` sets it to
+//! `target/payloads/linux`); without it these tests are skipped. Every test
+//! reads the initramfs's line protocol (see `tessera_system_tests::linux`):
+//! the init marker, then `TESSERA-LINUX-TEST <name> PASS` and a power-off.
+
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use tessera_system_tests::linux::{
+    expect_marker, native_config, test_pass, with_console, LinuxPayloads, Marker, PAYLOADS_ENV,
+    TEST_FAIL,
+};
+use tessera_system_tests::runner::IMAGES_ENV;
+use tessera_system_tests::{run_main, Context, Failure, Qemu, QemuConfig, SystemTest};
+
+/// Linux reaches init in about two seconds under TCG; this is for a slow,
+/// busy CI machine running two of these at once.
+const BOOT: Duration = Duration::from_secs(90);
+/// A whole test, every boot included.
+const TEST_TIMEOUT: Duration = Duration::from_secs(240);
+/// The scratch disk: the pattern (4 MiB) and its checksum fit with room.
+const DISK_BYTES: u64 = 16 << 20;
+
+fn payloads() -> Result<LinuxPayloads, Failure> {
+    let payloads = LinuxPayloads::from_env()
+        .ok_or_else(|| Failure::new(format!("{PAYLOADS_ENV} is not set")))?;
+    payloads.check()?;
+    Ok(payloads)
+}
+
+/// The native board for one boot of this test, logged as
+/// `<logs>/<test>[-<boot>].log`.
+fn config(cx: &Context, boot: &str, smp: u32, append: &str) -> Result<QemuConfig, Failure> {
+    let log = if boot.is_empty() {
+        format!("{}.log", cx.name)
+    } else {
+        format!("{}-{boot}.log", cx.name)
+    };
+    Ok(native_config(&payloads()?, smp, append)
+        .log(cx.logs.join(log))
+        .deadline(cx.deadline))
+}
+
+/// Boots `config`, failing at once on a failed in-guest test, and waits
+/// for the init marker; prints how long it took.
+fn boot_to_marker(cx: &Context, config: &QemuConfig) -> Result<(Qemu, Marker), Failure> {
+    let mut qemu = Qemu::spawn(config)?;
+    qemu.forbid(TEST_FAIL, "an in-guest test failed")?;
+    let marker = expect_marker(&mut qemu, BOOT)?;
+    let at = qemu
+        .lines()
+        .iter()
+        .rev()
+        .find(|l| l.text.contains("TESSERA-LINUX-INIT"))
+        .map_or(0.0, |l| l.at.as_secs_f64());
+    println!(
+        "  {}: init marker after {at:.1}s (guest counter {:.2}s)",
+        cx.name,
+        marker.seconds()
+    );
+    Ok((qemu, marker))
+}
+
+/// Runs in-guest test `name` to its result and waits for the power-off.
+fn guest_test(cx: &Context, config: &QemuConfig, name: &str) -> Result<Qemu, Failure> {
+    let (mut qemu, _) = boot_to_marker(cx, config)?;
+    qemu.expect(&test_pass(name), BOOT)?;
+    qemu.wait_exit(BOOT)?;
+    Ok(qemu)
+}
+
+/// Boots to the shell with both CPUs online, and a line typed on the
+/// serial console runs there.
+fn console(cx: &Context) -> Result<(), Failure> {
+    let (config, mut keys) = with_console(config(cx, "", 2, "")?, &cx.scratch())?;
+    let (mut qemu, marker) = boot_to_marker(cx, &config)?;
+    if marker.nproc != 2 {
+        return Err(qemu.failure(&format!("nproc={} with -smp 2", marker.nproc)));
+    }
+    // The shell may still be starting: the tty keeps what is typed before
+    // it reads, but retype once in case a line was lost.
+    let mut last = None;
+    for _ in 0..3 {
+        keys.type_line("echo hello-$((6*7))")?;
+        match qemu.expect(r"hello-42$", Duration::from_secs(15)) {
+            Ok(_) => return Ok(()),
+            Err(failure) => last = Some(failure),
+        }
+    }
+    Err(last.unwrap_or_else(|| Failure::new("no reply from the console shell")))
+}
+
+/// A fresh sparse disk file in the test's scratch directory.
+fn scratch_disk(cx: &Context) -> Result<PathBuf, Failure> {
+    let dir = cx.scratch();
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::new(format!("{}: {e}", dir.display())))?;
+    let path = dir.join("disk.raw");
+    let file = std::fs::File::create(&path)
+        .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
+    file.set_len(DISK_BYTES)
+        .map_err(|e| Failure::new(format!("{}: {e}", path.display())))?;
+    Ok(path)
+}
+
+fn virtio_blk(disk: &Path) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("if=none,id=disk0,format=raw,file={}", disk.display()),
+        "-device".into(),
+        "virtio-blk-device,drive=disk0".into(),
+    ]
+}
+
+/// virtio-blk: a random pattern written, read back around the page cache,
+/// then found again by a second boot from the same disk file.
+fn blk(cx: &Context) -> Result<(), Failure> {
+    let disk = scratch_disk(cx)?;
+    let write = config(cx, "", 2, "tessera.test=blk")?.args(virtio_blk(&disk));
+    guest_test(cx, &write, "blk")?;
+    let verify =
+        config(cx, "verify", 2, "tessera.test=blk tessera.phase=verify")?.args(virtio_blk(&disk));
+    guest_test(cx, &verify, "blk")?;
+    let _ = std::fs::remove_file(&disk);
+    Ok(())
+}
+
+/// virtio-rng: the kernel uses it as its hardware RNG and it yields data.
+fn rng(cx: &Context) -> Result<(), Failure> {
+    let config = config(cx, "", 2, "tessera.test=rng")?.args(["-device", "virtio-rng-device"]);
+    guest_test(cx, &config, "rng")?;
+    Ok(())
+}
+
+/// A free UDP port on the loopback interface (free when asked, at least).
+fn free_udp_port() -> Result<u16, Failure> {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| Failure::new(format!("cannot find a free UDP port: {e}")))
+}
+
+/// virtio-net on one end of a UDP "wire" (`-netdev dgram`) to another QEMU.
+fn virtio_net(local: u16, remote: u16, mac: &str) -> Vec<String> {
+    vec![
+        "-netdev".into(),
+        format!(
+            "dgram,id=net0,local.type=inet,local.host=127.0.0.1,local.port={local},\
+             remote.type=inet,remote.host=127.0.0.1,remote.port={remote}"
+        ),
+        "-device".into(),
+        format!("virtio-net-device,netdev=net0,mac={mac}"),
+    ]
+}
+
+/// virtio-net: two native guests on a point-to-point UDP link; one
+/// configures eth0 and waits, the other pings it.
+fn net(cx: &Context) -> Result<(), Failure> {
+    let (a, b) = (free_udp_port()?, free_udp_port()?);
+    let waiter = config(cx, "peer", 1, "tessera.test=net tessera.ip=10.0.2.1/24")?
+        .args(virtio_net(a, b, "52:54:00:00:00:01"));
+    let pinger = config(
+        cx,
+        "",
+        1,
+        "tessera.test=net tessera.ip=10.0.2.2/24 tessera.peer=10.0.2.1",
+    )?
+    .args(virtio_net(b, a, "52:54:00:00:00:02"));
+    // Both boot at once; the pinger retries until the peer answers.
+    let mut peer = Qemu::spawn(&waiter)?;
+    peer.forbid(TEST_FAIL, "the peer's test failed")?;
+    let (mut qemu, _) = boot_to_marker(cx, &pinger)?;
+    peer.expect(r"TESSERA-LINUX-NET ready 10\.0\.2\.1/24", BOOT)?;
+    qemu.expect(r"64 bytes from 10\.0\.2\.1", BOOT)?;
+    qemu.expect(&test_pass("net"), BOOT)?;
+    qemu.wait_exit(BOOT)?;
+    Ok(())
+}
+
+const TESTS: &[SystemTest] = &[
+    SystemTest {
+        name: "linux-console",
+        timeout: TEST_TIMEOUT,
+        run: console,
+    },
+    SystemTest {
+        name: "linux-blk",
+        timeout: TEST_TIMEOUT,
+        run: blk,
+    },
+    SystemTest {
+        name: "linux-rng",
+        timeout: TEST_TIMEOUT,
+        run: rng,
+    },
+    SystemTest {
+        name: "linux-net",
+        timeout: TEST_TIMEOUT,
+        run: net,
+    },
+];
+
+fn main() -> ExitCode {
+    if std::env::var_os(PAYLOADS_ENV).is_none() {
+        println!(
+            "Linux tests skipped: {PAYLOADS_ENV} is not set; `cargo xtask test` fetches \
+             the Debian payloads and runs these tests"
+        );
+        return ExitCode::SUCCESS;
+    }
+    // The runner puts logs next to the images directory; these tests boot
+    // no image, so default it to the workspace's.
+    if std::env::var_os(IMAGES_ENV).is_none() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = manifest.parent().unwrap_or(manifest);
+        let images = root.join("target").join("images");
+        std::env::set_var(IMAGES_ENV, images);
+    }
+    run_main(TESTS)
+}
