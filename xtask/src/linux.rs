@@ -1003,6 +1003,25 @@ pub fn native_boot_counter(
 mod tests {
     use super::*;
 
+    /// Boots the real payloads under `-icount` (fetching them if needed):
+    /// `cargo test -p xtask --lib -- --ignored native_boot`.
+    #[test]
+    #[ignore = "needs QEMU, network or a payload cache, and about a minute"]
+    fn native_boot_under_icount_reaches_the_marker() {
+        let payloads = ensure_payloads().unwrap();
+        let log = repo_root()
+            .join("target")
+            .join("bench")
+            .join("linux-native-icount.log");
+        let marker = native_boot_counter(&payloads, 2, &log).unwrap();
+        println!(
+            "{marker:?}: {:.3}s of virtual time to /init",
+            marker.seconds()
+        );
+        assert_eq!(marker.nproc, 2);
+        assert!(marker.cntfrq > 0 && marker.cntvct > 0);
+    }
+
     fn package(role: Role, name: &str) -> Package {
         Package {
             role,
