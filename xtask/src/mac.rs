@@ -10,7 +10,7 @@
 
 use std::fmt;
 use tessera_kernel::config::{DomainConfig, EvtchnEnd, SharedMem, StaticEvtchn, SystemConfig};
-use tessera_policy::{split_context, EventPerm, GrantPerm, Perm, Policy};
+use tessera_policy::{split_context, EventPerm, GrantPerm, IoreqPerm, MmuPerm, Perm, Policy};
 
 /// The context the kernel checks console access against; it refuses to
 /// boot a policy without it (`kernel/src/hv/mac.rs`).
@@ -142,6 +142,15 @@ pub enum Violation {
         /// The rules that would allow it.
         missing: Vec<MissingRule>,
     },
+    /// A device model that may not serve the domain naming it.
+    DeviceModel {
+        /// The served domain.
+        guest: DomainRef,
+        /// Its `tessera,device-model`.
+        server: DomainRef,
+        /// The rules that would allow it.
+        missing: Vec<MissingRule>,
+    },
 }
 
 impl Violation {
@@ -150,7 +159,9 @@ impl Violation {
     pub fn is_link(&self) -> bool {
         matches!(
             self,
-            Violation::EventChannel { .. } | Violation::SharedMemory { .. }
+            Violation::EventChannel { .. }
+                | Violation::SharedMemory { .. }
+                | Violation::DeviceModel { .. }
         )
     }
 }
@@ -184,6 +195,15 @@ impl fmt::Display for Violation {
                 "static shared memory \"{id}\" between {} and {} is not allowed by policy: missing {}",
                 users.0,
                 users.1,
+                Rules(missing)
+            ),
+            Violation::DeviceModel {
+                guest,
+                server,
+                missing,
+            } => write!(
+                f,
+                "device model {server} may not serve {guest}: missing {}",
                 Rules(missing)
             ),
         }
@@ -268,6 +288,19 @@ fn missing_both_ways(
     rules
 }
 
+/// What a device model needs on each domain it serves: registering ranges,
+/// mapping its RAM for DMA, and answering its requests.
+pub fn device_model_perms() -> ([Perm; 3], [Perm; 2]) {
+    (
+        [
+            IoreqPerm::Register.into(),
+            IoreqPerm::Map.into(),
+            IoreqPerm::Complete.into(),
+        ],
+        [MmuPerm::MapRead.into(), MmuPerm::MapWrite.into()],
+    )
+}
+
 /// Checks `config` against `policy` and returns everything it does not
 /// allow, in description order: labels, then event channels, then shared
 /// memory. Empty means the image may be packed.
@@ -338,6 +371,32 @@ pub fn check_system(config: &SystemConfig, policy: &Policy<'_>) -> Vec<Violation
                     });
                 }
             }
+        }
+    }
+
+    for (guest, domain) in config.domains.iter().enumerate() {
+        let Some(server) = domain.device_model else {
+            continue;
+        };
+        let (Some(tg), Some(ts)) = (typed(guest), typed(server)) else {
+            continue;
+        };
+        let (ioreq, mmu) = device_model_perms();
+        let missing: Vec<MissingRule> = [
+            missing(policy, ts, tg, &ioreq),
+            missing(policy, ts, tg, &mmu),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let (false, Some(g), Some(s)) =
+            (missing.is_empty(), domain_ref(guest), domain_ref(server))
+        {
+            violations.push(Violation::DeviceModel {
+                guest: g,
+                server: s,
+                missing,
+            });
         }
     }
     violations
@@ -699,5 +758,25 @@ mod tests {
             missing(&policy, b, a, &shared_memory_perms()).map(|m| m.to_string()),
             Some("allow b_t a_t:grant { map_read map_write }".into())
         );
+    }
+
+    #[test]
+    fn a_device_model_needs_ioreq_and_mmu_rights_on_what_it_serves() {
+        let mut config = system(&[("dm", &ctx("devmodel_t")), ("guest", &ctx("domU_t"))]);
+        config.domains[1].device_model = Some(0);
+        let none = messages(&config, POLICY);
+        assert_eq!(
+            none,
+            [
+                "device model d1 \"dm\" may not serve d2 \"guest\": missing allow devmodel_t \
+              domU_t:ioreq { register map complete }; allow devmodel_t domU_t:mmu { map_read \
+              map_write }"
+            ]
+        );
+        let granted = format!(
+            "{POLICY} allow devmodel_t guest:ioreq {{ register map complete }}; \
+             allow devmodel_t guest:mmu {{ map_read map_write }};"
+        );
+        assert!(messages(&config, &granted).is_empty());
     }
 }

@@ -19,6 +19,14 @@ use tessera_ipc::image::ModuleKind;
 
 /// The module name that means "the test guest built from this workspace".
 pub const TESTGUEST_MODULE: &str = "testguest";
+/// The built-in module name of the device-model domain.
+pub const DEVMODEL_MODULE: &str = "devmodel";
+/// The module name that means "Debian's arm64 kernel `Image`" (fetched
+/// and cached by [`crate::linux`]).
+pub const DEBIAN_LINUX_MODULE: &str = "debian-linux";
+/// The module name that means "the Linux test initramfs" built by
+/// [`crate::linux`] around Debian's busybox and the kernel's virtio modules.
+pub const DEBIAN_INITRAMFS_MODULE: &str = "debian-initramfs";
 /// The name under which the system description itself is packed.
 pub const SYSTEM_DTB_MODULE: &str = "system.dtb";
 /// The name under which the compiled policy is packed.
@@ -32,6 +40,7 @@ pub const DEFAULT_POLICY: &str = "images/qemu-virt/policy.te";
 /// Payloads built from the workspace, by module name.
 pub struct BuiltPayloads {
     pub testguest: Vec<u8>,
+    pub devmodel: Vec<u8>,
 }
 
 /// A compiled, validated system description and the policy it was checked
@@ -163,8 +172,8 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
     })
 }
 
-/// Finds the bytes of module `name`: a workspace payload or a file next to
-/// `system.dts`.
+/// Finds the bytes of module `name`: a workspace payload, a Debian Linux
+/// payload (fetched on first use), or a file next to `system.dts`.
 pub fn resolve_module(
     name: &str,
     image_dir: &Path,
@@ -172,6 +181,21 @@ pub fn resolve_module(
 ) -> Result<Vec<u8>, Error> {
     if name == TESTGUEST_MODULE {
         return Ok(payloads.testguest.clone());
+    }
+    if name == DEBIAN_LINUX_MODULE || name == DEBIAN_INITRAMFS_MODULE {
+        let linux = crate::linux::ensure_payloads().map_err(|e| Error::BadModule {
+            name: name.into(),
+            reason: e.to_string(),
+        })?;
+        let path = if name == DEBIAN_LINUX_MODULE {
+            linux.image
+        } else {
+            linux.initramfs
+        };
+        return std::fs::read(&path).map_err(io(path));
+    }
+    if name == DEVMODEL_MODULE {
+        return Ok(payloads.devmodel.clone());
     }
     let path = image_dir.join(name);
     // A module name is a plain file name, never a path out of the image.
@@ -237,6 +261,7 @@ pub fn flatten_artefacts() -> Result<Artefacts, Error> {
         kernel,
         payloads: BuiltPayloads {
             testguest: testguest.bytes,
+            devmodel: flatten_file(&release_binary(GUEST_TARGET, "tessera-devmodel"))?.bytes,
         },
     })
 }
@@ -348,6 +373,7 @@ mod tests {
     fn payloads() -> BuiltPayloads {
         BuiltPayloads {
             testguest: b"guest payload".to_vec(),
+            devmodel: b"device model".to_vec(),
         }
     }
 

@@ -111,6 +111,8 @@ pub fn build_binaries() -> Result<(), Error> {
         "--release",
         "-p",
         "tessera-testguest",
+        "-p",
+        "tessera-devmodel",
         "--target",
         GUEST_TARGET,
     ]))

@@ -32,6 +32,8 @@ pub mod cpu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod hypercall;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod ioreq;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod psci;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod vectors;

@@ -176,7 +176,18 @@ guest_sync_entry:
     add     sp, sp, #16
     eret
 1:  ldp     x0, x1, [sp], #16
-    guest_trap handle_guest_sync
+    // A sync trap may read or write any register of the guest (an MRS, an
+    // MMIO load's destination, a store's source), so the frame must hold
+    // all of them, callee-saved ones included, and all are reloaded after.
+    save_guest_volatile
+    stp     x19, x20, [x18, #152]
+    stp     x21, x22, [x18, #168]
+    stp     x23, x24, [x18, #184]
+    stp     x25, x26, [x18, #200]
+    stp     x27, x28, [x18, #216]
+    bl      handle_guest_sync
+    msr     tpidr_el2, x0
+    b       4f
 
 // x0 = frame to resume. If it is not the frame that trapped, move the
 // callee-saved registers (still the old guest's, per AAPCS64) across.
@@ -216,7 +227,7 @@ resume_guest:
 enter_guest_first:
     mov     sp, x1
     msr     tpidr_el2, x0
-    ldp     x19, x20, [x0, #152]
+4:  ldp     x19, x20, [x0, #152]
     ldp     x21, x22, [x0, #168]
     ldp     x23, x24, [x0, #184]
     ldp     x25, x26, [x0, #200]

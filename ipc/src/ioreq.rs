@@ -1,0 +1,151 @@
+//! IOREQ: how a device-model domain serves another domain's MMIO.
+//!
+//! The one idea: the kernel never emulates a device. A stage-2 data abort in
+//! a range a device model registered becomes an `IoreqSlot` in a page the
+//! device model owns, one slot per vCPU of the served domain, and a VIRQ on
+//! the device model. The device model answers in the slot and calls
+//! `IoreqCmd::Complete`; the kernel then copies the data to the faulting
+//! register and lets the vCPU go on. The slot layout is Xen's `ioreq_t`
+//! (`xen/include/public/hvm/ioreq.h`), so the protocol reads as Xen's.
+//!
+//! The device model is not trusted: the kernel reads back only `data` and
+//! `state`, truncates `data` to the access size, and decides which register
+//! it goes to from its own record of the fault.
+
+use zerocopy::little_endian::{U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+crate::abi_enum! {
+    /// IOREQ sub-command, in x0. Arguments in x1.. as listed.
+    pub enum IoreqCmd: u64 {
+        /// x1 = served domain id, x2 = IPA of a page of the caller's own
+        /// RAM that will hold one `IoreqSlot` per vCPU of the served
+        /// domain. Becomes that domain's server (`ioreq:register`).
+        Register = 0,
+        /// x1 = domain id, x2 = base IPA, x3 = size: send the served
+        /// domain's accesses in this range to the caller (`ioreq:register`).
+        MapRange = 1,
+        /// x1 = domain id, x2 = IPA in the caller's `MAP_WINDOW`: map all of
+        /// the served domain's RAM there, read-write (`ioreq:map`, and
+        /// `mmu { map_read map_write }`), so devices can do DMA. Returns the
+        /// RAM size in bytes.
+        MapMemory = 2,
+        /// x1 = domain id, x2 = vCPU index: its slot is answered
+        /// (`ioreq:complete`).
+        Complete = 3,
+        /// x1 = domain id, x2 = INTID of an SPI, x3 = 0 or 1: drive that
+        /// interrupt line of the served domain low or high (a line the
+        /// guest configured edge-triggered latches on the rising edge).
+        /// Only the domain's server may (`ioreq:complete`).
+        SetIrqLevel = 4,
+        /// x1 = domain id, x2 = buffer, x3 = length (at most
+        /// `CONSOLE_IO_MAX`): console output of the served domain's
+        /// emulated UART, printed as that domain's (`ioreq:complete`).
+        ConsoleWrite = 5,
+        /// x1 = domain id, x2 = buffer, x3 = length: take keyboard input
+        /// meant for the served domain (it has the console focus). Returns
+        /// the bytes read, 0 when there are none (`ioreq:complete`).
+        ConsoleRead = 6,
+    }
+}
+
+/// The VIRQ the kernel raises on a device model when a slot becomes
+/// `STATE_IOREQ_READY` (Xen's `VIRQ_ARCH_0`, free on Arm).
+pub const VIRQ_IOREQ: u32 = 16;
+
+/// Where a device model may map served domains' RAM (`MapMemory`): the
+/// guest-physical space above its own RAM, below 4 GiB.
+pub const MAP_WINDOW_BASE: u64 = 0x8000_0000;
+/// Size of the map window.
+pub const MAP_WINDOW_SIZE: u64 = 0x8000_0000;
+
+/// Most MMIO ranges one served domain may have.
+pub const MAX_RANGES: usize = 16;
+
+/// Slot states (`ioreq_t.state`, low 4 bits of byte 30).
+pub const STATE_IOREQ_NONE: u8 = 0;
+/// Posted by the kernel; the device model should serve it.
+pub const STATE_IOREQ_READY: u8 = 1;
+/// Being served (optional, for the device model's own use).
+pub const STATE_IOREQ_INPROCESS: u8 = 2;
+/// Answered by the device model; the kernel consumes it.
+pub const STATE_IORESP_READY: u8 = 3;
+
+/// `ioreq_t.type`: a memory-mapped access.
+pub const IOREQ_TYPE_COPY: u8 = 1;
+
+/// Bit of byte 30 (`flags`): 1 = read (`dir`), after the 4 state bits and
+/// `data_is_ptr`.
+pub const FLAG_DIR_READ: u8 = 1 << 5;
+
+/// Xen's `ioreq_t`, 32 bytes, one per vCPU at `vcpu * 32` in the page.
+/// Byte 30 packs `state:4, data_is_ptr:1, dir:1, df:1, _pad:1` (LSB first).
+#[derive(
+    Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable, PartialEq, Eq,
+)]
+#[repr(C)]
+pub struct IoreqSlot {
+    /// Guest-physical address of the access.
+    pub addr: U64,
+    /// Data written, or (for a read) the answer.
+    pub data: U64,
+    /// Repetitions; always 1 on Arm.
+    pub count: U32,
+    /// Access size in bytes: 1, 2, 4 or 8.
+    pub size: U32,
+    /// Unused by Tessera (Xen's per-vCPU event channel); 0.
+    pub vp_eport: U32,
+    pub pad0: [u8; 2],
+    /// `state:4, data_is_ptr:1, dir:1, df:1`.
+    pub flags: u8,
+    /// `IOREQ_TYPE_COPY`.
+    pub kind: u8,
+}
+const _: () = assert!(core::mem::size_of::<IoreqSlot>() == 32);
+const _: () = assert!(core::mem::offset_of!(IoreqSlot, flags) == FLAGS_OFFSET);
+
+/// Byte offset of `flags` (and so of the state) in a slot.
+pub const FLAGS_OFFSET: usize = 30;
+/// Bytes per slot.
+pub const SLOT_SIZE: usize = 32;
+/// Slots per 4 KiB page: the most vCPUs a served domain may have.
+pub const SLOTS_PER_PAGE: usize = 4096 / SLOT_SIZE;
+
+impl IoreqSlot {
+    /// The slot's state.
+    pub fn state(&self) -> u8 {
+        self.flags & 0xf
+    }
+
+    /// Whether the access is a read.
+    pub fn is_read(&self) -> bool {
+        self.flags & FLAG_DIR_READ != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_layout_is_xens() {
+        let s = IoreqSlot {
+            addr: 0x0900_0018.into(),
+            data: 7.into(),
+            count: 1.into(),
+            size: 4.into(),
+            flags: STATE_IOREQ_READY | FLAG_DIR_READ,
+            kind: IOREQ_TYPE_COPY,
+            ..Default::default()
+        };
+        let b = s.as_bytes();
+        assert_eq!(&b[0..8], &0x0900_0018u64.to_le_bytes());
+        assert_eq!(b[16], 1);
+        assert_eq!(b[20], 4);
+        assert_eq!(b[30], 0x21);
+        assert_eq!(b[31], 1);
+        assert_eq!(s.state(), STATE_IOREQ_READY);
+        assert!(s.is_read());
+        assert_eq!(IoreqCmd::try_from(9), Err(9));
+    }
+}

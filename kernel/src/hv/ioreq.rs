@@ -1,0 +1,303 @@
+//! IOREQ: a device-model domain serves another domain's MMIO (the protocol
+//! is in `tessera_ipc::ioreq`).
+//!
+//! The one idea: the kernel decodes a trapped access only as far as the
+//! syndrome describes it, posts it to the server's slot for the vCPU, and
+//! blocks the vCPU. The server answers in the slot and calls `Complete`,
+//! which only kicks the vCPU's own pCPU; that pCPU, in its scheduler, reads
+//! the answer back and writes the register. So a vCPU's registers are still
+//! touched by its owner alone, and a server that never answers stalls only
+//! the vCPUs it serves.
+//!
+//! What a server may do is checked twice: the policy (`ioreq` and `mmu` on
+//! the served domain), and the registration (only the registered server of a
+//! domain may add ranges, map its RAM, complete its requests or drive its
+//! interrupt lines).
+
+use super::{domains, grant, index_of, kick_owner, mac, vcpu, Domain, OwnerState, MAX_DOMAINS};
+use crate::arch::aarch64::guest::VcpuFrame;
+use core::sync::atomic::{AtomicU8, Ordering};
+use tessera_ipc::errno::Errno;
+use tessera_ipc::ioreq::{
+    IoreqSlot, FLAGS_OFFSET, FLAG_DIR_READ, IOREQ_TYPE_COPY, MAP_WINDOW_BASE, MAP_WINDOW_SIZE,
+    MAX_RANGES, SLOTS_PER_PAGE, SLOT_SIZE, STATE_IOREQ_NONE, STATE_IOREQ_READY, STATE_IORESP_READY,
+    VIRQ_IOREQ,
+};
+use tessera_ipc::platform;
+use tessera_kernel::esr::AccessSyndrome;
+use tessera_kernel::hypercall::IoreqCall;
+use tessera_policy::{IoreqPerm, MmuPerm};
+use zerocopy::IntoBytes;
+
+/// Who serves one domain's MMIO.
+struct Server {
+    /// The server's domain index.
+    server: usize,
+    /// Host address of the slot page (in the server's RAM).
+    page_pa: u64,
+    /// Registered `(base, size)` ranges.
+    ranges: heapless::Vec<(u64, u64), MAX_RANGES>,
+    /// Where the served domain's RAM is mapped in the server, once it is.
+    mapped_at: Option<u64>,
+}
+
+/// Each domain's server, by served-domain index.
+static SERVERS: [spin::Mutex<Option<Server>>; MAX_DOMAINS] =
+    [const { spin::Mutex::new(None) }; MAX_DOMAINS];
+
+/// An access posted to a server and not yet answered: the owner's record of
+/// what to do with the answer (never taken from the shared slot).
+#[derive(Clone, Copy, Debug)]
+pub struct PendingIo {
+    slot_pa: u64,
+    acc: AccessSyndrome,
+    read: bool,
+}
+
+/// The served domain `dom` named by server `si`, which must not be itself.
+fn served(si: usize, dom: u16) -> Result<(usize, &'static Domain), Errno> {
+    let ti = index_of(dom).ok_or(Errno::Esrch)?;
+    if ti == si {
+        return Err(Errno::Einval);
+    }
+    Ok((ti, domains().get(ti).ok_or(Errno::Esrch)?))
+}
+
+/// Run `f` on domain `ti`'s server record if `si` is that server.
+fn as_server<R>(si: usize, ti: usize, f: impl FnOnce(&mut Server) -> R) -> Result<R, Errno> {
+    let mut s = SERVERS.get(ti).ok_or(Errno::Esrch)?.lock();
+    match s.as_mut() {
+        Some(srv) if srv.server == si => Ok(f(srv)),
+        _ => Err(Errno::Eperm),
+    }
+}
+
+/// Whether `[base, base + size)` is device space the server may claim:
+/// below the Xen windows and RAM, clear of the virtual GIC.
+fn claimable(d: &Domain, base: u64, size: u64) -> bool {
+    let end = base + size;
+    let gicr_end = platform::GICR_BASE + platform::GICR_STRIDE * d.nr_vcpus as u64;
+    let overlaps = |s: u64, e: u64| base < e && s < end;
+    end <= platform::GNTTAB_BASE
+        && !overlaps(
+            platform::GICD_BASE,
+            platform::GICD_BASE + platform::GICD_SIZE,
+        )
+        && !overlaps(platform::GICR_BASE, gicr_end)
+}
+
+/// The IOREQ control hypercall from domain `si` on pCPU `p`.
+pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
+    let me = domains().get(si).ok_or(Errno::Esrch)?;
+    match call {
+        IoreqCall::Register { dom, page } => {
+            let (ti, target) = served(si, dom)?;
+            mac::check(p, me.sid, target.sid, IoreqPerm::Register)?;
+            if target.nr_vcpus > SLOTS_PER_PAGE {
+                return Err(Errno::Einval);
+            }
+            let page_pa = me.ram_pa_of(page, 4096).ok_or(Errno::Efault)?;
+            let mut s = SERVERS.get(ti).ok_or(Errno::Esrch)?.lock();
+            let mapped_at = match s.as_ref() {
+                // A server that is still running keeps its domain.
+                Some(old) if old.server != si && domains()[old.server].is_running() => {
+                    return Err(Errno::Eexist)
+                }
+                // Re-registering (a restarted server) starts with no ranges;
+                // its own mapping of the domain's RAM is still in place.
+                Some(old) if old.server == si => old.mapped_at,
+                _ => None,
+            };
+            *s = Some(Server {
+                server: si,
+                page_pa,
+                ranges: heapless::Vec::new(),
+                mapped_at,
+            });
+            Ok(0)
+        }
+        IoreqCall::MapRange { dom, base, size } => {
+            let (ti, target) = served(si, dom)?;
+            mac::check(p, me.sid, target.sid, IoreqPerm::Register)?;
+            if !claimable(target, base, size) {
+                return Err(Errno::Einval);
+            }
+            as_server(si, ti, |srv| {
+                let end = base + size;
+                if srv.ranges.iter().any(|&(b, s)| base < b + s && b < end) {
+                    return Err(Errno::Eexist);
+                }
+                srv.ranges.push((base, size)).map_err(|_| Errno::Enospc)
+            })??;
+            Ok(0)
+        }
+        IoreqCall::MapMemory { dom, ipa } => {
+            let (ti, target) = served(si, dom)?;
+            mac::check(p, me.sid, target.sid, IoreqPerm::Map)?;
+            mac::check(p, me.sid, target.sid, MmuPerm::MapRead)?;
+            mac::check(p, me.sid, target.sid, MmuPerm::MapWrite)?;
+            let size = target.ram_size.next_multiple_of(4096);
+            let end = ipa.checked_add(size).ok_or(Errno::Einval)?;
+            if ipa < MAP_WINDOW_BASE || end > MAP_WINDOW_BASE + MAP_WINDOW_SIZE {
+                return Err(Errno::Einval);
+            }
+            as_server(si, ti, |srv| match srv.mapped_at {
+                Some(at) if at == ipa => Ok(()),
+                Some(_) => Err(Errno::Eexist),
+                None => {
+                    grant::map_range_into(si, ipa, target.ram_pa, size)
+                        .map_err(|_| Errno::Enomem)?;
+                    srv.mapped_at = Some(ipa);
+                    Ok(())
+                }
+            })??;
+            Ok(size)
+        }
+        IoreqCall::Complete { dom, vcpu: idx } => {
+            let (ti, target) = served(si, dom)?;
+            mac::check(p, me.sid, target.sid, IoreqPerm::Complete)?;
+            as_server(si, ti, |_| ())?;
+            if idx >= target.nr_vcpus {
+                return Err(Errno::Einval);
+            }
+            kick_owner(target.first_vcpu + idx);
+            Ok(0)
+        }
+        // The console calls need the caller's memory: `trap.rs` does them
+        // after `console_target`.
+        IoreqCall::ConsoleWrite { .. } | IoreqCall::ConsoleRead { .. } => Err(Errno::Einval),
+        IoreqCall::SetIrqLevel { dom, intid, level } => {
+            let (ti, target) = served(si, dom)?;
+            mac::check(p, me.sid, target.sid, IoreqPerm::Complete)?;
+            as_server(si, ti, |_| ())?;
+            if intid >= 32 + platform::VGIC_NR_SPIS {
+                return Err(Errno::Einval);
+            }
+            let to = target.vgic.lock().set_level(0, intid, level);
+            if let Some(idx) = to {
+                let v = target.first_vcpu + idx;
+                if let Some(s) = vcpu(v) {
+                    s.irq_hint.store(true, Ordering::Release);
+                }
+                kick_owner(v);
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// The served domain whose console server `si` may write or read.
+pub fn console_target(p: usize, si: usize, dom: u16) -> Result<&'static Domain, Errno> {
+    let me = domains().get(si).ok_or(Errno::Esrch)?;
+    let (ti, target) = served(si, dom)?;
+    mac::check(p, me.sid, target.sid, IoreqPerm::Complete)?;
+    as_server(si, ti, |_| ())?;
+    Ok(target)
+}
+
+/// The slot byte that holds the state, as an atomic.
+fn flags_of(slot_pa: u64) -> &'static AtomicU8 {
+    // SAFETY: `slot_pa` is a slot inside a page of the server's RAM that
+    // `ram_pa_of` validated at registration: identity-mapped host RAM that
+    // stays allocated to that domain for the kernel's life. The byte is
+    // shared with the server, so it is only ever accessed atomically.
+    unsafe { &*((slot_pa + FLAGS_OFFSET as u64) as *const AtomicU8) }
+}
+
+/// A trapped access by the vCPU with index `idx` in domain `di` at `ipa`:
+/// post it to the domain's server if one claims the address. `None` when no
+/// server does (the caller then treats it as an unhandled fault).
+pub fn post(
+    di: usize,
+    idx: usize,
+    ipa: u64,
+    acc: AccessSyndrome,
+    write: Option<u64>,
+    own: &mut OwnerState,
+) -> Option<()> {
+    let (server, slot_pa) = {
+        let s = SERVERS.get(di)?.lock();
+        let srv = s.as_ref()?;
+        if !srv.ranges.iter().any(|&(b, sz)| ipa >= b && ipa - b < sz) {
+            return None;
+        }
+        (srv.server, srv.page_pa + (idx * SLOT_SIZE) as u64)
+    };
+    let slot = IoreqSlot {
+        addr: ipa.into(),
+        data: write.unwrap_or(0).into(),
+        count: 1.into(),
+        size: u32::from(acc.size).into(),
+        kind: IOREQ_TYPE_COPY,
+        ..Default::default()
+    };
+    let bytes = slot.as_bytes();
+    // SAFETY: as in `flags_of`; the bytes before `flags` are plain data the
+    // server reads only after it sees READY, which is published below with
+    // Release ordering.
+    unsafe {
+        core::ptr::copy_nonoverlapping(bytes.as_ptr(), slot_pa as *mut u8, FLAGS_OFFSET);
+        core::ptr::write_volatile((slot_pa + 31) as *mut u8, IOREQ_TYPE_COPY);
+    }
+    let dir = if write.is_none() { FLAG_DIR_READ } else { 0 };
+    flags_of(slot_pa).store(STATE_IOREQ_READY | dir, Ordering::Release);
+    own.pending_io = Some(PendingIo {
+        slot_pa,
+        acc,
+        read: write.is_none(),
+    });
+    super::events::raise_virq(server, VIRQ_IOREQ, 0);
+    Some(())
+}
+
+/// Owner pCPU: if `v`'s posted access is answered, finish it (a read's data
+/// goes to its register) and return true; false while it is outstanding.
+pub fn try_finish(frame: &mut VcpuFrame, own: &mut OwnerState) -> bool {
+    let Some(io) = own.pending_io else {
+        return true;
+    };
+    let flags = flags_of(io.slot_pa);
+    if flags.load(Ordering::Acquire) & 0xf != STATE_IORESP_READY {
+        return false;
+    }
+    if io.read {
+        // SAFETY: as in `flags_of`; `data` is at offset 8, 8-aligned.
+        let raw = unsafe { core::ptr::read_volatile((io.slot_pa + 8) as *const u64) };
+        let acc = io.acc;
+        let bits = u32::from(acc.size) * 8;
+        let mut val = if bits >= 64 {
+            raw
+        } else {
+            raw & ((1u64 << bits) - 1)
+        };
+        if acc.sign_extend && bits < 64 {
+            let shift = 64 - bits;
+            val = (((val << shift) as i64) >> shift) as u64;
+        }
+        if !acc.sixty_four {
+            val &= 0xffff_ffff;
+        }
+        if let Some(x) = frame.x.get_mut(usize::from(acc.reg)) {
+            *x = val;
+        }
+    }
+    flags.store(STATE_IOREQ_NONE, Ordering::Release);
+    own.pending_io = None;
+    true
+}
+
+/// Domain `di` stopped: as a server it serves no one any more (its slot
+/// page may be reloaded), and as a served domain its server keeps its
+/// registration, so a restarted domain is served again at once.
+pub fn domain_stopped(di: usize) {
+    for s in SERVERS.iter() {
+        let mut s = s.lock();
+        if s.as_ref().is_some_and(|srv| srv.server == di) {
+            // Keep the record (its mapping stays in place) but drop the
+            // ranges: accesses fault until the server registers again.
+            if let Some(srv) = s.as_mut() {
+                srv.ranges.clear();
+            }
+        }
+    }
+}
