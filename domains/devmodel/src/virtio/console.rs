@@ -37,7 +37,10 @@ impl<const OUT: usize> Default for Console<OUT> {
 }
 
 impl<const OUT: usize> Console<OUT> {
+    /// A console with an empty output ring (`Console::<4096>::new()`, or
+    /// `let c: Console = Console::new();` for the default size).
     pub const fn new() -> Self {
+        const { assert!(OUT > 0, "the output ring needs room") };
         Console {
             output: [0; OUT],
             start: 0,

@@ -51,7 +51,11 @@ impl<E: EntropySource> Rng<E> {
                 let n = usize::try_from(want - offset).map_or(chunk.len(), |r| r.min(chunk.len()));
                 let buf = chunk.get_mut(..n).unwrap_or(&mut []);
                 self.source.fill(buf);
-                offset += chain.write_at(mem, offset, buf)? as u64;
+                let written = chain.write_at(mem, offset, buf)?;
+                if written == 0 {
+                    break;
+                }
+                offset += written as u64;
             }
             // `want` is at most MAX_FILL.
             queue.add_used(mem, chain.head(), want as u32)?;
