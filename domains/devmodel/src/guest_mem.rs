@@ -72,6 +72,9 @@ mod tests {
         assert!(m.read(0x3fff_ffff, &mut b).is_err());
         assert!(m.read(0x4000_000d, &mut b).is_err());
         assert!(m.write(u64::MAX - 1, &[0; 4]).is_err());
-        assert!(m.read(0x4000_0010, &mut []).is_ok(), "empty access at the end");
+        assert!(
+            m.read(0x4000_0010, &mut []).is_ok(),
+            "empty access at the end"
+        );
     }
 }

@@ -18,10 +18,11 @@ mod shell {
     use tessera_devmodel::pl011::Pl011;
     use tessera_ipc::hypercall::ShutdownReason;
     use tessera_ipc::ioreq::{MAP_WINDOW_BASE, SLOTS_PER_PAGE, VIRQ_IOREQ};
+    use tessera_ipc::platform::VTIMER_INTID;
     use tessera_ipc::platform::{PL011_BASE, PL011_INTID, PL011_SIZE};
     use tessera_rt::events::{self, SharedPage};
     use tessera_rt::ioreq::{self, Access, SlotPage};
-    use tessera_rt::{cpu, gic, println, xen};
+    use tessera_rt::{cpu, gic, println, timer, xen};
 
     /// Most domains one device model serves.
     const MAX_SERVED: usize = 8;
@@ -33,6 +34,11 @@ mod shell {
     static SLOT_PAGES: [SharedPage; MAX_SERVED] = [const { SharedPage::new() }; MAX_SERVED];
     /// Set by the upcall handler: look at the slots again.
     static KICKED: AtomicBool = AtomicBool::new(false);
+    /// Set by the timer: poll the console for keyboard input.
+    static TICK: AtomicBool = AtomicBool::new(false);
+    /// How often keyboard input is polled while idle (the kernel's console
+    /// is a polled UART).
+    const INPUT_POLL_US: u64 = 20_000;
 
     /// One served domain, as the DT describes it.
     struct Served {
@@ -83,6 +89,24 @@ mod shell {
             }
         }
 
+        /// Move keyboard input (if this domain has the focus) into the UART.
+        fn poll_input(&mut self) {
+            let Some(uart) = self.pl011.as_mut() else {
+                return;
+            };
+            let room = uart.input_room().min(64);
+            if room == 0 {
+                return;
+            }
+            let mut buf = [0u8; 64];
+            if let Ok(n) = ioreq::console_read(self.domid, &mut buf[..room]) {
+                if n > 0 {
+                    uart.push_input(&buf[..n.min(room)]);
+                    self.after_access();
+                }
+            }
+        }
+
         /// Serve every posted access; whether there was one.
         fn serve(&mut self) -> bool {
             let mut any = false;
@@ -101,6 +125,11 @@ mod shell {
 
     fn on_event(_port: u32) {
         KICKED.store(true, Ordering::Release);
+    }
+
+    fn on_timer(_intid: u32) {
+        timer::disable();
+        TICK.store(true, Ordering::Release);
     }
 
     /// Reads `/tessera-ioreq` and sets up each served domain.
@@ -179,22 +208,34 @@ mod shell {
                 tessera_rt::exit(ShutdownReason::Crash)
             }
         };
+        gic::set_handler(VTIMER_INTID, on_timer);
+        gic::enable_private(VTIMER_INTID);
         cpu::irq_enable();
+        let poll = timer::ticks_for_us(timer::frequency(), INPUT_POLL_US);
         let mut served = heapless::Vec::new();
         setup(dtb, &mut served);
         println!(
             "devmodel: ready, {} domains, event port {port}",
             served.len()
         );
+        timer::arm_after(poll);
         loop {
             KICKED.store(false, Ordering::Release);
             let mut any = false;
             for s in served.iter_mut() {
                 any |= s.serve();
             }
+            if TICK.swap(false, Ordering::AcqRel) {
+                for s in served.iter_mut() {
+                    s.poll_input();
+                }
+                timer::arm_after(poll);
+            }
             if !any {
                 events::block_until(|| {
-                    KICKED.load(Ordering::Acquire) || served.iter().any(|s| s.slots.any_ready())
+                    KICKED.load(Ordering::Acquire)
+                        || TICK.load(Ordering::Acquire)
+                        || served.iter().any(|s| s.slots.any_ready())
                 });
             }
         }

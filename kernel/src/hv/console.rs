@@ -25,6 +25,40 @@ pub fn log_line(args: fmt::Arguments<'_>) {
     let _ = Uart.write_str("\n");
 }
 
+/// Ctrl-T: move keyboard input to the next domain with an emulated UART.
+pub const FOCUS_KEY: u8 = 0x14;
+
+/// The domain index that receives keyboard input (`usize::MAX`: none).
+static FOCUS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// Set the domain index that receives keyboard input.
+pub fn set_focus(di: usize) {
+    FOCUS.store(di, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The domain index that receives keyboard input.
+pub fn focus() -> usize {
+    FOCUS.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Take typed bytes for domain `di` into `out` if it has the focus. The
+/// focus key is consumed and moves the focus with `next(current)`; reading
+/// stops there so the rest goes to the new owner.
+pub fn read_input(di: usize, out: &mut [u8], next: impl Fn(usize) -> usize) -> usize {
+    let _guard = LOCK.lock();
+    let mut n = 0;
+    while n < out.len() && focus() == di {
+        let Some(b) = uart::read_byte() else { break };
+        if b == FOCUS_KEY {
+            set_focus(next(di));
+            break;
+        }
+        out[n] = b;
+        n += 1;
+    }
+    n
+}
+
 /// Print one guest console line with its domain prefix.
 pub fn guest_line(domain: &str, line: &[u8]) {
     let _guard = LOCK.lock();

@@ -471,6 +471,14 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         }
     }
     STATIC_EVTCHNS.call_once(|| cfg.evtchns.clone());
+    if let Some(first) = next_with_uart(usize::MAX) {
+        console::set_focus(first);
+        log!(
+            "console input goes to d{} {} (Ctrl-T moves it to the next guest UART)",
+            first + 1,
+            domains()[first].name
+        );
+    }
     for (i, _) in domains().iter().enumerate() {
         bind_static_channels(Some(i), true);
     }
@@ -916,6 +924,16 @@ fn clean_dcache_range(start: u64, len: u64) {
     arch::dsb_sy();
     // SAFETY: invalidating the instruction cache is always safe.
     unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+}
+
+/// The domain after `after` (wrapping; `usize::MAX` for the first) that has
+/// an emulated UART, the console input's possible owners.
+pub fn next_with_uart(after: usize) -> Option<usize> {
+    let all = domains();
+    let start = if after >= all.len() { 0 } else { after + 1 };
+    (0..all.len())
+        .map(|k| (start + k) % all.len())
+        .find(|&i| all[i].vpl011)
 }
 
 /// Power on vCPU 0 of a (re)started domain.

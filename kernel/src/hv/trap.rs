@@ -442,9 +442,23 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             });
             (r, Next::Resume)
         }
-        // No keyboard input reaches domains yet.
-        Call::Ioreq(IoreqCall::ConsoleRead { dom, .. }) => {
-            (ioreq::console_target(p, di, dom).map(|_| 0), Next::Resume)
+        Call::Ioreq(IoreqCall::ConsoleRead { dom, buf, len }) => {
+            let r = ioreq::console_target(p, di, dom).and_then(|t| {
+                let ti = index_of(t.id).ok_or(Errno::Esrch)?;
+                let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
+                let dst = &mut tmp[..len.min(hc::CONSOLE_IO_MAX)];
+                let before = console::focus();
+                let n = console::read_input(ti, dst, |cur| next_with_uart(cur).unwrap_or(cur));
+                let after = console::focus();
+                if after != before {
+                    if let Some(d) = domains().get(after) {
+                        log!("console input now goes to d{} {}", d.id, d.name);
+                    }
+                }
+                copy_to_guest(d, buf.raw(), &dst[..n])?;
+                Ok(n as u64)
+            });
+            (r, Next::Resume)
         }
         Call::Ioreq(call) => (ioreq::ioreq_op(p, di, call), Next::Resume),
         Call::GrantTable { cmd, arg, count } => {

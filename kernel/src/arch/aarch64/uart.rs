@@ -1,5 +1,6 @@
-//! The kernel's own console: transmit-only PL011 (Arm PL011 TRM, DR at 0x0,
-//! FR at 0x18 with TXFF = bit 5). Its base comes from the host DTB.
+//! The kernel's own console: a polled PL011 (Arm PL011 TRM, DR at 0x0, FR
+//! at 0x18 with RXFE = bit 4 and TXFF = bit 5). Its base comes from the host
+//! DTB.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -23,5 +24,20 @@ pub fn write_bytes(bytes: &[u8]) {
             while core::ptr::read_volatile((base + 0x18) as *const u32) & (1 << 5) != 0 {}
             core::ptr::write_volatile(base as *mut u32, u32::from(b));
         }
+    }
+}
+
+/// One received byte, if the receive FIFO holds one.
+pub fn read_byte() -> Option<u8> {
+    let base = BASE.load(Ordering::Relaxed);
+    if base == 0 {
+        return None;
+    }
+    // SAFETY: as in `write_bytes`; reading DR pops one byte of the FIFO.
+    unsafe {
+        if core::ptr::read_volatile((base + 0x18) as *const u32) & (1 << 4) != 0 {
+            return None;
+        }
+        Some(core::ptr::read_volatile(base as *const u32) as u8)
     }
 }
