@@ -183,9 +183,10 @@ fn net(cx: &Context) -> Result<(), Failure> {
 
 /// Under Tessera (`tests/images/linux-boot`): the same kernel and initramfs
 /// in a 2-vCPU domain whose PL011 is emulated by the device-model domain
-/// over IOREQ. It reaches init with both vCPUs, and a line typed on the
-/// console (the kernel hands keyboard input to the device model, which
-/// feeds the guest's UART) runs in its shell.
+/// over IOREQ. It reaches init with both vCPUs, a line typed on the console
+/// (the kernel hands keyboard input to the device model, which feeds the
+/// guest's UART) runs in its shell, /dev/hwrng is the device model's
+/// virtio-rng, and /dev/hvc0 its virtio-console.
 fn tessera_console(cx: &Context) -> Result<(), Failure> {
     let image = cx.image("linux-boot");
     let (config, mut keys) = with_console(cx.config("linux-boot", 2), &cx.scratch())?;
@@ -205,14 +206,28 @@ fn tessera_console(cx: &Context) -> Result<(), Failure> {
         return Err(qemu.failure("the device model never said it serves d2"));
     }
     let mut last = None;
+    let mut answered = false;
     for _ in 0..3 {
         keys.type_line("echo hello-$((6*7))")?;
         match qemu.expect(r"\(linux\) hello-42$", Duration::from_secs(20)) {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                answered = true;
+                break;
+            }
             Err(failure) => last = Some(failure),
         }
     }
-    Err(last.unwrap_or_else(|| Failure::new("no reply from the shell under Tessera")))
+    if !answered {
+        return Err(last.unwrap_or_else(|| Failure::new("no reply from the shell under Tessera")));
+    }
+    // virtio-rng (slot 0) feeds /dev/hwrng; virtio-console (slot 1) is
+    // /dev/hvc0 and its output reaches the console as the domain's.
+    keys.type_line("sh /etc/tessera/rng.sh && echo rng-$((2*3))-ok")?;
+    qemu.expect(r"^\(linux\) rng: virtio_rng", Duration::from_secs(30))?;
+    qemu.expect(r"^\(linux\) rng-6-ok$", Duration::from_secs(10))?;
+    keys.type_line("echo via-hvc$((1-1)) > /dev/hvc0")?;
+    qemu.expect(r"^\(linux\) via-hvc0$", Duration::from_secs(20))?;
+    Ok(())
 }
 
 const TESTS: &[SystemTest] = &[

@@ -15,11 +15,18 @@
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod shell {
     use core::sync::atomic::{AtomicBool, Ordering};
+    use tessera_devmodel::guest_mem::{GuestMemory, OutOfRange};
     use tessera_devmodel::pl011::Pl011;
+    use tessera_devmodel::virtio::console::Console;
+    use tessera_devmodel::virtio::mmio::VirtioMmio;
+    use tessera_devmodel::virtio::rng::{ChaCha20Rng, Rng};
     use tessera_ipc::hypercall::ShutdownReason;
     use tessera_ipc::ioreq::{MAP_WINDOW_BASE, SLOTS_PER_PAGE, VIRQ_IOREQ};
     use tessera_ipc::platform::VTIMER_INTID;
-    use tessera_ipc::platform::{PL011_BASE, PL011_INTID, PL011_SIZE};
+    use tessera_ipc::platform::{
+        PL011_BASE, PL011_INTID, PL011_SIZE, RAM_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_INTID_BASE,
+        VIRTIO_MMIO_STRIDE,
+    };
     use tessera_rt::events::{self, SharedPage};
     use tessera_rt::ioreq::{self, Access, SlotPage};
     use tessera_rt::{cpu, gic, println, timer, xen};
@@ -40,6 +47,83 @@ mod shell {
     /// is a polled UART).
     const INPUT_POLL_US: u64 = 20_000;
 
+    /// A served domain's RAM, through the window the kernel mapped it at.
+    struct Window {
+        base: *mut u8,
+        size: u64,
+    }
+
+    impl Window {
+        fn offset(&self, gpa: u64, len: usize) -> Result<usize, OutOfRange> {
+            let bad = OutOfRange { gpa, len };
+            let off = gpa.checked_sub(RAM_BASE).ok_or(bad)?;
+            let end = off.checked_add(len as u64).ok_or(bad)?;
+            if end > self.size {
+                return Err(bad);
+            }
+            Ok(off as usize)
+        }
+    }
+
+    impl GuestMemory for Window {
+        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), OutOfRange> {
+            let off = self.offset(gpa, buf.len())?;
+            // SAFETY: `off + len` is inside the served domain's RAM, mapped
+            // at `base` by the kernel for as long as we run; the guest may
+            // change it concurrently, so bytes are copied, never referenced.
+            unsafe {
+                core::ptr::copy_nonoverlapping(self.base.add(off), buf.as_mut_ptr(), buf.len())
+            };
+            Ok(())
+        }
+
+        fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), OutOfRange> {
+            let off = self.offset(gpa, data.len())?;
+            // SAFETY: as in `read`.
+            unsafe {
+                core::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(off), data.len())
+            };
+            Ok(())
+        }
+    }
+
+    /// One virtio-mmio slot's device.
+    enum Virtio {
+        Console(VirtioMmio<Console<4096>>),
+        Rng(VirtioMmio<Rng<ChaCha20Rng>>),
+    }
+
+    impl Virtio {
+        fn read(&mut self, off: u64, size: u8, mem: &Window) -> u64 {
+            match self {
+                Virtio::Console(d) => d.read(off, size, mem),
+                Virtio::Rng(d) => d.read(off, size, mem),
+            }
+        }
+        fn write(&mut self, off: u64, size: u8, v: u64, mem: &mut Window) {
+            match self {
+                Virtio::Console(d) => d.write(off, size, v, mem),
+                Virtio::Rng(d) => d.write(off, size, v, mem),
+            }
+        }
+        fn irq_level(&self) -> bool {
+            match self {
+                Virtio::Console(d) => d.irq_level(),
+                Virtio::Rng(d) => d.irq_level(),
+            }
+        }
+    }
+
+    /// Every served domain, with its devices (too big for the stack: each
+    /// UART and console keeps KiBs of buffers).
+    static SERVED: spin::Mutex<heapless::Vec<Served, MAX_SERVED>> =
+        spin::Mutex::new(heapless::Vec::new());
+
+    // SAFETY: the raw pointers in a `Served` (its slot page and RAM window)
+    // point at memory mapped into this domain for its whole life, and only
+    // the boot vCPU's main loop (never an interrupt handler) uses them.
+    unsafe impl Send for Served {}
+
     /// One served domain, as the DT describes it.
     struct Served {
         domid: u16,
@@ -47,6 +131,10 @@ mod shell {
         slots: SlotPage,
         pl011: Option<Pl011>,
         pl011_irq: bool,
+        mem: Window,
+        /// Slot n: its device (None: a kind this shell does not offer yet)
+        /// and its interrupt line's level.
+        virtio: heapless::Vec<(Option<Virtio>, bool), 8>,
     }
 
     impl Served {
@@ -65,13 +153,46 @@ mod shell {
                     };
                 }
             }
-            // Registered but unknown (cannot happen: ranges come from the
-            // same DT): reads as zero, writes ignored.
+            if a.addr >= VIRTIO_MMIO_BASE {
+                let n = ((a.addr - VIRTIO_MMIO_BASE) / VIRTIO_MMIO_STRIDE) as usize;
+                let off = (a.addr - VIRTIO_MMIO_BASE) % VIRTIO_MMIO_STRIDE;
+                if let Some((Some(dev), _)) = self.virtio.get_mut(n) {
+                    return match a.write {
+                        Some(v) => {
+                            dev.write(off, size, v, &mut self.mem);
+                            0
+                        }
+                        None => dev.read(off, size, &self.mem),
+                    };
+                }
+            }
+            // Registered but not emulated here: reads as zero, writes are
+            // ignored (a virtio slot then reads MagicValue 0 and Linux
+            // skips it).
             0
         }
 
         /// Forward console output and drive interrupt lines.
         fn after_access(&mut self) {
+            for (n, (dev, level)) in self.virtio.iter_mut().enumerate() {
+                let Some(dev) = dev else { continue };
+                if let Virtio::Console(c) = dev {
+                    let mut buf = [0u8; 256];
+                    loop {
+                        let k = c.take_output(&mut buf);
+                        if k == 0 {
+                            break;
+                        }
+                        let _ = ioreq::console_write(self.domid, &buf[..k]);
+                    }
+                }
+                let now = dev.irq_level();
+                if now != *level {
+                    *level = now;
+                    let _ =
+                        ioreq::set_irq_level(self.domid, VIRTIO_MMIO_INTID_BASE + n as u32, now);
+                }
+            }
             if let Some(uart) = self.pl011.as_mut() {
                 let mut buf = [0u8; 256];
                 loop {
@@ -123,6 +244,18 @@ mod shell {
         }
     }
 
+    /// A PRNG for virtio-rng, seeded from the counter at start-up. Not a
+    /// hardware entropy source: it is as unpredictable as its seed.
+    fn seeded_rng(slot: usize) -> ChaCha20Rng {
+        let mut seed = [0u8; 32];
+        for (i, chunk) in seed.chunks_mut(8).enumerate() {
+            let t = timer::now().rotate_left(i as u32 * 13) ^ (slot as u64) << 56;
+            chunk.copy_from_slice(&t.to_le_bytes());
+            timer::delay_us(7);
+        }
+        ChaCha20Rng::from_seed(seed)
+    }
+
     fn on_event(_port: u32) {
         KICKED.store(true, Ordering::Release);
     }
@@ -162,13 +295,19 @@ mod shell {
                 continue;
             }
             let window = MAP_WINDOW_BASE + k as u64 * WINDOW_STRIDE;
-            match ioreq::map_memory(domid, window) {
-                Ok(size) => println!(
-                    "devmodel: serving d{domid} {name}: {vcpus} vCPUs, {} MiB RAM at {window:#x}",
-                    size >> 20
-                ),
-                Err(e) => println!("devmodel: d{domid} {name}: cannot map its RAM: {e}"),
-            }
+            let ram = match ioreq::map_memory(domid, window) {
+                Ok(size) => {
+                    println!(
+                        "devmodel: serving d{domid} {name}: {vcpus} vCPUs, {} MiB RAM at {window:#x}",
+                        size >> 20
+                    );
+                    size.min(WINDOW_STRIDE)
+                }
+                Err(e) => {
+                    println!("devmodel: d{domid} {name}: cannot map its RAM: {e}");
+                    0
+                }
+            };
             let pl011 = node.property("tessera,vpl011").is_some();
             if pl011 {
                 if let Err(e) = ioreq::map_range(domid, PL011_BASE, PL011_SIZE) {
@@ -184,7 +323,41 @@ mod shell {
                 slots,
                 pl011: pl011.then(Pl011::new),
                 pl011_irq: false,
+                mem: Window {
+                    base: window as *mut u8,
+                    size: ram,
+                },
+                virtio: heapless::Vec::new(),
             });
+            // Devices go straight into the static list, one at a time: all
+            // of them together would not fit on the stack.
+            let Some(this) = served.last_mut() else {
+                continue;
+            };
+            let kinds = node
+                .property("tessera,virtio")
+                .map(|p| p.value)
+                .unwrap_or(&[]);
+            let kinds = kinds.strip_suffix(&[0]).unwrap_or(kinds);
+            for (n, kind) in kinds
+                .split(|b| *b == 0)
+                .filter(|k| !k.is_empty())
+                .enumerate()
+            {
+                let base = VIRTIO_MMIO_BASE + n as u64 * VIRTIO_MMIO_STRIDE;
+                if let Err(e) = ioreq::map_range(domid, base, VIRTIO_MMIO_STRIDE) {
+                    println!("devmodel: d{domid} {name}: virtio slot {n}: {e}");
+                }
+                let dev = match kind {
+                    b"console" => Some(Virtio::Console(VirtioMmio::new(Console::<4096>::new()))),
+                    b"rng" => Some(Virtio::Rng(VirtioMmio::new(Rng::new(seeded_rng(n))))),
+                    _ => {
+                        println!("devmodel: d{domid} {name}: virtio slot {n} is not emulated yet");
+                        None
+                    }
+                };
+                let _ = this.virtio.push((dev, false));
+            }
         }
     }
 
@@ -212,7 +385,7 @@ mod shell {
         gic::enable_private(VTIMER_INTID);
         cpu::irq_enable();
         let poll = timer::ticks_for_us(timer::frequency(), INPUT_POLL_US);
-        let mut served = heapless::Vec::new();
+        let mut served = SERVED.lock();
         setup(dtb, &mut served);
         println!(
             "devmodel: ready, {} domains, event port {port}",
