@@ -127,6 +127,26 @@ mod shell {
     // the boot vCPU's main loop (never an interrupt handler) uses them.
     unsafe impl Send for Served {}
 
+    /// Print everything `take` drains as domain `domid`'s console output.
+    fn forward_output(domid: u16, mut take: impl FnMut(&mut [u8]) -> usize) {
+        let mut buf = [0u8; 256];
+        loop {
+            let n = take(&mut buf);
+            if n == 0 {
+                return;
+            }
+            let _ = ioreq::console_write(domid, &buf[..n.min(buf.len())]);
+        }
+    }
+
+    /// Tell the kernel when interrupt line `intid` of `domid` changes level.
+    fn drive_line(domid: u16, intid: u32, now: bool, last: &mut bool) {
+        if now != *last {
+            *last = now;
+            let _ = ioreq::set_irq_level(domid, intid, now);
+        }
+    }
+
     /// One served domain, as the DT describes it.
     struct Served {
         domid: u16,
@@ -177,39 +197,22 @@ mod shell {
 
         /// Forward console output and drive interrupt lines.
         fn after_access(&mut self) {
+            let domid = self.domid;
             for (n, (dev, level)) in self.virtio.iter_mut().enumerate() {
                 let Some(dev) = dev else { continue };
                 if let Virtio::Console(c) = dev {
-                    let mut buf = [0u8; 256];
-                    loop {
-                        let k = c.take_output(&mut buf);
-                        if k == 0 {
-                            break;
-                        }
-                        let _ = ioreq::console_write(self.domid, &buf[..k]);
-                    }
+                    forward_output(domid, |buf| c.take_output(buf));
                 }
-                let now = dev.irq_level();
-                if now != *level {
-                    *level = now;
-                    let _ =
-                        ioreq::set_irq_level(self.domid, VIRTIO_MMIO_INTID_BASE + n as u32, now);
-                }
+                drive_line(
+                    domid,
+                    VIRTIO_MMIO_INTID_BASE + n as u32,
+                    dev.irq_level(),
+                    level,
+                );
             }
             if let Some(uart) = self.pl011.as_mut() {
-                let mut buf = [0u8; 256];
-                loop {
-                    let n = uart.take_output(&mut buf);
-                    if n == 0 {
-                        break;
-                    }
-                    let _ = ioreq::console_write(self.domid, &buf[..n]);
-                }
-                let level = uart.irq_level();
-                if level != self.pl011_irq {
-                    self.pl011_irq = level;
-                    let _ = ioreq::set_irq_level(self.domid, PL011_INTID, level);
-                }
+                forward_output(domid, |buf| uart.take_output(buf));
+                drive_line(domid, PL011_INTID, uart.irq_level(), &mut self.pl011_irq);
             }
         }
 

@@ -100,7 +100,10 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             let mut s = SERVERS.get(ti).ok_or(Errno::Esrch)?.lock();
             let mapped_at = match s.as_ref() {
                 // A server that is still running keeps its domain.
-                Some(old) if old.server != si && domains()[old.server].is_running() => {
+                Some(old)
+                    if old.server != si
+                        && domains().get(old.server).is_some_and(|d| d.is_running()) =>
+                {
                     return Err(Errno::Eexist)
                 }
                 // Re-registering (a restarted server) starts with no ranges;
@@ -186,13 +189,14 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
     }
 }
 
-/// The served domain whose console server `si` may write or read.
-pub fn console_target(p: usize, si: usize, dom: u16) -> Result<&'static Domain, Errno> {
+/// The served domain (index and domain) whose console server `si` may
+/// write or read.
+pub fn console_target(p: usize, si: usize, dom: u16) -> Result<(usize, &'static Domain), Errno> {
     let me = domains().get(si).ok_or(Errno::Esrch)?;
     let (ti, target) = served(si, dom)?;
     mac::check(p, me.sid, target.sid, IoreqPerm::Complete)?;
     as_server(si, ti, |_| ())?;
-    Ok(target)
+    Ok((ti, target))
 }
 
 /// The slot byte that holds the state, as an atomic.

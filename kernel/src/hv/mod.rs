@@ -859,7 +859,8 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
     let dtb_off = (d.dtb_ipa - platform::RAM_BASE) as usize;
     let initrd = match d.ramdisk {
         Some(r) => {
-            let at = (dtb_off - r.len()) & !(PAGE_SIZE as usize - 1);
+            let at = dtb_off.checked_sub(r.len()).ok_or("initrd does not fit")?
+                & !(PAGE_SIZE as usize - 1);
             ram.get_mut(at..at + r.len())
                 .ok_or("initrd does not fit")?
                 .copy_from_slice(r);

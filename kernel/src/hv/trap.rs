@@ -435,7 +435,7 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         Call::Ioreq(IoreqCall::ConsoleWrite { dom, buf, len }) => {
             let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
             let dst = &mut tmp[..len.min(hc::CONSOLE_IO_MAX)];
-            let r = ioreq::console_target(p, di, dom).and_then(|t| {
+            let r = ioreq::console_target(p, di, dom).and_then(|(_, t)| {
                 copy_from_guest(d, buf.raw(), dst)?;
                 t.console.lock().push(&t.name, dst);
                 Ok(0)
@@ -443,8 +443,7 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             (r, Next::Resume)
         }
         Call::Ioreq(IoreqCall::ConsoleRead { dom, buf, len }) => {
-            let r = ioreq::console_target(p, di, dom).and_then(|t| {
-                let ti = index_of(t.id).ok_or(Errno::Esrch)?;
+            let r = ioreq::console_target(p, di, dom).and_then(|(ti, _)| {
                 let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
                 let dst = &mut tmp[..len.min(hc::CONSOLE_IO_MAX)];
                 let before = console::focus();

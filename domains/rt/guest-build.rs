@@ -1,11 +1,12 @@
-//! Links the bare-metal build with the runtime's linker script, at the guest
+//! Build script of every bare-metal domain crate (testguest, devmodel):
+//! links the bare-metal build with the runtime's linker script, at the guest
 //! RAM base taken from the ABI crate (so the number is defined only there).
 //! Host builds (tests, clippy) get no linker arguments.
 
 use std::path::PathBuf;
 
 fn main() {
-    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../rt/guest-build.rs");
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none") {
         return;
     }
