@@ -422,7 +422,13 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         Ok(t) => t,
         Err(e) => halt_with(format_args!("bad unified image: {e}")),
     };
-    if let Err(e) = table.verify_all() {
+    // The modules are tens of MiB: hash them with the CPU's SHA-256
+    // instructions when it has them (no guest has run yet).
+    let verified = match arch::sha256::BootSha256::at_boot() {
+        Some(sha) => table.verify_all_with(|state, blocks| sha.compress(state, blocks)),
+        None => table.verify_all(),
+    };
+    if let Err(e) = verified {
         halt_with(format_args!("bad unified image: {e}"));
     }
     let system = match table.first(ModuleKind::SystemDtb) {
@@ -845,31 +851,70 @@ fn build_domain(
     Ok(d)
 }
 
-/// (Re)load a domain's RAM: zero it, copy the payload, write the guest DTB.
+/// (Re)load a domain's RAM: the payload at its load offset, the initrd below
+/// the guest DTB at the top, zeros everywhere else, all of it cleaned to the
+/// point of coherency because guests start with their caches off. Only the
+/// gaps between the payloads are zeroed; the payloads overwrite the rest.
 fn load_domain(d: &Domain) -> Result<(), &'static str> {
-    // SAFETY: `[ram_pa, ram_pa+ram_size)` was allocated to this domain alone
-    // and is identity-mapped at EL2; while a domain is (re)loaded none of its
-    // vCPUs runs.
-    let ram = unsafe { core::slice::from_raw_parts_mut(d.ram_pa as *mut u8, d.ram_size as usize) };
-    ram.fill(0);
-    let at = d.load_offset as usize;
-    ram.get_mut(at..at + d.payload.len())
-        .ok_or("kernel does not fit")?
-        .copy_from_slice(d.payload);
-    let dtb_off = (d.dtb_ipa - platform::RAM_BASE) as usize;
-    let initrd = match d.ramdisk {
+    let size = d.ram_size;
+    let at = d.load_offset;
+    let kernel_end = at
+        .checked_add(d.payload.len() as u64)
+        .ok_or("kernel does not fit")?;
+    let dtb_off = d.dtb_ipa - platform::RAM_BASE;
+    if kernel_end > dtb_off || dtb_off > size {
+        return Err("kernel does not fit");
+    }
+    // The initrd ends just below the DTB, its start rounded down to a page.
+    let initrd_at = match d.ramdisk {
         Some(r) => {
-            let at = dtb_off.checked_sub(r.len()).ok_or("initrd does not fit")?
-                & !(PAGE_SIZE as usize - 1);
-            ram.get_mut(at..at + r.len())
+            let start = dtb_off
+                .checked_sub(r.len() as u64)
                 .ok_or("initrd does not fit")?
-                .copy_from_slice(r);
-            let start = platform::RAM_BASE + at as u64;
-            Some((start, start + r.len() as u64))
+                & !(PAGE_SIZE - 1);
+            if start < kernel_end {
+                return Err("initrd does not fit");
+            }
+            Some((start, r))
         }
         None => None,
     };
-    let out = ram.get_mut(dtb_off..).ok_or("no room for the guest DTB")?;
+    let initrd_end = initrd_at.map_or(dtb_off, |(start, r)| start + r.len() as u64);
+    let gaps = [
+        (0, at),
+        (kernel_end, initrd_at.map_or(dtb_off, |(start, _)| start)),
+        (initrd_end, dtb_off),
+        (dtb_off, size),
+    ];
+    for (from, to) in gaps {
+        if to > from {
+            // SAFETY: `[ram_pa, ram_pa + size)` was allocated to this domain
+            // alone and is identity-mapped Normal RAM at EL2; while a domain
+            // is (re)loaded none of its vCPUs runs, and the gaps hold nothing.
+            unsafe { arch::zero_to_poc(d.ram_pa + from, to - from) };
+        }
+    }
+    let copy = |offset: u64, data: &[u8]| {
+        let dst = d.ram_pa + offset;
+        // SAFETY: the checks above keep `[offset, offset + len)` inside the
+        // domain's RAM (as in the gaps' comment), and `data` is a module of
+        // the image, which lies outside every domain's RAM.
+        unsafe {
+            core::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len());
+            arch::clean_to_poc(dst, data.len() as u64);
+        }
+    };
+    copy(at, d.payload);
+    let initrd = initrd_at.map(|(start, r)| {
+        copy(start, r);
+        let ipa = platform::RAM_BASE + start;
+        (ipa, ipa + r.len() as u64)
+    });
+    // SAFETY: the DTB area `[dtb_off, size)` is the domain's RAM (see the
+    // gaps' comment), just zeroed, and nothing else refers to it.
+    let out = unsafe {
+        core::slice::from_raw_parts_mut((d.ram_pa + dtb_off) as *mut u8, (size - dtb_off) as usize)
+    };
     let params = GuestDtParams {
         ram_base: platform::RAM_BASE,
         ram_size: d.ram_size,
@@ -908,23 +953,13 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
         shm: &shm,
         served: &served,
     };
-    guest_dt::build_guest_dt_with(&params, &xen, out).map_err(|_| "cannot build the guest DTB")?;
-    // Guests start with caches off: push the payload to memory.
-    clean_dcache_range(d.ram_pa, d.ram_size);
-    Ok(())
-}
-
-fn clean_dcache_range(start: u64, len: u64) {
-    let mut a = start & !63;
-    while a < start + len {
-        // SAFETY: cache maintenance by VA on identity-mapped RAM owned by
-        // the kernel has no architectural side effects beyond the cache.
-        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack)) };
-        a += 64;
-    }
-    arch::dsb_sy();
+    let dtb_len = guest_dt::build_guest_dt_with(&params, &xen, out)
+        .map_err(|_| "cannot build the guest DTB")?;
+    // SAFETY: the DTB lies in the domain's RAM, as above.
+    unsafe { arch::clean_to_poc(d.ram_pa + dtb_off, dtb_len as u64) };
     // SAFETY: invalidating the instruction cache is always safe.
     unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+    Ok(())
 }
 
 /// The domain after `after` (wrapping; `usize::MAX` for the first) that has
@@ -1165,7 +1200,9 @@ fn pick_or_idle(p: usize, prev: Option<usize>) -> usize {
             stash_timer(p, v);
         }
         arm_wakeup(p);
+        gic::set_virtual_cpuif(false);
         arch::wfi();
+        gic::set_virtual_cpuif(true);
         drain_irqs(p);
     }
 }

@@ -139,6 +139,18 @@ pub fn empty_lrs() -> u64 {
     read_sysreg!("ich_elrsr_el2")
 }
 
+/// Turn the virtual CPU interface off or back on (ICH_HCR_EL2.En). While it
+/// is off the loaded vCPU's pending list registers signal no virtual IRQ,
+/// which would otherwise end an idle WFI at once: QEMU counts a pending
+/// virtual IRQ as a wake-up event at any exception level, so a pCPU whose
+/// blocked vCPU left an interrupt pending (the guest had IRQs masked) would
+/// spin instead of sleeping. The list registers themselves are untouched.
+pub fn set_virtual_cpuif(on: bool) {
+    let hcr = read_sysreg!("ich_hcr_el2");
+    write_sysreg!("ich_hcr_el2", if on { hcr | 1 } else { hcr & !1 });
+    isb();
+}
+
 /// Request (or stop requesting) a maintenance interrupt when the list
 /// registers run low (ICH_HCR_EL2.UIE), so queued interrupts get delivered.
 pub fn set_underflow_irq(on: bool) {

@@ -8,6 +8,7 @@ pub mod boot;
 pub mod gic;
 pub mod guest;
 pub mod mmu;
+pub mod sha256;
 pub mod uart;
 
 /// Read a system register by name.
@@ -95,6 +96,114 @@ pub fn firmware_call(smc: bool, fid: u64, a1: u64, a2: u64, a3: u64) -> u64 {
         };
     }
     x0
+}
+
+/// Cache line and DC ZVA block size the fast paths below assume; other
+/// sizes take the plain loops.
+const LINE: u64 = 64;
+
+/// Whether DC ZVA zeroes exactly one 64-byte line here (DCZID_EL0: DZP,
+/// bit 4, clear and BS, bits 3:0, = log2 of 16 words) and the smallest data
+/// cache line (CTR_EL0.DminLine, bits 19:16) is 64 bytes too.
+fn zva_is_one_line() -> bool {
+    let dczid = read_sysreg!("dczid_el0");
+    let ctr = read_sysreg!("ctr_el0");
+    dczid & 0x1f == 4 && (ctr >> 16) & 0xf == 4
+}
+
+/// Clean `[start, start + len)` to the point of coherency (DC CVAC, Arm ARM
+/// D7.4.10), so a guest that starts with its MMU and caches off reads what
+/// the kernel wrote. Ends with a DSB.
+///
+/// # Safety
+/// The range must be RAM, mapped at EL2.
+pub unsafe fn clean_to_poc(start: u64, len: u64) {
+    let mut a = start & !(LINE - 1);
+    let end = start.saturating_add(len);
+    // Four lines per iteration while at least four remain.
+    while a.saturating_add(4 * LINE) <= end {
+        // SAFETY: cache maintenance by VA of RAM the caller names; it has no
+        // architectural effect beyond the caches.
+        unsafe {
+            core::arch::asm!(
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                a = inout(reg) a,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+    while a < end {
+        // SAFETY: as above.
+        unsafe { core::arch::asm!("dc cvac, {}", in(reg) a, options(nostack, preserves_flags)) };
+        a += LINE;
+    }
+    dsb_sy();
+}
+
+/// Zero `[start, start + len)` and clean it to the point of coherency, with
+/// DC ZVA (Arm ARM D7.4.12) for whole lines: one instruction per 64 bytes.
+///
+/// # Safety
+/// The range must be RAM the caller owns exclusively, mapped at EL2 as
+/// Normal memory (DC ZVA faults on Device memory), with nothing in it that
+/// anyone still needs.
+pub unsafe fn zero_to_poc(start: u64, len: u64) {
+    let end = start.saturating_add(len);
+    let (mut a, b) = if zva_is_one_line() {
+        let a = start.next_multiple_of(LINE).min(end);
+        (a, (end & !(LINE - 1)).max(a))
+    } else {
+        (end, end)
+    };
+    // SAFETY: the edges (and everything when DC ZVA does not fit) are plain
+    // stores to the caller's range.
+    unsafe {
+        core::ptr::write_bytes(start as *mut u8, 0, (a - start) as usize);
+        core::ptr::write_bytes(b as *mut u8, 0, (end - b) as usize);
+    }
+    let whole = a;
+    while a.saturating_add(4 * LINE) <= b {
+        // SAFETY: `a..a + 256` is inside the caller's Normal RAM and
+        // line-aligned; DC ZVA writes exactly one 64-byte line each.
+        unsafe {
+            core::arch::asm!(
+                "dc zva, {a}",
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                "dc zva, {a}",
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                "dc zva, {a}",
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                "dc zva, {a}",
+                "dc cvac, {a}",
+                "add {a}, {a}, #64",
+                a = inout(reg) a,
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+    while a < b {
+        // SAFETY: as above, one line.
+        unsafe {
+            core::arch::asm!("dc zva, {a}", "dc cvac, {a}", a = in(reg) a, options(nostack, preserves_flags))
+        };
+        a += LINE;
+    }
+    // SAFETY: the edges (and a range DC ZVA did not cover) are the caller's RAM.
+    unsafe {
+        clean_to_poc(start, whole - start);
+        clean_to_poc(b, end - b);
+    }
+    dsb_sy();
 }
 
 /// Stop this pCPU for good.
