@@ -5,9 +5,10 @@
 //! so lines from different domains and pCPUs never interleave mid-line.
 
 use crate::arch::aarch64::uart;
+use crate::arch::aarch64::Lock;
 use core::fmt::{self, Write};
 
-static LOCK: spin::Mutex<()> = spin::Mutex::new(());
+static LOCK: Lock<()> = Lock::new(());
 
 struct Uart;
 impl Write for Uart {

@@ -25,6 +25,7 @@ use super::console::log;
 use super::trap::{copy_from_guest, copy_to_guest};
 use super::{domain_id, domains, index_of, kick_owner, mac, vcpu, Domain, MAX_DOMAINS};
 use crate::addr::PAGE_SIZE;
+use crate::arch::aarch64::{Lock, LockGuard};
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use tessera_ipc::errno::Errno;
 use tessera_ipc::event_channel::{
@@ -94,8 +95,8 @@ impl DomainEvents {
     }
 }
 
-static EVENTS: [spin::Mutex<DomainEvents>; MAX_DOMAINS] =
-    [const { spin::Mutex::new(DomainEvents::new()) }; MAX_DOMAINS];
+static EVENTS: [Lock<DomainEvents>; MAX_DOMAINS] =
+    [const { Lock::new(DomainEvents::new()) }; MAX_DOMAINS];
 
 /// An atomic view of a guest word.
 ///
@@ -223,8 +224,8 @@ fn lock_pair(
     a: usize,
     b: usize,
 ) -> Option<(
-    spin::MutexGuard<'static, DomainEvents>,
-    spin::MutexGuard<'static, DomainEvents>,
+    LockGuard<'static, DomainEvents>,
+    LockGuard<'static, DomainEvents>,
 )> {
     let (ea, eb) = (EVENTS.get(a)?, EVENTS.get(b)?);
     if a == b {

@@ -26,6 +26,7 @@ use super::{
 use crate::addr::{PhysAddr, BLOCK_2M, PAGE_SIZE};
 use crate::arch::aarch64::guest;
 use crate::arch::aarch64::mmu::{self, TableReserve};
+use crate::arch::aarch64::Lock;
 use crate::pagetable::{Attrs, MapError, MemType, PageTable, Stage2};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use tessera_ipc::errno::Errno;
@@ -64,10 +65,10 @@ static BLOCK: AtomicU64 = AtomicU64::new(0);
 /// ids are indices + 1.
 macro_rules! per_domain {
     ($make:path) => {{
-        let mut all = [const { spin::Mutex::new($make(0)) }; MAX_DOMAINS];
+        let mut all = [const { Lock::new($make(0)) }; MAX_DOMAINS];
         let mut i = 0;
         while i < MAX_DOMAINS {
-            all[i] = spin::Mutex::new($make((i + 1) as DomId));
+            all[i] = Lock::new($make((i + 1) as DomId));
             i += 1;
         }
         all
@@ -75,16 +76,16 @@ macro_rules! per_domain {
 }
 
 /// Each domain's pins, as a granter.
-static ACTIVE: [spin::Mutex<ActiveGrants>; MAX_DOMAINS] = per_domain!(ActiveGrants::new);
+static ACTIVE: [Lock<ActiveGrants>; MAX_DOMAINS] = per_domain!(ActiveGrants::new);
 /// Each domain's mappings, as a grantee.
-static MAPTRACK: [spin::Mutex<MapTrack>; MAX_DOMAINS] = per_domain!(MapTrack::new);
+static MAPTRACK: [Lock<MapTrack>; MAX_DOMAINS] = per_domain!(MapTrack::new);
 /// Where each domain placed its grant-table frames.
-static FRAMES: [spin::Mutex<GrantFrames>; MAX_DOMAINS] =
-    [const { spin::Mutex::new(GrantFrames::new()) }; MAX_DOMAINS];
+static FRAMES: [Lock<GrantFrames>; MAX_DOMAINS] =
+    [const { Lock::new(GrantFrames::new()) }; MAX_DOMAINS];
 /// Each domain's stage-2 edit lock, holding the table pages it may add.
 /// Held around every change to a live stage 2 and its TLB invalidation.
-static STAGE2: [spin::Mutex<TableReserve>; MAX_DOMAINS] =
-    [const { spin::Mutex::new(TableReserve::empty()) }; MAX_DOMAINS];
+static STAGE2: [Lock<TableReserve>; MAX_DOMAINS] =
+    [const { Lock::new(TableReserve::empty()) }; MAX_DOMAINS];
 
 /// Boot: set aside the grant block (before any domain is built).
 pub(super) fn reserve(alloc: &mut RamAllocator) {

@@ -42,8 +42,8 @@ struct Server {
 }
 
 /// Each domain's server, by served-domain index.
-static SERVERS: [spin::Mutex<Option<Server>>; MAX_DOMAINS] =
-    [const { spin::Mutex::new(None) }; MAX_DOMAINS];
+static SERVERS: [crate::arch::aarch64::Lock<Option<Server>>; MAX_DOMAINS] =
+    [const { crate::arch::aarch64::Lock::new(None) }; MAX_DOMAINS];
 
 /// An access posted to a server and not yet answered: the owner's record of
 /// what to do with the answer (never taken from the shared slot).

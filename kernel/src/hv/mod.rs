@@ -59,8 +59,8 @@ pub struct Domain {
     pub dtb_ipa: u64,
     pub state: AtomicU8,
     pub generation: AtomicU32,
-    pub vgic: spin::Mutex<Vgic>,
-    pub console: spin::Mutex<LineBuffer>,
+    pub vgic: arch::Lock<Vgic>,
+    pub console: arch::Lock<LineBuffer>,
     /// The domain's security context, from `xen,security-label`.
     pub sid: Sid,
     /// Where the payload lives in the image, to reload it on reboot.
@@ -832,8 +832,8 @@ fn build_domain(
         dtb_ipa: platform::RAM_BASE + size - GUEST_DTB_RESERVE,
         state: AtomicU8::new(DOMAIN_RUNNING),
         generation: AtomicU32::new(1),
-        vgic: spin::Mutex::new(Vgic::new(dc.vcpus as usize)),
-        console: spin::Mutex::new(LineBuffer::new()),
+        vgic: arch::Lock::new(Vgic::new(dc.vcpus as usize)),
+        console: arch::Lock::new(LineBuffer::new()),
         sid,
         payload,
         load_offset,
@@ -899,10 +899,7 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
         // SAFETY: the checks above keep `[offset, offset + len)` inside the
         // domain's RAM (as in the gaps' comment), and `data` is a module of
         // the image, which lies outside every domain's RAM.
-        unsafe {
-            core::ptr::copy_nonoverlapping(data.as_ptr(), dst as *mut u8, data.len());
-            arch::clean_to_poc(dst, data.len() as u64);
-        }
+        unsafe { arch::copy_to_poc(dst, data) };
     };
     copy(at, d.payload);
     let initrd = initrd_at.map(|(start, r)| {
@@ -984,14 +981,13 @@ fn start_domain(d: &Domain) {
 pub fn kick_owner(v: usize) {
     let Some(slot) = vcpu(v) else { return };
     let p = slot.pcpu.load(Ordering::Relaxed);
-    if let Some(c) = PCPUS.get(p) {
-        c.attention.store(true, Ordering::Release);
-    }
-    let me = this_pcpu();
-    if p != me {
-        if let Some(c) = PCPUS.get(p) {
-            gic::kick(c.mpidr.load(Ordering::Relaxed));
-        }
+    let Some(c) = PCPUS.get(p) else { return };
+    c.attention.store(true, Ordering::Release);
+    // MPIDRs are stored as `arch::mpidr` reads them: comparing them tells
+    // whether we are the owner without searching for our own index.
+    let owner = c.mpidr.load(Ordering::Relaxed);
+    if owner != arch::mpidr() {
+        gic::kick(owner);
     } else if STARTED.load(Ordering::Acquire) > 0 {
         // A vCPU of ours changed: reschedule on the way out so it gets its
         // turn (and the slice timer is re-armed).
@@ -1230,7 +1226,14 @@ fn arm_wakeup(p: usize) {
     for &v in inner.runq.vcpus() {
         // SAFETY: owner pCPU.
         let (frame, own) = unsafe { owned(v) };
-        if own.blocked && !own.timer_in_hw && frame.timer.ctl & 0b11 == 0b01 {
+        // A vCPU waiting on its device model wakes only for the answer (see
+        // `runnable`): its timer, due or not, must not end the WFI, or the
+        // pCPU would spin for as long as the device model takes.
+        if own.blocked
+            && own.pending_io.is_none()
+            && !own.timer_in_hw
+            && frame.timer.ctl & 0b11 == 0b01
+        {
             deadline = deadline.min(frame.timer.cval);
         }
     }
@@ -1380,24 +1383,36 @@ pub fn flush_lrs(v: usize) {
 
 #[inline(never)]
 fn fill_lrs(v: usize, slot: &Vcpu, own: &mut OwnerState) {
+    let empty = gic::empty_lrs();
+    let retired = (0..gic::NR_LRS)
+        .filter(|&n| own.lr_used & (1 << n) != 0 && empty & (1 << n) != 0)
+        .fold(0u8, |m, n| m | 1 << n);
+    // Nothing was made pending since the last fill (every such change sets
+    // the hint) and the guest gave no list register back: the model and the
+    // list registers are as that fill left them.
+    if retired == 0 && !slot.irq_hint.load(Ordering::Acquire) {
+        return;
+    }
     let Some(d) = domain_of(v) else { return };
     let idx = slot.index.load(Ordering::Relaxed);
     let mut vgic = d.vgic.lock();
     slot.irq_hint.store(false, Ordering::Release);
-    let empty = gic::empty_lrs();
     for n in 0..gic::NR_LRS {
-        let bit = 1u8 << n;
-        if own.lr_used & bit != 0 && empty & (1 << n) != 0 {
+        if retired & (1 << n) != 0 {
             vgic.lr_retired(idx, own.lr_intid[n]);
-            own.lr_used &= !bit;
         }
     }
+    own.lr_used &= !retired;
+    // Fill the free list registers. Only when they run out before the model
+    // does can something deliverable be left for an underflow interrupt.
+    let mut drained = false;
     for n in 0..gic::NR_LRS {
         let bit = 1u8 << n;
         if own.lr_used & bit != 0 {
             continue;
         }
         let Some((intid, prio)) = vgic.next_deliverable(idx) else {
+            drained = true;
             break;
         };
         gic::write_lr(n, Vgic::lr_value(intid, prio));
@@ -1405,5 +1420,5 @@ fn fill_lrs(v: usize, slot: &Vcpu, own: &mut OwnerState) {
         own.lr_used |= bit;
         own.lr_intid[n] = intid;
     }
-    gic::set_underflow_irq(vgic.has_deliverable(idx));
+    gic::set_underflow_irq(!drained && vgic.has_deliverable(idx));
 }

@@ -230,13 +230,10 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     let Some(dom) = domain_of(v) else {
         return Next::Leave;
     };
-    let mut vgic = dom.vgic.lock();
-    let Some((frame_kind, off)) = vgic.decode(ipa) else {
-        drop(vgic);
+    let Some((frame_kind, off)) = Vgic::decode_for(dom.nr_vcpus, ipa) else {
         return device_access(v, f, d, ipa, esr);
     };
     let Some(acc) = d.syndrome else {
-        drop(vgic);
         log!(
             "d{} {}: GIC access at IPA {:#x} without syndrome (ESR {:#x})",
             dom.id,
@@ -248,6 +245,7 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
     };
     // An access to another vCPU's redistributor is allowed (Linux reads
     // every GICR_TYPER to find its own); the model bounds the index.
+    let mut vgic = dom.vgic.lock();
     if d.write {
         let raw = get_reg(f, acc.reg);
         let val = if acc.size == 8 {
@@ -433,11 +431,8 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         }
         Call::Hvm { cmd, arg } => (events::hvm_op(di, cmd, arg.raw()), Next::Resume),
         Call::Ioreq(IoreqCall::ConsoleWrite { dom, buf, len }) => {
-            let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
-            let dst = &mut tmp[..len.min(hc::CONSOLE_IO_MAX)];
             let r = ioreq::console_target(p, di, dom).and_then(|(_, t)| {
-                copy_from_guest(d, buf.raw(), dst)?;
-                t.console.lock().push(&t.name, dst);
+                console_from_guest(d, buf.raw(), len.min(hc::CONSOLE_IO_MAX), t)?;
                 Ok(0)
             });
             (r, Next::Resume)
@@ -473,19 +468,11 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         }
         Call::XenVersion { cmd, arg } => (xen_version(d, cmd, arg.raw()), Next::Resume),
         Call::ConsoleWrite { .. } if console_denied(p, d) => (Err(Errno::Eacces), Next::Resume),
-        Call::ConsoleWrite { buf, len } => {
-            let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
-            let Some(dst) = tmp.get_mut(..len) else {
-                return Next::Resume;
-            };
-            match copy_from_guest(d, buf.raw(), dst) {
-                Ok(()) => {
-                    d.console.lock().push(&d.name, dst);
-                    (Ok(0), Next::Resume)
-                }
-                Err(e) => (Err(e), Next::Resume),
-            }
-        }
+        Call::ConsoleWrite { len, .. } if len > hc::CONSOLE_IO_MAX => return Next::Resume,
+        Call::ConsoleWrite { buf, len } => (
+            console_from_guest(d, buf.raw(), len, d).map(|()| 0),
+            Next::Resume,
+        ),
         // No console input yet: nothing to read.
         Call::ConsoleRead { .. } => (Ok(0), Next::Resume),
         Call::SchedYield => (Ok(0), Next::Yield),
@@ -526,6 +513,23 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         Err(e) => e.to_ret(),
     };
     next
+}
+
+/// Append `len` bytes at guest virtual address `va` of domain `d` to `to`'s
+/// console, through a small buffer a chunk at a time (console writes are
+/// mostly a character or a line; zeroing a buffer of the largest size for
+/// each would cost more than the copy). As with Xen's console_io, a bad
+/// page ends the write with `Efault` after the chunks before it.
+fn console_from_guest(d: &Domain, va: u64, len: usize, to: &Domain) -> Result<(), Errno> {
+    let mut chunk = [0u8; 64];
+    let mut done = 0;
+    while done < len {
+        let part = chunk.get_mut(..(len - done).min(64)).ok_or(Errno::Efault)?;
+        copy_from_guest(d, va.checked_add(done as u64).ok_or(Errno::Efault)?, part)?;
+        to.console.lock().push(&to.name, part);
+        done += part.len();
+    }
+    Ok(())
 }
 
 /// Xen's Arm continuation: the guest re-executes the `hvc` (ELR_EL2 moves

@@ -250,6 +250,13 @@ impl Vgic {
     /// `None` if it is not a GIC address. Only the redistributors of
     /// existing vCPUs count; the ones beyond are not GIC addresses.
     pub fn decode(&self, ipa: u64) -> Option<(Frame, u64)> {
+        Self::decode_for(self.nr_vcpus, ipa)
+    }
+
+    /// `decode` for a GIC of `nr_vcpus` vCPUs, without the model: the frames
+    /// depend on nothing else, so a trap can tell a GIC access from another
+    /// device's before it takes the lock that guards the model.
+    pub fn decode_for(nr_vcpus: usize, ipa: u64) -> Option<(Frame, u64)> {
         if let Some(off) = ipa.checked_sub(platform::GICD_BASE) {
             if off < platform::GICD_SIZE {
                 return Some((Frame::Dist, off));
@@ -257,7 +264,7 @@ impl Vgic {
         }
         let off = ipa.checked_sub(platform::GICR_BASE)?;
         let vcpu = usize::try_from(off / platform::GICR_STRIDE).ok()?;
-        if vcpu >= self.nr_vcpus {
+        if vcpu >= nr_vcpus {
             return None;
         }
         Some((Frame::Redist { vcpu }, off % platform::GICR_STRIDE))
@@ -356,13 +363,24 @@ impl Vgic {
     /// the lowest INTID, so the choice is deterministic.
     pub fn next_deliverable(&self, vcpu: usize) -> Option<(u32, u8)> {
         let state = self.vcpu(vcpu)?;
+        // The common answer, "nothing", without looking at priorities or
+        // routes.
+        let private = state.private.deliverable(self.ctlr);
+        if private == 0
+            && self
+                .spis
+                .iter()
+                .all(|bank| bank.deliverable(self.ctlr) == 0)
+        {
+            return None;
+        }
         let mut best: Option<(u32, u8)> = None;
         let mut consider = |intid: u32, prio: u8| {
             if best.is_none_or(|(_, p)| prio < p) {
                 best = Some((intid, prio));
             }
         };
-        let mut bits = state.private.deliverable(self.ctlr);
+        let mut bits = private;
         while bits != 0 {
             let i = bits.trailing_zeros();
             bits &= bits - 1;

@@ -19,7 +19,7 @@ struct Pool(UnsafeCell<[[u64; 512]; POOL_PAGES]>);
 // hypervisor's build lock (boot and domain build on one pCPU at a time).
 unsafe impl Sync for Pool {}
 static POOL: Pool = Pool(UnsafeCell::new([[0; 512]; POOL_PAGES]));
-static NEXT_FRAME: spin::Mutex<usize> = spin::Mutex::new(0);
+static NEXT_FRAME: super::Lock<usize> = super::Lock::new(0);
 
 /// Table pages from the static pool, accessed through the identity map.
 pub struct Frames;

@@ -33,6 +33,27 @@ macro_rules! write_sysreg {
 pub(crate) use read_sysreg;
 pub(crate) use write_sysreg;
 
+/// How the kernel's spin locks wait: YIELD (Arm ARM C6.2.401), the hint
+/// that the PE is spinning. On hardware it is as cheap as the ISB that
+/// `core::hint::spin_loop` emits; QEMU's single-threaded TCG (which
+/// `-icount` uses) hands the host thread to the next vCPU on it, so a pCPU
+/// waiting for a lock whose holder QEMU switched away from lets the holder
+/// run instead of spinning out its whole time slice.
+pub struct YieldRelax;
+
+impl spin::RelaxStrategy for YieldRelax {
+    #[inline(always)]
+    fn relax() {
+        // SAFETY: YIELD is a hint with no architectural effect.
+        unsafe { core::arch::asm!("yield", options(nomem, nostack, preserves_flags)) };
+    }
+}
+
+/// The kernel's spin lock (waits with [`YieldRelax`]).
+pub type Lock<T> = spin::mutex::Mutex<T, YieldRelax>;
+/// A held [`Lock`].
+pub type LockGuard<'a, T> = spin::mutex::MutexGuard<'a, T>;
+
 /// Instruction synchronization barrier (Arm ARM B2.3.12).
 #[inline(always)]
 pub fn isb() {
@@ -145,6 +166,52 @@ pub unsafe fn clean_to_poc(start: u64, len: u64) {
         a += LINE;
     }
     dsb_sy();
+}
+
+/// Copy `src` to `dst` and clean the copy to the point of coherency: 64
+/// bytes per loop of eight load/store-pair instructions (payloads are tens
+/// of MiB; the generic `memcpy` moves 8 bytes per loop).
+///
+/// # Safety
+/// `[dst, dst + src.len())` must be RAM the caller owns exclusively, mapped
+/// at EL2 as Normal memory, and must not overlap `src`.
+pub unsafe fn copy_to_poc(dst: u64, src: &[u8]) {
+    let whole = src.len() & !63;
+    if whole > 0 {
+        // SAFETY: both ranges hold `whole` bytes (the caller's for `dst`, a
+        // live slice for `src`) and do not overlap; EL2 does not check
+        // alignment (SCTLR_EL2.A is clear), so any addresses work.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldp {a}, {b}, [{s}], #16",
+                "ldp {c}, {d}, [{s}], #16",
+                "stp {a}, {b}, [{t}], #16",
+                "stp {c}, {d}, [{t}], #16",
+                "ldp {a}, {b}, [{s}], #16",
+                "ldp {c}, {d}, [{s}], #16",
+                "stp {a}, {b}, [{t}], #16",
+                "stp {c}, {d}, [{t}], #16",
+                "subs {n}, {n}, #64",
+                "b.ne 2b",
+                s = inout(reg) src.as_ptr() => _,
+                t = inout(reg) dst => _,
+                n = inout(reg) whole => _,
+                a = out(reg) _,
+                b = out(reg) _,
+                c = out(reg) _,
+                d = out(reg) _,
+                options(nostack)
+            )
+        };
+    }
+    let tail = src.get(whole..).unwrap_or_default();
+    // SAFETY: the last `tail.len()` bytes of the caller's range; then the
+    // whole range is cleaned, which only touches the caches.
+    unsafe {
+        core::ptr::copy_nonoverlapping(tail.as_ptr(), (dst + whole as u64) as *mut u8, tail.len());
+        clean_to_poc(dst, src.len() as u64);
+    }
 }
 
 /// Zero `[start, start + len)` and clean it to the point of coherency, with
