@@ -980,21 +980,24 @@ pub const ICOUNT: [&str; 2] = ["-icount", "shift=4,sleep=off"];
 pub const NATIVE_BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Boots the payloads natively (plain QEMU, no hypervisor) under
-/// [`ICOUNT`] with `smp` CPUs and returns the init marker: `cntvct` /
-/// `cntfrq` is the virtual time from QEMU's start to `/init`. The console
-/// log goes to `log`. For the `linux_boot` benchmark.
+/// [`ICOUNT`] with `smp` CPUs and `memory` of RAM (QEMU's `-m`) and returns
+/// the init marker: `cntvct` / `cntfrq` is the virtual time from QEMU's
+/// start to `/init`. The console log goes to `log`. For the `linux_boot`
+/// benchmark.
 pub fn native_boot_counter(
     payloads: &LinuxPayloads,
     smp: u32,
+    memory: &str,
     log: &Path,
 ) -> Result<Marker, Error> {
     let failed = |e: tessera_system_tests::Failure| {
         Error::Failed(format!("native Linux boot under -icount: {e}"))
     };
-    let config = native_config(&payloads.for_tests(), smp, "")
+    let mut config = native_config(&payloads.for_tests(), smp, "")
         .args(ICOUNT)
         .log(log)
         .deadline(NATIVE_BOOT_TIMEOUT);
+    config.memory = memory.into();
     let mut qemu = Qemu::spawn(&config).map_err(failed)?;
     expect_marker(&mut qemu, NATIVE_BOOT_TIMEOUT).map_err(failed)
 }
@@ -1013,7 +1016,13 @@ mod tests {
             .join("target")
             .join("bench")
             .join("linux-native-icount.log");
-        let marker = native_boot_counter(&payloads, 2, &log).unwrap();
+        let marker = native_boot_counter(
+            &payloads,
+            2,
+            tessera_system_tests::linux::NATIVE_MEMORY,
+            &log,
+        )
+        .unwrap();
         println!(
             "{marker:?}: {:.3}s of virtual time to /init",
             marker.seconds()

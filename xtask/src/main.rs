@@ -265,7 +265,11 @@ fn test(args: &[String]) -> Result<(), Error> {
 /// One benchmark: a Tessera image, the pCPUs it runs on and, if it has one,
 /// the native baseline's bootargs for the test guest booted bare.
 struct Benchmark {
+    /// The name `cargo xtask bench` reports.
     name: &'static str,
+    /// The name in the guest's `BENCHRESULT` line (one guest benchmark can
+    /// be reported for several placements).
+    result: &'static str,
     image: &'static str,
     /// QEMU `-smp`: two-domain benchmarks put each domain on its own pCPU.
     smp: u32,
@@ -275,29 +279,56 @@ struct Benchmark {
 const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
         name: "null_hypercall",
+        result: "null_hypercall",
         image: "bench-null-hypercall",
         smp: 1,
         native_bootargs: Some("native bench=null_hypercall"),
     },
     Benchmark {
         name: "vcpu_switch",
+        result: "vcpu_switch",
         image: "bench-vcpu-switch",
         smp: 1,
         native_bootargs: None,
     },
     Benchmark {
         name: "evtchn_pingpong",
+        result: "evtchn_pingpong",
         image: "bench-evtchn-pingpong",
         smp: 2,
         native_bootargs: None,
     },
     Benchmark {
         name: "ring_burst",
+        result: "ring_burst",
         image: "bench-ring-burst",
         smp: 2,
         native_bootargs: None,
     },
+    // A virtio-mmio register read served by the device-model domain: the
+    // guest and the device model each on its own pCPU, then sharing one.
+    // Natively QEMU's own virtio-mmio transport answers the same load.
+    Benchmark {
+        name: "mmio_roundtrip",
+        result: "mmio_roundtrip",
+        image: "bench-mmio-roundtrip",
+        smp: 2,
+        native_bootargs: Some("native bench=mmio_roundtrip"),
+    },
+    Benchmark {
+        name: "mmio_roundtrip_1pcpu",
+        result: "mmio_roundtrip",
+        image: "bench-mmio-roundtrip",
+        smp: 1,
+        native_bootargs: Some("native bench=mmio_roundtrip"),
+    },
 ];
+
+/// The image `linux_boot` boots under Tessera (its Linux domain's RAM is
+/// what the native run gets too).
+const LINUX_BOOT_IMAGE: &str = "linux-boot";
+/// pCPUs (and native CPUs) for `linux_boot`.
+const LINUX_BOOT_SMP: u32 = 2;
 
 /// Makes the guest's virtual counter tick once per instruction.
 const ICOUNT: [&str; 2] = ["-icount", "shift=4,sleep=off"];
@@ -312,11 +343,11 @@ struct Measurement {
 }
 
 /// Boots `config` and reads the guest's
-/// `BENCHRESULT <name> ops=<N> ticks=<T> [hypercalls=<H>]` line.
-fn measure(name: &str, config: &QemuConfig) -> Result<Measurement, Error> {
+/// `BENCHRESULT <result> ops=<N> ticks=<T> [hypercalls=<H>]` line.
+fn measure(name: &str, result: &str, config: &QemuConfig) -> Result<Measurement, Error> {
     let failed = |e: tessera_system_tests::Failure| Error::Failed(format!("benchmark {name}: {e}"));
     let mut qemu = Qemu::spawn(config).map_err(failed)?;
-    let pattern = format!(r"BENCHRESULT {name} ops=(\d+) ticks=(\d+)");
+    let pattern = format!(r"BENCHRESULT {result} ops=(\d+) ticks=(\d+)");
     let line = qemu.expect(&pattern, BENCH_TIMEOUT).map_err(failed)?;
     let number = |key: &str| {
         line.text
@@ -398,7 +429,7 @@ fn bench(args: &[String]) -> Result<(), Error> {
             .args(ICOUNT)
             .log(logs.join(format!("{}-tessera.log", bench.name)))
             .deadline(BENCH_TIMEOUT);
-        let tessera = measure(bench.name, &tessera)
+        let tessera = measure(bench.name, bench.result, &tessera)
             .map_err(|e| errors.push(e))
             .ok();
         let native = bench.native_bootargs.and_then(|bootargs| {
@@ -409,7 +440,7 @@ fn bench(args: &[String]) -> Result<(), Error> {
                 .args(["-append", bootargs])
                 .log(logs.join(format!("{}-native.log", bench.name)))
                 .deadline(BENCH_TIMEOUT);
-            measure(bench.name, &config)
+            measure(bench.name, bench.result, &config)
                 .map_err(|e| errors.push(e))
                 .ok()
         });
@@ -434,6 +465,10 @@ fn bench(args: &[String]) -> Result<(), Error> {
             show(native.as_ref().map(|n| n.instructions))
         );
     }
+    if let Err(e) = linux_boot(&artefacts, &logs) {
+        println!("BENCH name=linux_boot tessera=- native=- ratio=- unit=s");
+        errors.push(e);
+    }
     if let Err(e) = avc_hit() {
         errors.push(e);
     }
@@ -448,6 +483,70 @@ fn bench(args: &[String]) -> Result<(), Error> {
         errors.len(),
         logs.display()
     )))
+}
+
+/// `linux_boot`: virtual time (seconds under `-icount`) from QEMU's start
+/// to the Debian initramfs's init marker, under Tessera (`linux-boot`: the
+/// kernel built by the hypervisor, its console the device model's PL011)
+/// and natively (the same kernel and initramfs on plain QEMU with as much
+/// RAM as the Tessera domain has).
+fn linux_boot(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
+    let payloads = xtask::linux::ensure_payloads()?;
+    let dir = repo_root()
+        .join("tests")
+        .join("images")
+        .join(LINUX_BOOT_IMAGE);
+    let memory = linux_domain_memory(&dir)?;
+    let image = build_one(&dir, artefacts)?;
+    let failed = |e: tessera_system_tests::Failure| {
+        Error::Failed(format!("benchmark linux_boot under Tessera: {e}"))
+    };
+    let config = QemuConfig::tessera(&image)
+        .smp(LINUX_BOOT_SMP)
+        .args(ICOUNT)
+        .log(logs.join("linux_boot-tessera.log"))
+        .deadline(xtask::linux::NATIVE_BOOT_TIMEOUT);
+    let mut qemu = Qemu::spawn(&config).map_err(failed)?;
+    let tessera =
+        tessera_system_tests::linux::expect_marker(&mut qemu, xtask::linux::NATIVE_BOOT_TIMEOUT)
+            .map_err(failed)?;
+    drop(qemu);
+    let native = xtask::linux::native_boot_counter(
+        &payloads,
+        LINUX_BOOT_SMP,
+        &format!("{}M", memory >> 20),
+        &logs.join("linux_boot-native.log"),
+    )?;
+    let ratio = if native.seconds() > 0.0 {
+        format!("{:.2}", tessera.seconds() / native.seconds())
+    } else {
+        "-".into()
+    };
+    println!(
+        "BENCH name=linux_boot tessera={:.3} native={:.3} ratio={ratio} unit=s",
+        tessera.seconds(),
+        native.seconds()
+    );
+    Ok(())
+}
+
+/// The RAM of the domain in `dir`'s image that boots the Debian kernel.
+fn linux_domain_memory(dir: &Path) -> Result<u64, Error> {
+    let description = load_description(dir)?;
+    let config = tessera_kernel::config::parse_system(&description.dtb)
+        .map_err(|e| Error::Failed(format!("{}: {e}", dir.display())))?;
+    config
+        .domains
+        .iter()
+        .find(|d| d.kernel.name.as_str() == xtask::system::DEBIAN_LINUX_MODULE)
+        .map(|d| d.memory_bytes)
+        .ok_or_else(|| {
+            Error::Failed(format!(
+                "{}: no domain boots the `{}` module",
+                dir.display(),
+                xtask::system::DEBIAN_LINUX_MODULE
+            ))
+        })
 }
 
 /// Fetches (or, with `--refetch`, re-downloads) the Debian packages and

@@ -28,7 +28,7 @@ const MMIO_READS: u64 = 10_000;
 /// How long the guest gives its device model to register before the first
 /// access (an access nobody serves yet would stop the domain). The device
 /// model is ready within about a millisecond of virtual time.
-const SERVER_GRACE_MS: u64 = 500;
+const SERVER_GRACE_MS: u64 = 50;
 /// virtio-mmio MagicValue ("virt", little-endian), at offset 0 of a slot.
 const VIRTIO_MAGIC: u32 = 0x7472_6976;
 
