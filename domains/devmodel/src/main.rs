@@ -201,7 +201,9 @@ mod shell {
             for (n, (dev, level)) in self.virtio.iter_mut().enumerate() {
                 let Some(dev) = dev else { continue };
                 if let Virtio::Console(c) = dev {
-                    forward_output(domid, |buf| c.take_output(buf));
+                    if c.pending_output() > 0 {
+                        forward_output(domid, |buf| c.take_output(buf));
+                    }
                 }
                 drive_line(
                     domid,
@@ -211,7 +213,10 @@ mod shell {
                 );
             }
             if let Some(uart) = self.pl011.as_mut() {
-                forward_output(domid, |buf| uart.take_output(buf));
+                // A line at a time: the kernel shows no partial line anyway.
+                if uart.output_line_ready() {
+                    forward_output(domid, |buf| uart.take_output(buf));
+                }
                 drive_line(domid, PL011_INTID, uart.irq_level(), &mut self.pl011_irq);
             }
         }

@@ -4,8 +4,8 @@
 //!
 //! The one idea: the device has no clock, so "time passes" between two
 //! guest accesses. A byte written to DR is on the wire before the guest's
-//! next access (it goes to an output ring the shell drains after every
-//! access), so the transmit FIFO is always empty and never full. A byte
+//! next access (it goes to an output ring the shell drains a line at a
+//! time), so the transmit FIFO is always empty and never full. A byte
 //! the shell pushes sits in the receive FIFO, and because no further byte
 //! follows in the same push, the line is idle and the receive timeout has
 //! expired by the guest's next look. Interrupt status bits are set and
@@ -43,6 +43,10 @@ pub const FIFO_DEPTH: usize = 32;
 /// Bytes the guest may transmit before the shell drains them; beyond this
 /// they are dropped (and counted) rather than stalling the guest.
 pub const OUTPUT_CAPACITY: usize = 4096;
+/// Pending output that is worth forwarding even without a line end: the
+/// length of a line the kernel's console prints (it prints a domain's
+/// console a whole line at a time, and cuts longer lines there).
+pub const OUTPUT_LINE: usize = 256;
 
 /// Register offsets (DDI 0183G, 3.2 "Summary of registers").
 pub mod reg {
@@ -290,6 +294,8 @@ fn trigger_eighths(field: u32) -> usize {
 pub struct Pl011 {
     rx: Ring<FIFO_DEPTH>,
     output: Ring<OUTPUT_CAPACITY>,
+    /// Line ends (`\n`) in `output`.
+    output_lines: usize,
     output_dropped: u64,
     ilpr: u32,
     ibrd: u32,
@@ -316,6 +322,7 @@ impl Pl011 {
         Self {
             rx: Ring::new(),
             output: Ring::new(),
+            output_lines: 0,
             output_dropped: 0,
             ilpr: 0,
             ibrd: 0,
@@ -408,6 +415,9 @@ impl Pl011 {
             let Some(byte) = self.output.pop() else {
                 break;
             };
+            if byte == b'\n' {
+                self.output_lines = self.output_lines.saturating_sub(1);
+            }
             *slot = byte;
             taken = taken.saturating_add(1);
         }
@@ -417,6 +427,13 @@ impl Pl011 {
     /// Transmitted bytes waiting for [`Self::take_output`].
     pub fn pending_output(&self) -> usize {
         self.output.len()
+    }
+
+    /// Whether the pending output holds a whole line (or [`OUTPUT_LINE`]
+    /// bytes): what a console that shows whole lines can use. Forwarding
+    /// only then costs the shell one console write per line, not per byte.
+    pub fn output_line_ready(&self) -> bool {
+        self.output_lines > 0 || self.output.len() >= OUTPUT_LINE
     }
 
     /// Transmitted bytes dropped because the output ring was full.
@@ -566,6 +583,8 @@ impl Pl011 {
         }
         if !self.output.push(byte) {
             self.output_dropped = self.output_dropped.saturating_add(1);
+        } else if byte == b'\n' {
+            self.output_lines = self.output_lines.saturating_add(1);
         }
     }
 

@@ -705,3 +705,28 @@ fn state_stays_consistent_under_a_pseudo_random_workload() {
         assert!(uart.pending_output() <= OUTPUT_CAPACITY);
     }
 }
+
+#[test]
+fn output_is_ready_a_line_at_a_time() {
+    let mut uart = Pl011::new();
+    for &b in b"no line end yet" {
+        uart.write(reg::DR, 4, u64::from(b));
+    }
+    assert!(!uart.output_line_ready(), "a partial line waits");
+    uart.write(reg::DR, 4, u64::from(b'\n'));
+    assert!(uart.output_line_ready());
+    let mut head = [0u8; 4];
+    assert_eq!(uart.take_output(&mut head), 4);
+    assert!(uart.output_line_ready(), "the line end is still pending");
+    assert_eq!(drain_output(&mut uart), b"ine end yet\n");
+    assert!(!uart.output_line_ready(), "taking the line end clears it");
+    for _ in 0..OUTPUT_LINE - 1 {
+        uart.write(reg::DR, 4, u64::from(b'x'));
+    }
+    assert!(!uart.output_line_ready());
+    uart.write(reg::DR, 4, u64::from(b'x'));
+    assert!(
+        uart.output_line_ready(),
+        "a console line's worth goes out too"
+    );
+}

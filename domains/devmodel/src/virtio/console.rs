@@ -188,4 +188,9 @@ impl<const OUT: usize> VirtioMmio<Console<OUT>> {
     pub fn take_output(&mut self, out: &mut [u8]) -> usize {
         self.device_mut().take_output(out)
     }
+
+    /// Guest output waiting for `take_output`.
+    pub fn pending_output(&self) -> usize {
+        self.device().pending_output()
+    }
 }
