@@ -435,9 +435,9 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         Call::Ioreq(IoreqCall::ConsoleWrite { dom, buf, len }) => {
             let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
             let dst = &mut tmp[..len.min(hc::CONSOLE_IO_MAX)];
-            let r = ioreq::console_target(p, di, dom).and_then(|(_, t)| {
+            let r = ioreq::console_target(p, di, dom).and_then(|(ti, t)| {
                 copy_from_guest(d, buf.raw(), dst)?;
-                t.console.lock().push(&t.name, dst);
+                console::guest_output(&mut t.console.lock(), ti, &t.name, dst);
                 Ok(0)
             });
             (r, Next::Resume)
@@ -480,7 +480,7 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             };
             match copy_from_guest(d, buf.raw(), dst) {
                 Ok(()) => {
-                    d.console.lock().push(&d.name, dst);
+                    console::guest_output(&mut d.console.lock(), di, &d.name, dst);
                     (Ok(0), Next::Resume)
                 }
                 Err(e) => (Err(e), Next::Resume),
