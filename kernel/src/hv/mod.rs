@@ -1068,7 +1068,7 @@ fn runnable(v: usize) -> bool {
     }
     let idx = slot.index.load(Ordering::Relaxed);
     if slot.irq_hint.load(Ordering::Acquire)
-        || lr_pending(v, idx, d, frame, own)
+        || lr_pending(v, frame, own)
         || d.vgic.lock().has_deliverable(idx)
     {
         own.blocked = false;
@@ -1080,73 +1080,26 @@ fn runnable(v: usize) -> bool {
 /// Whether one of `v`'s list registers holds a pending interrupt: it was
 /// delivered before the vCPU blocked (with interrupts masked, say), and a
 /// pending virtual interrupt wakes a WFI just as a physical one would.
-///
-/// A stale virtual-timer LR (see `is_stale_vtimer`) is retired instead.
-fn lr_pending(
-    v: usize,
-    idx: usize,
-    d: &Domain,
-    frame: &mut VcpuFrame,
-    own: &mut OwnerState,
-) -> bool {
+fn lr_pending(v: usize, frame: &VcpuFrame, own: &OwnerState) -> bool {
     if own.lr_used == 0 {
         return false;
     }
     // SAFETY: owner pCPU; the scheduler state is only read here.
     let loaded =
         unsafe { &*PCPUS[frame.pcpu as usize % boot::MAX_PCPUS].inner.get() }.loaded == Some(v);
-    let mut pending = false;
-    for n in 0..gic::NR_LRS {
-        let bit = 1u8 << n;
-        if own.lr_used & bit == 0 {
-            continue;
-        }
-        let lr = if loaded {
-            gic::read_lr(n)
-        } else {
-            frame.vgic.lr.get(n).copied().unwrap_or(0)
-        };
-        if is_stale_vtimer(lr, frame, own) {
-            if loaded {
-                gic::write_lr(n, 0);
-            } else if let Some(slot) = frame.vgic.lr.get_mut(n) {
-                *slot = 0;
-            }
-            own.lr_used &= !bit;
-            d.vgic.lock().lr_retired(idx, platform::VTIMER_INTID);
-            continue;
-        }
-        pending |= matches!(
-            Vgic::lr_decode(lr).1,
-            LrState::Pending | LrState::PendingActive
-        );
-    }
-    pending
-}
-
-/// Whether list register value `lr` is the virtual timer's interrupt, still
-/// only pending, while the timer's line has dropped (the guest disabled the
-/// timer or re-armed it for later without taking the interrupt: it polls
-/// the timer with interrupts masked). The timer is level-triggered, so such
-/// an LR must go: a pending virtual interrupt makes WFI complete at once
-/// without trapping, and the guest would spin through its whole time slice
-/// instead of waiting, starving its pCPU's other vCPUs.
-fn is_stale_vtimer(lr: u64, frame: &VcpuFrame, own: &OwnerState) -> bool {
-    if Vgic::lr_decode(lr) != (platform::VTIMER_INTID, LrState::Pending) {
-        return false;
-    }
-    // The frame's copy is current only once the timer is stashed.
-    let (ctl, cval) = if own.timer_in_hw {
-        (
-            arch::read_sysreg!("cntv_ctl_el0"),
-            arch::read_sysreg!("cntv_cval_el0"),
-        )
-    } else {
-        (frame.timer.ctl, frame.timer.cval)
-    };
-    // IMASK is left out: the kernel sets it itself on injection.
-    let line_high = ctl & 1 == 1 && arch::counter() >= cval;
-    !line_high
+    (0..gic::NR_LRS)
+        .filter(|n| own.lr_used & (1 << n) != 0)
+        .any(|n| {
+            let lr = if loaded {
+                gic::read_lr(n)
+            } else {
+                frame.vgic.lr[n]
+            };
+            matches!(
+                Vgic::lr_decode(lr).1,
+                LrState::Pending | LrState::PendingActive
+            )
+        })
 }
 
 /// A stashed virtual timer whose condition is met (enabled, unmasked, expired).
@@ -1381,15 +1334,15 @@ pub fn take_fp(p: usize, v: usize) {
 pub fn flush_lrs(v: usize) {
     let Some(slot) = vcpu(v) else { return };
     // SAFETY: called by the owner pCPU with `v` loaded.
-    let (frame, own) = unsafe { owned(v) };
+    let (_, own) = unsafe { owned(v) };
     if own.lr_used == 0 && !slot.irq_hint.load(Ordering::Acquire) {
         return;
     }
-    fill_lrs(v, slot, frame, own);
+    fill_lrs(v, slot, own);
 }
 
 #[inline(never)]
-fn fill_lrs(v: usize, slot: &Vcpu, frame: &VcpuFrame, own: &mut OwnerState) {
+fn fill_lrs(v: usize, slot: &Vcpu, own: &mut OwnerState) {
     let Some(d) = domain_of(v) else { return };
     let idx = slot.index.load(Ordering::Relaxed);
     let mut vgic = d.vgic.lock();
@@ -1397,17 +1350,8 @@ fn fill_lrs(v: usize, slot: &Vcpu, frame: &VcpuFrame, own: &mut OwnerState) {
     let empty = gic::empty_lrs();
     for n in 0..gic::NR_LRS {
         let bit = 1u8 << n;
-        if own.lr_used & bit == 0 {
-            continue;
-        }
-        if empty & (1 << n) != 0 {
+        if own.lr_used & bit != 0 && empty & (1 << n) != 0 {
             vgic.lr_retired(idx, own.lr_intid[n]);
-            own.lr_used &= !bit;
-        } else if own.lr_intid[n] == platform::VTIMER_INTID
-            && is_stale_vtimer(gic::read_lr(n), frame, own)
-        {
-            gic::write_lr(n, 0);
-            vgic.lr_retired(idx, platform::VTIMER_INTID);
             own.lr_used &= !bit;
         }
     }
