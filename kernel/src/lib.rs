@@ -10,6 +10,7 @@
 
 pub mod addr;
 pub mod config;
+pub mod console_lines;
 pub mod esr;
 pub mod evtchn;
 pub mod fdt_nop;

@@ -152,6 +152,14 @@ impl Console {
             .and_then(|()| self.input.flush())
             .map_err(|e| Failure(format!("cannot type on the console: {e}")))
     }
+
+    /// Types one key with no newline (Ctrl-T, say: `0x14`).
+    pub fn type_key(&mut self, key: u8) -> Result<(), Failure> {
+        self.input
+            .write_all(&[key])
+            .and_then(|()| self.input.flush())
+            .map_err(|e| Failure(format!("cannot type on the console: {e}")))
+    }
 }
 
 /// Wraps `config` so the guest's serial console reads what the returned

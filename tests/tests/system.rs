@@ -208,21 +208,6 @@ fn evtchn_deny(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The default image boots and every domain in it passes.
-fn qemu_virt(cx: &Context) -> Result<(), Failure> {
-    let mut qemu = cx.boot(&cx.config("qemu-virt", 4))?;
-    qemu.expect_all(
-        &[
-            &pass("hypercalls", "hypercalls"),
-            &pass("psci", "psci"),
-            &pass("timer", "timer"),
-            &pass("heartbeat", "heartbeat"),
-        ],
-        WAIT,
-    )?;
-    Ok(())
-}
-
 /// Grant tables under the default policy: a service grants pages to a
 /// guest, which maps them writable and read-only, writes through them,
 /// unmaps, maps a batch that needs a continuation, copies both ways and is
@@ -295,7 +280,6 @@ const TESTS: &[SystemTest] = &[
     test("cpu-max", 120, cpu_max),
     test("shutdown-modes", 90, shutdown_modes),
     test("bad-host-dtb", 90, bad_host_dtb),
-    test("qemu-virt", 120, qemu_virt),
     test("evtchn-local", 90, evtchn_local),
     test("pingpong", 120, pingpong),
     test("evtchn-deny", 90, evtchn_deny),

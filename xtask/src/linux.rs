@@ -796,6 +796,10 @@ const TEST_SCRIPTS: &[(&str, &str)] = &[
     ("blk.sh", include_str!("../../tests/src/initramfs/blk.sh")),
     ("rng.sh", include_str!("../../tests/src/initramfs/rng.sh")),
     ("net.sh", include_str!("../../tests/src/initramfs/net.sh")),
+    (
+        "blk-read.sh",
+        include_str!("../../tests/src/initramfs/blk-read.sh"),
+    ),
 ];
 
 /// The test initramfs: busybox (applets installed by `/init`), `/bin/cntvct`,

@@ -263,7 +263,7 @@ fn test(args: &[String]) -> Result<(), Error> {
 }
 
 /// One benchmark: a Tessera image, the pCPUs it runs on and, if it has one,
-/// the native baseline's bootargs for the test guest booted bare.
+/// the native baseline.
 struct Benchmark {
     /// The name `cargo xtask bench` reports.
     name: &'static str,
@@ -273,7 +273,21 @@ struct Benchmark {
     image: &'static str,
     /// QEMU `-smp`: two-domain benchmarks put each domain on its own pCPU.
     smp: u32,
-    native_bootargs: Option<&'static str>,
+    native: Native,
+}
+
+/// The same work without Tessera, in plain QEMU.
+enum Native {
+    None,
+    /// The test guest booted bare, with these bootargs.
+    TestGuest(&'static str),
+    /// Debian's kernel and the test initramfs booted with `-kernel` on one
+    /// CPU, with these extra bootargs and a blank virtio-blk disk of
+    /// `disk_mib` MiB (QEMU's own device, backed by a scratch file).
+    Linux {
+        append: &'static str,
+        disk_mib: u64,
+    },
 }
 
 const BENCHMARKS: &[Benchmark] = &[
@@ -282,28 +296,38 @@ const BENCHMARKS: &[Benchmark] = &[
         result: "null_hypercall",
         image: "bench-null-hypercall",
         smp: 1,
-        native_bootargs: Some("native bench=null_hypercall"),
+        native: Native::TestGuest("native bench=null_hypercall"),
     },
     Benchmark {
         name: "vcpu_switch",
         result: "vcpu_switch",
         image: "bench-vcpu-switch",
         smp: 1,
-        native_bootargs: None,
+        native: Native::None,
     },
     Benchmark {
         name: "evtchn_pingpong",
         result: "evtchn_pingpong",
         image: "bench-evtchn-pingpong",
         smp: 2,
-        native_bootargs: None,
+        native: Native::None,
     },
     Benchmark {
         name: "ring_burst",
         result: "ring_burst",
         image: "bench-ring-burst",
         smp: 2,
-        native_bootargs: None,
+        native: Native::None,
+    },
+    Benchmark {
+        name: "blk_read",
+        result: "blk_read",
+        image: "bench-blk-read",
+        smp: 2,
+        native: Native::Linux {
+            append: "quiet tessera.test=blk-read",
+            disk_mib: 8,
+        },
     },
     // A virtio-mmio register read served by the device-model domain: the
     // guest and the device model each on its own pCPU, then sharing one.
@@ -313,14 +337,14 @@ const BENCHMARKS: &[Benchmark] = &[
         result: "mmio_roundtrip",
         image: "bench-mmio-roundtrip",
         smp: 2,
-        native_bootargs: Some("native bench=mmio_roundtrip"),
+        native: Native::TestGuest("native bench=mmio_roundtrip"),
     },
     Benchmark {
         name: "mmio_roundtrip_1pcpu",
         result: "mmio_roundtrip",
         image: "bench-mmio-roundtrip",
         smp: 1,
-        native_bootargs: Some("native bench=mmio_roundtrip"),
+        native: Native::TestGuest("native bench=mmio_roundtrip"),
     },
 ];
 
@@ -413,6 +437,41 @@ fn avc_hit() -> Result<(), Error> {
     }
 }
 
+/// The QEMU set-up of `bench`'s native baseline, if it has one.
+fn native_config(bench: &Benchmark, logs: &Path) -> Result<Option<QemuConfig>, Error> {
+    let log = logs.join(format!("{}-native.log", bench.name));
+    let config = match bench.native {
+        Native::None => return Ok(None),
+        Native::TestGuest(bootargs) => QemuConfig::tessera(testguest_bin())
+            .machine("virt,gic-version=3")
+            .smp(bench.smp)
+            .args(["-append", bootargs]),
+        Native::Linux { append, disk_mib } => {
+            let payloads = xtask::linux::ensure_payloads()?.for_tests();
+            let disk = logs.join(format!("{}-native-disk.raw", bench.name));
+            std::fs::create_dir_all(logs).map_err(|e| Error::Io {
+                path: logs.to_path_buf(),
+                source: e,
+            })?;
+            // Recreated each run: a blank disk, as in the Tessera image.
+            let _ = std::fs::remove_file(&disk);
+            std::fs::File::create(&disk)
+                .and_then(|f| f.set_len(disk_mib << 20))
+                .map_err(|e| Error::Io {
+                    path: disk.clone(),
+                    source: e,
+                })?;
+            tessera_system_tests::linux::native_config(&payloads, 1, append).args([
+                "-drive".to_string(),
+                format!("if=none,id=disk0,format=raw,file={}", disk.display()),
+                "-device".to_string(),
+                "virtio-blk-device,drive=disk0".to_string(),
+            ])
+        }
+    };
+    Ok(Some(config.log(log).deadline(BENCH_TIMEOUT)))
+}
+
 fn bench(args: &[String]) -> Result<(), Error> {
     if !args.is_empty() {
         return Err(Error::Usage(format!("bench takes no arguments\n\n{USAGE}")));
@@ -432,18 +491,15 @@ fn bench(args: &[String]) -> Result<(), Error> {
         let tessera = measure(bench.name, bench.result, &tessera)
             .map_err(|e| errors.push(e))
             .ok();
-        let native = bench.native_bootargs.and_then(|bootargs| {
-            let config = QemuConfig::tessera(testguest_bin())
-                .machine("virt,gic-version=3")
-                .smp(bench.smp)
-                .args(ICOUNT)
-                .args(["-append", bootargs])
-                .log(logs.join(format!("{}-native.log", bench.name)))
-                .deadline(BENCH_TIMEOUT);
-            measure(bench.name, bench.result, &config)
-                .map_err(|e| errors.push(e))
-                .ok()
-        });
+        let native = native_config(bench, &logs)
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten()
+            .and_then(|config| {
+                measure(bench.name, bench.result, &config.args(ICOUNT))
+                    .map_err(|e| errors.push(e))
+                    .ok()
+            });
         let show = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
         let ratio = match (&tessera, &native) {
             (Some(t), Some(n)) if n.instructions > 0.0 => {

@@ -27,6 +27,13 @@ pub const DEBIAN_LINUX_MODULE: &str = "debian-linux";
 /// The module name that means "the Linux test initramfs" built by
 /// [`crate::linux`] around Debian's busybox and the kernel's virtio modules.
 pub const DEBIAN_INITRAMFS_MODULE: &str = "debian-initramfs";
+/// Module names `blank-disk-<N>m` mean a zero-filled disk image of N MiB
+/// (for a device model's disk store), so images need not carry files of
+/// zeros.
+pub const BLANK_DISK_PREFIX: &str = "blank-disk-";
+/// The largest blank disk, in MiB: every module is hashed at boot and
+/// copied into its domain's RAM.
+pub const MAX_BLANK_DISK_MIB: usize = 256;
 /// The name under which the system description itself is packed.
 pub const SYSTEM_DTB_MODULE: &str = "system.dtb";
 /// The name under which the compiled policy is packed.
@@ -197,6 +204,14 @@ pub fn resolve_module(
     if name == DEVMODEL_MODULE {
         return Ok(payloads.devmodel.clone());
     }
+    if let Some(size) = name.strip_prefix(BLANK_DISK_PREFIX) {
+        return blank_disk(size)
+            .map(|mib| vec![0; mib << 20])
+            .map_err(|reason| Error::BadModule {
+                name: name.into(),
+                reason,
+            });
+    }
     let path = image_dir.join(name);
     // A module name is a plain file name, never a path out of the image.
     if name.contains('/') || name == ".." || !path.is_file() {
@@ -206,6 +221,23 @@ pub fn resolve_module(
         });
     }
     std::fs::read(&path).map_err(io(path))
+}
+
+/// The size in MiB of a blank disk named `blank-disk-<size>`.
+fn blank_disk(size: &str) -> Result<usize, String> {
+    let bad = || {
+        format!(
+            "a blank disk is named {BLANK_DISK_PREFIX}<N>m, with N from 1 to {MAX_BLANK_DISK_MIB} (MiB)"
+        )
+    };
+    let mib: usize = size
+        .strip_suffix('m')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
+    if !(1..=MAX_BLANK_DISK_MIB).contains(&mib) {
+        return Err(bad());
+    }
+    Ok(mib)
 }
 
 /// Builds the image for `image_dir` from an already-flattened kernel.
@@ -310,6 +342,16 @@ mod tests {
     use crate::pack::{read_table, table_offset};
     use crate::tools::{find_program, DTC};
     use tessera_policy::Policy;
+
+    #[test]
+    fn blank_disks_are_named_by_size_in_mib() {
+        assert_eq!(blank_disk("8m"), Ok(8));
+        assert_eq!(blank_disk("256m"), Ok(MAX_BLANK_DISK_MIB));
+        for bad in ["", "m", "0m", "8", "8M", "-1m", "257m", "8mm", "x8m"] {
+            let e = blank_disk(bad).unwrap_err();
+            assert!(e.contains("blank-disk-<N>m"), "{bad}: {e}");
+        }
+    }
 
     /// Tests that need dtc say so and pass when it is missing, so a plain
     /// `cargo test` works before `scripts/setup.sh` (CI runs setup first).

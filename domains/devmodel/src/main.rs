@@ -17,9 +17,12 @@ mod shell {
     use core::sync::atomic::{AtomicBool, Ordering};
     use tessera_devmodel::guest_mem::{GuestMemory, OutOfRange};
     use tessera_devmodel::pl011::Pl011;
+    use tessera_devmodel::virtio::blk::{Blk, MemDisk, SECTOR_SIZE};
     use tessera_devmodel::virtio::console::Console;
     use tessera_devmodel::virtio::mmio::VirtioMmio;
+    use tessera_devmodel::virtio::net::{Net, MAX_FRAME};
     use tessera_devmodel::virtio::rng::{ChaCha20Rng, Rng};
+    use tessera_devmodel::virtio::switch::{Switch, MAX_PORTS};
     use tessera_ipc::hypercall::ShutdownReason;
     use tessera_ipc::ioreq::{MAP_WINDOW_BASE, SLOTS_PER_PAGE, VIRQ_IOREQ};
     use tessera_ipc::platform::VTIMER_INTID;
@@ -94,26 +97,32 @@ mod shell {
     enum Virtio {
         Console(VirtioMmio<Console<4096>>),
         Rng(VirtioMmio<Rng<ChaCha20Rng>>),
+        Blk(VirtioMmio<Blk<MemDisk<'static>>>),
+        Net(VirtioMmio<Net>),
+    }
+
+    /// Runs `$body` with `$d` bound to whichever transport `$dev` holds
+    /// (the transports differ only in their device type).
+    macro_rules! each_transport {
+        ($dev:expr, $d:ident => $body:expr) => {
+            match $dev {
+                Virtio::Console($d) => $body,
+                Virtio::Rng($d) => $body,
+                Virtio::Blk($d) => $body,
+                Virtio::Net($d) => $body,
+            }
+        };
     }
 
     impl Virtio {
         fn read(&mut self, off: u64, size: u8, mem: &Window) -> u64 {
-            match self {
-                Virtio::Console(d) => d.read(off, size, mem),
-                Virtio::Rng(d) => d.read(off, size, mem),
-            }
+            each_transport!(self, d => d.read(off, size, mem))
         }
         fn write(&mut self, off: u64, size: u8, v: u64, mem: &mut Window) {
-            match self {
-                Virtio::Console(d) => d.write(off, size, v, mem),
-                Virtio::Rng(d) => d.write(off, size, v, mem),
-            }
+            each_transport!(self, d => d.write(off, size, v, mem))
         }
         fn irq_level(&self) -> bool {
-            match self {
-                Virtio::Console(d) => d.irq_level(),
-                Virtio::Rng(d) => d.irq_level(),
-            }
+            each_transport!(self, d => d.irq_level())
         }
     }
 
@@ -150,6 +159,7 @@ mod shell {
     /// One served domain, as the DT describes it.
     struct Served {
         domid: u16,
+        name: heapless::String<32>,
         vcpus: usize,
         slots: SlotPage,
         pl011: Option<Pl011>,
@@ -161,6 +171,14 @@ mod shell {
     }
 
     impl Served {
+        /// Slot `n`'s net device, with the memory it moves frames in.
+        fn net(&mut self, n: usize) -> Option<(&mut VirtioMmio<Net>, &mut Window)> {
+            match self.virtio.get_mut(n) {
+                Some((Some(Virtio::Net(d)), _)) => Some((d, &mut self.mem)),
+                _ => None,
+            }
+        }
+
         /// Run one access against the device at its address; a read's value.
         fn access(&mut self, a: Access) -> u64 {
             let size = a.size;
@@ -213,7 +231,8 @@ mod shell {
                 );
             }
             if let Some(uart) = self.pl011.as_mut() {
-                // A line at a time: the kernel shows no partial line anyway.
+                // A line at a time, not a console write per byte; a partial
+                // line (a prompt, echo) goes out at the next input poll.
                 if uart.output_line_ready() {
                     forward_output(domid, |buf| uart.take_output(buf));
                 }
@@ -226,6 +245,9 @@ mod shell {
             let Some(uart) = self.pl011.as_mut() else {
                 return;
             };
+            if uart.pending_output() > 0 {
+                forward_output(self.domid, |buf| uart.take_output(buf));
+            }
             let room = uart.input_room().min(64);
             if room == 0 {
                 return;
@@ -267,6 +289,140 @@ mod shell {
         ChaCha20Rng::from_seed(seed)
     }
 
+    /// The disks: this domain's own initrd (its `multiboot,ramdisk` module,
+    /// a disk image carried in the system image), cut into equal whole-
+    /// sector shares, one per virtio-blk slot in the order the slots are
+    /// served. Writes land in our RAM, so they outlive a served domain's
+    /// reboot (not the whole system's).
+    struct DiskStore {
+        rest: &'static mut [u8],
+        share: usize,
+    }
+
+    impl DiskStore {
+        /// The store for `disks` devices, from `/chosen`'s initrd range
+        /// (checked to lie inside our RAM as `/memory` describes it).
+        fn new(fdt: &fdt::Fdt, disks: usize) -> Option<DiskStore> {
+            let chosen = fdt.find_node("/chosen")?;
+            let prop = |name| chosen.property(name).and_then(|p| p.as_usize());
+            let (start, end) = (prop("linux,initrd-start")?, prop("linux,initrd-end")?);
+            let ram = fdt.memory().regions().next()?;
+            let ram_start = ram.starting_address as usize;
+            let ram_end = ram_start.checked_add(ram.size?)?;
+            if start < ram_start || end > ram_end || end <= start {
+                println!("devmodel: the disk store {start:#x}..{end:#x} is not in our RAM");
+                return None;
+            }
+            let sector = SECTOR_SIZE as usize;
+            let share = ((end - start) / disks.max(1)) & !(sector - 1);
+            if share == 0 {
+                println!("devmodel: the disk store is too small for {disks} disks");
+                return None;
+            }
+            println!(
+                "devmodel: disk store of {} KiB: {disks} disks of {} KiB",
+                (end - start) >> 10,
+                share >> 10
+            );
+            // SAFETY: the kernel placed the initrd in our RAM (checked
+            // above) clear of our image, stack and DTB, and nothing else in
+            // this program refers to it; it is handed out once, here, and
+            // cut into disjoint shares.
+            let rest = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, end - start) };
+            Some(DiskStore { rest, share })
+        }
+
+        /// The next disk's bytes.
+        fn take(&mut self) -> Option<&'static mut [u8]> {
+            if self.rest.len() < self.share {
+                return None;
+            }
+            let rest = core::mem::take(&mut self.rest);
+            let (disk, rest) = rest.split_at_mut(self.share);
+            self.rest = rest;
+            Some(disk)
+        }
+    }
+
+    /// A served domain's virtio kinds, as `tessera,virtio` lists them.
+    fn virtio_kinds<'a>(node: &fdt::node::FdtNode<'_, 'a>) -> impl Iterator<Item = &'a [u8]> {
+        let kinds = node
+            .property("tessera,virtio")
+            .map(|p| p.value)
+            .unwrap_or(&[]);
+        let kinds = kinds.strip_suffix(&[0]).unwrap_or(kinds);
+        kinds.split(|b| *b == 0).filter(|k| !k.is_empty())
+    }
+
+    /// A locally administered MAC for domain `domid`'s net device:
+    /// 02:54:53:52 ("TSR"), then the domain ID.
+    fn mac_for(domid: u16) -> [u8; 6] {
+        let [hi, lo] = domid.to_be_bytes();
+        [0x02, 0x54, 0x53, 0x52, hi, lo]
+    }
+
+    /// The learning switch joining every served net device; port `n` is
+    /// `ports[n]`, a (served domain, virtio slot) pair.
+    struct Network {
+        switch: Switch<MAX_PORTS>,
+        ports: heapless::Vec<(usize, usize), MAX_PORTS>,
+    }
+
+    impl Network {
+        fn new(served: &[Served]) -> Network {
+            let mut ports = heapless::Vec::new();
+            for (si, s) in served.iter().enumerate() {
+                for (n, (dev, _)) in s.virtio.iter().enumerate() {
+                    if let Some(Virtio::Net(_)) = dev {
+                        if ports.push((si, n)).is_err() {
+                            println!(
+                                "devmodel: d{} {}: net slot {n} is beyond the switch's {MAX_PORTS} ports",
+                                s.domid, s.name
+                            );
+                        }
+                    }
+                }
+            }
+            Network {
+                switch: Switch::new(),
+                ports,
+            }
+        }
+
+        /// Move every frame a guest transmitted to where the switch sends
+        /// it. A frame no receive buffer is posted for is dropped, as on a
+        /// wire; each port gives up at most `BURST` frames per call so one
+        /// chatty guest cannot starve the others.
+        fn pump(&mut self, served: &mut [Served]) {
+            const BURST: usize = 32;
+            let mut frame = [0u8; MAX_FRAME];
+            for (port, &(si, slot)) in self.ports.iter().enumerate() {
+                for _ in 0..BURST {
+                    let Some(src) = served.get_mut(si) else { break };
+                    let Some(n) = src
+                        .net(slot)
+                        .and_then(|(dev, mem)| dev.pop_tx_frame(&mut frame, mem))
+                    else {
+                        break;
+                    };
+                    src.after_access();
+                    let Some(frame) = frame.get(..n) else { break };
+                    for to in self.switch.forward(port, frame).iter() {
+                        let Some(&(di, dslot)) = self.ports.get(to) else {
+                            continue;
+                        };
+                        if let Some(dst) = served.get_mut(di) {
+                            if let Some((dev, mem)) = dst.net(dslot) {
+                                let _ = dev.deliver(frame, mem);
+                            }
+                            dst.after_access();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn on_event(_port: u32) {
         KICKED.store(true, Ordering::Release);
     }
@@ -288,6 +444,20 @@ mod shell {
             println!("devmodel: /tessera-ioreq is missing: this domain serves no one");
             return;
         };
+        let disks = root
+            .children()
+            .map(|node| virtio_kinds(&node).filter(|k| *k == b"blk").count())
+            .sum::<usize>();
+        let mut store = if disks > 0 {
+            DiskStore::new(&fdt, disks)
+        } else {
+            None
+        };
+        if disks > 0 && store.is_none() {
+            println!(
+                "devmodel: {disks} virtio-blk devices but no disk store (give this domain a multiboot,ramdisk module)"
+            );
+        }
         for node in root.children() {
             let k = served.len();
             let prop_u32 = |name| node.property(name).and_then(|p| p.as_usize()).unwrap_or(0);
@@ -330,6 +500,7 @@ mod shell {
             let slots = unsafe { SlotPage::new(page.as_ptr().as_ptr(), vcpus) };
             let _ = served.push(Served {
                 domid,
+                name: heapless::String::try_from(name).unwrap_or_default(),
                 vcpus,
                 slots,
                 pl011: pl011.then(Pl011::new),
@@ -345,16 +516,7 @@ mod shell {
             let Some(this) = served.last_mut() else {
                 continue;
             };
-            let kinds = node
-                .property("tessera,virtio")
-                .map(|p| p.value)
-                .unwrap_or(&[]);
-            let kinds = kinds.strip_suffix(&[0]).unwrap_or(kinds);
-            for (n, kind) in kinds
-                .split(|b| *b == 0)
-                .filter(|k| !k.is_empty())
-                .enumerate()
-            {
+            for (n, kind) in virtio_kinds(&node).enumerate() {
                 let base = VIRTIO_MMIO_BASE + n as u64 * VIRTIO_MMIO_STRIDE;
                 if let Err(e) = ioreq::map_range(domid, base, VIRTIO_MMIO_STRIDE) {
                     println!("devmodel: d{domid} {name}: virtio slot {n}: {e}");
@@ -362,6 +524,17 @@ mod shell {
                 let dev = match kind {
                     b"console" => Some(Virtio::Console(VirtioMmio::new(Console::<4096>::new()))),
                     b"rng" => Some(Virtio::Rng(VirtioMmio::new(Rng::new(seeded_rng(n))))),
+                    b"blk" => match store.as_mut().and_then(DiskStore::take) {
+                        Some(disk) => Some(Virtio::Blk(VirtioMmio::new(Blk::new(
+                            MemDisk::new(disk),
+                            name.as_bytes(),
+                        )))),
+                        None => {
+                            println!("devmodel: d{domid} {name}: virtio slot {n}: no disk for it");
+                            None
+                        }
+                    },
+                    b"net" => Some(Virtio::Net(VirtioMmio::new(Net::new(mac_for(domid))))),
                     _ => {
                         println!("devmodel: d{domid} {name}: virtio slot {n} is not emulated yet");
                         None
@@ -402,12 +575,16 @@ mod shell {
             "devmodel: ready, {} domains, event port {port}",
             served.len()
         );
+        let mut network = Network::new(&served);
         timer::arm_after(poll);
         loop {
             KICKED.store(false, Ordering::Release);
             let mut any = false;
             for s in served.iter_mut() {
                 any |= s.serve();
+            }
+            if any {
+                network.pump(&mut served);
             }
             if TICK.swap(false, Ordering::AcqRel) {
                 for s in served.iter_mut() {

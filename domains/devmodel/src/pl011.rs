@@ -44,8 +44,7 @@ pub const FIFO_DEPTH: usize = 32;
 /// they are dropped (and counted) rather than stalling the guest.
 pub const OUTPUT_CAPACITY: usize = 4096;
 /// Pending output that is worth forwarding even without a line end: the
-/// length of a line the kernel's console prints (it prints a domain's
-/// console a whole line at a time, and cuts longer lines there).
+/// longest line the kernel's console prints as one.
 pub const OUTPUT_LINE: usize = 256;
 
 /// Register offsets (DDI 0183G, 3.2 "Summary of registers").

@@ -46,7 +46,7 @@ pub use vectors::{install_fast_svc_vectors, install_vectors};
 /// Most CPUs the runtime brings up: one boot stack each.
 pub const MAX_CPUS: usize = tessera_ipc::platform::MAX_VCPUS_PER_DOMAIN;
 /// Size of each CPU's stack.
-pub const STACK_SIZE: usize = 16 * 1024;
+pub const STACK_SIZE: usize = 64 * 1024;
 
 /// Declares the guest's entry point: `fn(dtb: usize) -> !`, called on the boot
 /// CPU once the runtime has set up stacks, vectors, FP and the MMU.

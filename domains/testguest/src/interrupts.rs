@@ -1,4 +1,5 @@
-//! Interrupt tests: `test=timer`, `test=sgi` and `test=heartbeat`.
+//! Interrupt tests: `test=timer`, `test=sgi`, `test=heartbeat`, and the
+//! endless `test=ticker` partition.
 //!
 //! The one idea: handlers only count and silence their source (the timer is
 //! level-triggered, so its handler disables it before the EOI); the test body
@@ -14,6 +15,7 @@ const TIMER_SHOTS: u32 = 20;
 const TIMER_PERIOD_US: u64 = 1000;
 const HEARTBEATS: u32 = 40;
 const HEARTBEAT_PERIOD_US: u64 = 20_000;
+const TICKER_PERIOD_US: u64 = 1_000_000;
 const TEST_SGI: u32 = 1;
 const WAIT_MS: u64 = 5000;
 
@@ -165,4 +167,35 @@ pub fn heartbeat() -> TestResult {
         println!("HEARTBEAT {n}");
     }
     Ok(())
+}
+
+/// `test=ticker`: a bare-metal partition that runs beside the others for
+/// good, printing `TICKER <n> late_max_us=<l>` once a second: `l` is the
+/// worst lateness of its timer so far, what a real-time partition would
+/// feel of its neighbours. It waits with interrupts enabled (the handler
+/// silences the timer), as a real-time guest would. It never stops, so it
+/// is not a `TestResult`.
+pub fn ticker() -> ! {
+    setup_boot_cpu_irqs();
+    gic::set_handler(VTIMER_INTID, on_timer);
+    gic::enable_private(VTIMER_INTID);
+    cpu::irq_enable();
+    let freq = timer::frequency();
+    let period = timer::ticks_for_us(freq, TICKER_PERIOD_US);
+    let mut deadline = timer::now();
+    let mut late_max = 0u64;
+    let mut n = 0u64;
+    loop {
+        n = n.wrapping_add(1);
+        deadline += period;
+        let fired = TIMER_FIRED.load(Ordering::Acquire);
+        timer::arm_at(deadline);
+        while TIMER_FIRED.load(Ordering::Acquire) == fired {
+            cpu::wfi();
+        }
+        let late = timer::now().saturating_sub(deadline);
+        late_max = late_max.max(late);
+        let late_us = late_max.saturating_mul(1_000_000) / freq.max(1);
+        println!("TICKER {n} late_max_us={late_us}");
+    }
 }

@@ -93,6 +93,7 @@ mod guest {
             "isolation-attacker" => crate::misc::isolation_attacker(),
             "crash" => crate::misc::crash(),
             "reboot" => crate::misc::reboot(),
+            "ticker" => crate::interrupts::ticker(),
             _ => {
                 print_result(name, Err("unknown test"));
                 tessera_rt::exit(ShutdownReason::Crash)

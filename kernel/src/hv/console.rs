@@ -1,14 +1,19 @@
 //! The kernel log and the guests' console lines, on one UART.
 //!
-//! Kernel lines start with `tessera: `. Guest output from `console_io` is
-//! buffered per domain until a newline and printed as `(<domain>) <line>`,
-//! so lines from different domains and pCPUs never interleave mid-line.
+//! Kernel lines start with `tessera: `. Guest output is buffered per domain
+//! until a newline and printed as `(<domain>) <line>`, so lines from
+//! different domains and pCPUs never interleave mid-line; the domain with
+//! the keyboard also sees its partial line (prompt and echo) at once. The
+//! line logic is portable (`tessera_kernel::console_lines`).
 
 use crate::arch::aarch64::uart;
 use crate::arch::aarch64::Lock;
 use core::fmt::{self, Write};
+pub use tessera_kernel::console_lines::LineBuffer;
+use tessera_kernel::console_lines::{Sink, Terminal};
 
-static LOCK: Lock<()> = Lock::new(());
+/// The UART, and who owns its open line.
+static LOCK: Lock<Terminal> = Lock::new(Terminal::new());
 
 struct Uart;
 impl Write for Uart {
@@ -17,10 +22,16 @@ impl Write for Uart {
         Ok(())
     }
 }
+impl Sink for Uart {
+    fn write(&mut self, bytes: &[u8]) {
+        uart::write_bytes(bytes);
+    }
+}
 
 /// Print one kernel log line.
 pub fn log_line(args: fmt::Arguments<'_>) {
-    let _guard = LOCK.lock();
+    let mut term = LOCK.lock();
+    term.close(&mut Uart);
     let _ = Uart.write_str("tessera: ");
     let _ = Uart.write_fmt(args);
     let _ = Uart.write_str("\n");
@@ -46,7 +57,7 @@ pub fn focus() -> usize {
 /// focus key is consumed and moves the focus with `next(current)`; reading
 /// stops there so the rest goes to the new owner.
 pub fn read_input(di: usize, out: &mut [u8], next: impl Fn(usize) -> usize) -> usize {
-    let _guard = LOCK.lock();
+    let _term = LOCK.lock();
     let mut n = 0;
     while n < out.len() && focus() == di {
         let Some(b) = uart::read_byte() else { break };
@@ -60,14 +71,10 @@ pub fn read_input(di: usize, out: &mut [u8], next: impl Fn(usize) -> usize) -> u
     n
 }
 
-/// Print one guest console line with its domain prefix.
-pub fn guest_line(domain: &str, line: &[u8]) {
-    let _guard = LOCK.lock();
-    uart::write_bytes(b"(");
-    uart::write_bytes(domain.as_bytes());
-    uart::write_bytes(b") ");
-    uart::write_bytes(line);
-    uart::write_bytes(b"\n");
+/// Domain `di`'s console output (its `LineBuffer` is `buf`).
+pub fn guest_output(buf: &mut LineBuffer, di: usize, name: &str, bytes: &[u8]) {
+    let mut term = LOCK.lock();
+    buf.push(&mut term, &mut Uart, di, name, bytes, focus() == di);
 }
 
 /// `log!("...")`: a formatted kernel log line.
@@ -75,42 +82,3 @@ macro_rules! log {
     ($($arg:tt)*) => { $crate::hv::console::log_line(format_args!($($arg)*)) };
 }
 pub(crate) use log;
-
-/// A domain's partial console line.
-pub struct LineBuffer {
-    buf: heapless::Vec<u8, 256>,
-}
-
-impl LineBuffer {
-    pub const fn new() -> Self {
-        Self {
-            buf: heapless::Vec::new(),
-        }
-    }
-
-    /// Append guest bytes, printing every completed (or overlong) line.
-    pub fn push(&mut self, domain: &str, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' {
-                guest_line(domain, &self.buf);
-                self.buf.clear();
-                continue;
-            }
-            if b == b'\r' {
-                continue;
-            }
-            // Non-printable bytes are shown as '.', so a guest cannot send
-            // terminal escape sequences to the operator's console.
-            let b = if b == b'\t' || (0x20..0x7f).contains(&b) {
-                b
-            } else {
-                b'.'
-            };
-            if self.buf.push(b).is_err() {
-                guest_line(domain, &self.buf);
-                self.buf.clear();
-                let _ = self.buf.push(b);
-            }
-        }
-    }
-}

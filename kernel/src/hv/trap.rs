@@ -431,8 +431,8 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         }
         Call::Hvm { cmd, arg } => (events::hvm_op(di, cmd, arg.raw()), Next::Resume),
         Call::Ioreq(IoreqCall::ConsoleWrite { dom, buf, len }) => {
-            let r = ioreq::console_target(p, di, dom).and_then(|(_, t)| {
-                console_from_guest(d, buf.raw(), len.min(hc::CONSOLE_IO_MAX), t)?;
+            let r = ioreq::console_target(p, di, dom).and_then(|(ti, t)| {
+                console_from_guest(d, buf.raw(), len.min(hc::CONSOLE_IO_MAX), ti, t)?;
                 Ok(0)
             });
             (r, Next::Resume)
@@ -470,7 +470,7 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
         Call::ConsoleWrite { .. } if console_denied(p, d) => (Err(Errno::Eacces), Next::Resume),
         Call::ConsoleWrite { len, .. } if len > hc::CONSOLE_IO_MAX => return Next::Resume,
         Call::ConsoleWrite { buf, len } => (
-            console_from_guest(d, buf.raw(), len, d).map(|()| 0),
+            console_from_guest(d, buf.raw(), len, di, d).map(|()| 0),
             Next::Resume,
         ),
         // No console input yet: nothing to read.
@@ -515,18 +515,25 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
     next
 }
 
-/// Append `len` bytes at guest virtual address `va` of domain `d` to `to`'s
-/// console, through a small buffer a chunk at a time (console writes are
-/// mostly a character or a line; zeroing a buffer of the largest size for
-/// each would cost more than the copy). As with Xen's console_io, a bad
-/// page ends the write with `Efault` after the chunks before it.
-fn console_from_guest(d: &Domain, va: u64, len: usize, to: &Domain) -> Result<(), Errno> {
+/// Append `len` bytes at guest virtual address `va` of domain `d` to the
+/// console of domain `ti` (`to`), through a small buffer a chunk at a time
+/// (console writes are mostly a character or a line; zeroing a buffer of
+/// the largest size for each would cost more than the copy). As with Xen's
+/// console_io, a bad page ends the write with `Efault` after the chunks
+/// before it.
+fn console_from_guest(
+    d: &Domain,
+    va: u64,
+    len: usize,
+    ti: usize,
+    to: &Domain,
+) -> Result<(), Errno> {
     let mut chunk = [0u8; 64];
     let mut done = 0;
     while done < len {
         let part = chunk.get_mut(..(len - done).min(64)).ok_or(Errno::Efault)?;
         copy_from_guest(d, va.checked_add(done as u64).ok_or(Errno::Efault)?, part)?;
-        to.console.lock().push(&to.name, part);
+        console::guest_output(&mut to.console.lock(), ti, &to.name, part);
         done += part.len();
     }
     Ok(())

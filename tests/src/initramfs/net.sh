@@ -3,12 +3,8 @@
 # the peer to ping (the harness stops it).
 . /etc/tessera/lib.sh
 
-wait_for /sys/class/net/eth0 || fail "eth0 did not appear"
 [ -n "$TESSERA_IP" ] || fail "no tessera.ip=<addr>/<len> on the command line"
-ip link set lo up
-ip addr add "$TESSERA_IP" dev eth0 || fail "cannot set $TESSERA_IP on eth0"
-ip link set eth0 up || fail "cannot bring eth0 up"
-echo "net: eth0 is $TESSERA_IP ($(cat /sys/class/net/eth0/address))"
+net_up "$TESSERA_IP" || fail "cannot bring eth0 up as $TESSERA_IP"
 
 if [ -z "$TESSERA_PEER" ]; then
     echo "TESSERA-LINUX-NET ready $TESSERA_IP"
