@@ -26,8 +26,9 @@ const NULL_HYPERCALL_OPS: u64 = 100_000;
 const YIELDS_PER_VCPU: u64 = 10_000;
 const MMIO_READS: u64 = 10_000;
 /// How long the guest gives its device model to register before the first
-/// access (an access nobody serves yet would stop the domain). The device
-/// model is ready within about a millisecond of virtual time.
+/// access (an access nobody serves yet would stop the domain). Under
+/// `-icount` the device model is ready after about 20 ms of virtual time on
+/// one pCPU or two; this leaves it more than twice that.
 const SERVER_GRACE_MS: u64 = 50;
 /// virtio-mmio MagicValue ("virt", little-endian), at offset 0 of a slot.
 const VIRTIO_MAGIC: u32 = 0x7472_6976;
