@@ -27,7 +27,7 @@ const YIELDS_PER_VCPU: u64 = 10_000;
 const MMIO_READS: u64 = 10_000;
 /// How long the guest gives its device model to register before the first
 /// access (an access nobody serves yet would stop the domain). Under
-/// `-icount` the device model is ready after about 20 ms of virtual time on
+/// `-icount` the device model is ready within 20 ms of virtual time on
 /// one pCPU or two; this leaves it more than twice that.
 const SERVER_GRACE_MS: u64 = 50;
 /// virtio-mmio MagicValue ("virt", little-endian), at offset 0 of a slot.
