@@ -366,6 +366,8 @@ mod shell {
     struct Network {
         switch: Switch<MAX_PORTS>,
         ports: heapless::Vec<(usize, usize), MAX_PORTS>,
+        /// The frame in transit, kept here so a pump need not zero one.
+        frame: [u8; MAX_FRAME],
     }
 
     impl Network {
@@ -386,6 +388,7 @@ mod shell {
             Network {
                 switch: Switch::new(),
                 ports,
+                frame: [0; MAX_FRAME],
             }
         }
 
@@ -395,18 +398,13 @@ mod shell {
         /// chatty guest cannot starve the others.
         fn pump(&mut self, served: &mut [Served]) {
             const BURST: usize = 32;
-            // Called after every served access: with no network, do not
-            // even zero the frame buffer.
-            if self.ports.is_empty() {
-                return;
-            }
-            let mut frame = [0u8; MAX_FRAME];
+            let frame = &mut self.frame;
             for (port, &(si, slot)) in self.ports.iter().enumerate() {
                 for _ in 0..BURST {
                     let Some(src) = served.get_mut(si) else { break };
                     let Some(n) = src
                         .net(slot)
-                        .and_then(|(dev, mem)| dev.pop_tx_frame(&mut frame, mem))
+                        .and_then(|(dev, mem)| dev.pop_tx_frame(frame, mem))
                     else {
                         break;
                     };
