@@ -222,9 +222,9 @@ fn tessera_console(cx: &Context) -> Result<(), Failure> {
     }
     // virtio-rng (slot 0) feeds /dev/hwrng; virtio-console (slot 1) is
     // /dev/hvc0 and its output reaches the console as the domain's.
-    // KNOWN BUG (issue 4, open): reading /dev/hwrng from the shell hangs
-    // in about half the runs since the virtio-blk/net shell changes; the
-    // rng.sh step is out of this test until it is found (see the note).
+    keys.type_line("sh /etc/tessera/rng.sh && echo rng-$((2*3))-ok")?;
+    qemu.expect(r"^\(linux\) rng: virtio_rng", Duration::from_secs(30))?;
+    qemu.expect(r"^\(linux\) rng-6-ok$", Duration::from_secs(10))?;
     keys.type_line("echo via-hvc$((1-1)) > /dev/hvc0")?;
     qemu.expect(r"^\(linux\) via-hvc0$", Duration::from_secs(20))?;
     Ok(())
