@@ -46,8 +46,19 @@ crate::abi_enum! {
         /// meant for the served domain (it has the console focus). Returns
         /// the bytes read, 0 when there are none (`ioreq:complete`).
         ConsoleRead = 6,
+        /// x1 = domain id, x2 = vCPU index or `WAIT_NOTHING_DONE`: complete
+        /// that slot (as `Complete`, same checks), then block the caller
+        /// until a domain it serves posts a request or an interrupt is
+        /// pending for it. While a server waits here a posted request wakes
+        /// it directly, with no `VIRQ_IOREQ` and no upcall, so one call
+        /// answers a request and sleeps until the next. Returns 0; check
+        /// the slots after it returns, as after any wake-up.
+        Wait = 7,
     }
 }
+
+/// `IoreqCmd::Wait` with no slot to complete.
+pub const WAIT_NOTHING_DONE: u64 = u64::MAX;
 
 /// The VIRQ the kernel raises on a device model when a slot becomes
 /// `STATE_IOREQ_READY` (Xen's `VIRQ_ARCH_0`, free on Arm).
@@ -103,6 +114,12 @@ pub struct IoreqSlot {
 }
 const _: () = assert!(core::mem::size_of::<IoreqSlot>() == 32);
 const _: () = assert!(core::mem::offset_of!(IoreqSlot, flags) == FLAGS_OFFSET);
+// The kernel posts a slot as little-endian words: addr, data, count | size.
+const _: () = assert!(core::mem::offset_of!(IoreqSlot, data) == 8);
+const _: () = assert!(core::mem::offset_of!(IoreqSlot, count) == 16);
+const _: () = assert!(core::mem::offset_of!(IoreqSlot, size) == 20);
+const _: () = assert!(core::mem::offset_of!(IoreqSlot, vp_eport) == 24);
+const _: () = assert!(core::mem::offset_of!(IoreqSlot, kind) == 31);
 
 /// Byte offset of `flags` (and so of the state) in a slot.
 pub const FLAGS_OFFSET: usize = 30;

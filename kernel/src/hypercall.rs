@@ -10,7 +10,7 @@ use crate::addr::GuestVa;
 use tessera_ipc::errno::Errno;
 use tessera_ipc::event_channel::EvtchnCmd;
 use tessera_ipc::hypercall::{ConsoleIoCmd, Op, SchedCmd, XenVersionCmd, CONSOLE_IO_MAX};
-use tessera_ipc::ioreq::{IoreqCmd, SLOTS_PER_PAGE};
+use tessera_ipc::ioreq::{IoreqCmd, SLOTS_PER_PAGE, WAIT_NOTHING_DONE};
 use tessera_ipc::memory::{HvmCmd, MemoryCmd, VcpuCmd};
 use tessera_ipc::psci::Function;
 
@@ -65,13 +65,43 @@ pub enum Call {
 /// kernel still checks them against the domains and the policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoreqCall {
-    Register { dom: u16, page: u64 },
-    MapRange { dom: u16, base: u64, size: u64 },
-    MapMemory { dom: u16, ipa: u64 },
-    Complete { dom: u16, vcpu: usize },
-    SetIrqLevel { dom: u16, intid: u32, level: bool },
-    ConsoleWrite { dom: u16, buf: GuestVa, len: usize },
-    ConsoleRead { dom: u16, buf: GuestVa, len: usize },
+    Register {
+        dom: u16,
+        page: u64,
+    },
+    MapRange {
+        dom: u16,
+        base: u64,
+        size: u64,
+    },
+    MapMemory {
+        dom: u16,
+        ipa: u64,
+    },
+    Complete {
+        dom: u16,
+        vcpu: usize,
+    },
+    SetIrqLevel {
+        dom: u16,
+        intid: u32,
+        level: bool,
+    },
+    ConsoleWrite {
+        dom: u16,
+        buf: GuestVa,
+        len: usize,
+    },
+    ConsoleRead {
+        dom: u16,
+        buf: GuestVa,
+        len: usize,
+    },
+    /// Complete `vcpu`'s slot of `dom` if there is one, then wait.
+    Wait {
+        dom: u16,
+        vcpu: Option<usize>,
+    },
 }
 
 /// Largest MMIO range one `MapRange` may claim.
@@ -103,6 +133,11 @@ fn decode_ioreq(args: &[u64; 6]) -> Result<IoreqCall, Errno> {
         IoreqCmd::Complete if args[2] < SLOTS_PER_PAGE as u64 => Ok(IoreqCall::Complete {
             dom,
             vcpu: args[2] as usize,
+        }),
+        IoreqCmd::Wait if args[2] == WAIT_NOTHING_DONE => Ok(IoreqCall::Wait { dom, vcpu: None }),
+        IoreqCmd::Wait if args[2] < SLOTS_PER_PAGE as u64 => Ok(IoreqCall::Wait {
+            dom,
+            vcpu: Some(args[2] as usize),
         }),
         IoreqCmd::SetIrqLevel if (32..1020).contains(&args[2]) && args[3] <= 1 => {
             Ok(IoreqCall::SetIrqLevel {
@@ -311,7 +346,23 @@ mod tests {
             call([5, 2, 0x4000_0000, 99_999, 0, 0]).is_ok(),
             "length clamped"
         );
-        assert_eq!(call([7, 2, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(
+            call([7, 2, WAIT_NOTHING_DONE, 0, 0, 0]),
+            Ok(Call::Ioreq(IoreqCall::Wait { dom: 2, vcpu: None }))
+        );
+        assert_eq!(
+            call([7, 2, 1, 0, 0, 0]),
+            Ok(Call::Ioreq(IoreqCall::Wait {
+                dom: 2,
+                vcpu: Some(1)
+            }))
+        );
+        assert_eq!(
+            call([7, 2, SLOTS_PER_PAGE as u64, 0, 0, 0]),
+            Err(Errno::Einval),
+            "no such slot"
+        );
+        assert_eq!(call([8, 2, 0, 0, 0, 0]), Err(Errno::Enosys));
     }
 
     #[test]

@@ -148,12 +148,27 @@ mod shell {
         }
     }
 
+    /// Let the vCPU whose answered access was held go on.
+    fn complete_held(held: Option<(u16, u32)>) {
+        if let Some((domid, v)) = held {
+            let _ = ioreq::complete(domid, v);
+        }
+    }
+
     /// Tell the kernel when interrupt line `intid` of `domid` changes level.
     fn drive_line(domid: u16, intid: u32, now: bool, last: &mut bool) {
         if now != *last {
             *last = now;
             let _ = ioreq::set_irq_level(domid, intid, now);
         }
+    }
+
+    /// Which device an access reached.
+    #[derive(Clone, Copy)]
+    enum Touched {
+        Uart,
+        Virtio(usize),
+        Nothing,
     }
 
     /// One served domain, as the DT describes it.
@@ -179,56 +194,62 @@ mod shell {
             }
         }
 
-        /// Run one access against the device at its address; a read's value.
-        fn access(&mut self, a: Access) -> u64 {
+        /// Run one access against the device at its address: a read's
+        /// value, and which device it reached.
+        fn access(&mut self, a: Access) -> (u64, Touched) {
             let size = a.size;
             if let Some(uart) = self.pl011.as_mut() {
                 if a.addr >= PL011_BASE && a.addr - PL011_BASE < PL011_SIZE {
                     let off = a.addr - PL011_BASE;
-                    return match a.write {
+                    let data = match a.write {
                         Some(v) => {
                             uart.write(off, size, v);
                             0
                         }
                         None => uart.read(off, size),
                     };
+                    return (data, Touched::Uart);
                 }
             }
             if a.addr >= VIRTIO_MMIO_BASE {
                 let n = ((a.addr - VIRTIO_MMIO_BASE) / VIRTIO_MMIO_STRIDE) as usize;
                 let off = (a.addr - VIRTIO_MMIO_BASE) % VIRTIO_MMIO_STRIDE;
                 if let Some((Some(dev), _)) = self.virtio.get_mut(n) {
-                    return match a.write {
+                    let data = match a.write {
                         Some(v) => {
                             dev.write(off, size, v, &mut self.mem);
                             0
                         }
                         None => dev.read(off, size, &self.mem),
                     };
+                    return (data, Touched::Virtio(n));
                 }
             }
             // Registered but not emulated here: reads as zero, writes are
             // ignored (a virtio slot then reads MagicValue 0 and Linux
             // skips it).
-            0
+            (0, Touched::Nothing)
         }
 
-        /// Forward console output and drive interrupt lines.
-        fn after_access(&mut self) {
+        /// Forward console output and drive interrupt lines of the device
+        /// an access reached (only its state can have changed).
+        fn after_access(&mut self, touched: Touched) {
             let domid = self.domid;
-            for (n, (dev, level)) in self.virtio.iter_mut().enumerate() {
-                let Some(dev) = dev else { continue };
-                if let Virtio::Console(c) = dev {
-                    if c.pending_output() > 0 {
-                        forward_output(domid, |buf| c.take_output(buf));
+            if let Touched::Virtio(n) = touched {
+                if let Some((Some(dev), level)) = self.virtio.get_mut(n) {
+                    if let Virtio::Console(c) = dev {
+                        if c.pending_output() > 0 {
+                            forward_output(domid, |buf| c.take_output(buf));
+                        }
                     }
+                    drive_line(
+                        domid,
+                        VIRTIO_MMIO_INTID_BASE + n as u32,
+                        dev.irq_level(),
+                        level,
+                    );
                 }
-                drive_line(
-                    domid,
-                    VIRTIO_MMIO_INTID_BASE + n as u32,
-                    dev.irq_level(),
-                    level,
-                );
+                return;
             }
             if let Some(uart) = self.pl011.as_mut() {
                 // A line at a time, not a console write per byte; a partial
@@ -256,20 +277,22 @@ mod shell {
             if let Ok(n) = ioreq::console_read(self.domid, &mut buf[..room]) {
                 if n > 0 {
                     uart.push_input(&buf[..n.min(room)]);
-                    self.after_access();
+                    self.after_access(Touched::Uart);
                 }
             }
         }
 
-        /// Serve every posted access; whether there was one.
-        fn serve(&mut self) -> bool {
+        /// Serve every posted access; whether there was one. The last one
+        /// answered is left in `held` for `ioreq::wait` to complete (with
+        /// one call instead of two); an earlier held one is completed first.
+        fn serve(&mut self, held: &mut Option<(u16, u32)>) -> bool {
             let mut any = false;
             for v in 0..self.vcpus {
                 if let Some(a) = self.slots.take(v) {
-                    let data = self.access(a);
-                    self.after_access();
+                    let (data, touched) = self.access(a);
+                    self.after_access(touched);
                     self.slots.answer(v, data);
-                    let _ = ioreq::complete(self.domid, v as u32);
+                    complete_held(held.replace((self.domid, v as u32)));
                     any = true;
                 }
             }
@@ -408,7 +431,7 @@ mod shell {
                     else {
                         break;
                     };
-                    src.after_access();
+                    src.after_access(Touched::Virtio(slot));
                     let Some(frame) = frame.get(..n) else { break };
                     for to in self.switch.forward(port, frame).iter() {
                         let Some(&(di, dslot)) = self.ports.get(to) else {
@@ -418,7 +441,7 @@ mod shell {
                             if let Some((dev, mem)) = dst.net(dslot) {
                                 let _ = dev.deliver(frame, mem);
                             }
-                            dst.after_access();
+                            dst.after_access(Touched::Virtio(dslot));
                         }
                     }
                 }
@@ -580,11 +603,14 @@ mod shell {
         );
         let mut network = Network::new(&served);
         timer::arm_after(poll);
+        // An answered access not yet completed: `ioreq::wait` completes it
+        // and sleeps in one call.
+        let mut held = None;
         loop {
             KICKED.store(false, Ordering::Release);
             let mut any = false;
             for s in served.iter_mut() {
-                any |= s.serve();
+                any |= s.serve(&mut held);
             }
             if any {
                 network.pump(&mut served);
@@ -595,13 +621,28 @@ mod shell {
                 }
                 timer::arm_after(poll);
             }
-            if !any {
-                events::block_until(|| {
-                    KICKED.load(Ordering::Acquire)
-                        || TICK.load(Ordering::Acquire)
-                        || served.iter().any(|s| s.slots.any_ready())
-                });
+            if any {
+                continue;
             }
+            // With IRQs masked an interrupt that arrives after the check
+            // still ends the wait; it is taken once they are unmasked.
+            cpu::irq_disable();
+            let work = KICKED.load(Ordering::Acquire)
+                || TICK.load(Ordering::Acquire)
+                || served.iter().any(|s| s.slots.any_ready());
+            if work {
+                complete_held(held.take());
+            } else if let Some((domid, v)) = held.take() {
+                if ioreq::wait(domid, Some(v)).is_err() {
+                    // Not for us to hold up: complete it the plain way.
+                    complete_held(Some((domid, v)));
+                }
+            } else if let Some(s) = served.first() {
+                let _ = ioreq::wait(s.domid, None);
+            } else {
+                let _ = tessera_rt::hypercall::sched_block();
+            }
+            cpu::irq_enable();
         }
     }
 

@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use tessera_ipc::hypercall::Op;
 use tessera_ipc::ioreq::{
     IoreqCmd, FLAGS_OFFSET, FLAG_DIR_READ, SLOT_SIZE, STATE_IOREQ_READY, STATE_IORESP_READY,
+    WAIT_NOTHING_DONE,
 };
 
 type Result<T> = core::result::Result<T, HypercallError>;
@@ -35,6 +36,15 @@ pub fn map_memory(dom: u16, ipa: u64) -> Result<u64> {
 /// vCPU `vcpu`'s slot of domain `dom` is answered.
 pub fn complete(dom: u16, vcpu: u32) -> Result<()> {
     call(IoreqCmd::Complete, dom.into(), vcpu.into(), 0).map(|_| ())
+}
+
+/// Complete vCPU `done`'s slot of domain `dom`, if one is named, and sleep
+/// until a served domain posts a request or an interrupt is pending (see
+/// `IoreqCmd::Wait`). Call it with IRQs masked after finding no work, so
+/// that an interrupt in between still ends the wait; take them after.
+pub fn wait(dom: u16, done: Option<u32>) -> Result<()> {
+    let slot = done.map_or(WAIT_NOTHING_DONE, u64::from);
+    call(IoreqCmd::Wait, dom.into(), slot, 0).map(|_| ())
 }
 
 /// Drive interrupt line `intid` of domain `dom`.

@@ -16,18 +16,16 @@
 
 use super::{domains, grant, index_of, kick_owner, mac, vcpu, Domain, OwnerState, MAX_DOMAINS};
 use crate::arch::aarch64::guest::VcpuFrame;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use tessera_ipc::errno::Errno;
 use tessera_ipc::ioreq::{
-    IoreqSlot, FLAGS_OFFSET, FLAG_DIR_READ, IOREQ_TYPE_COPY, MAP_WINDOW_BASE, MAP_WINDOW_SIZE,
-    MAX_RANGES, SLOTS_PER_PAGE, SLOT_SIZE, STATE_IOREQ_NONE, STATE_IOREQ_READY, STATE_IORESP_READY,
-    VIRQ_IOREQ,
+    FLAGS_OFFSET, FLAG_DIR_READ, IOREQ_TYPE_COPY, MAP_WINDOW_BASE, MAP_WINDOW_SIZE, MAX_RANGES,
+    SLOTS_PER_PAGE, SLOT_SIZE, STATE_IOREQ_NONE, STATE_IOREQ_READY, STATE_IORESP_READY, VIRQ_IOREQ,
 };
 use tessera_ipc::platform;
 use tessera_kernel::esr::AccessSyndrome;
 use tessera_kernel::hypercall::IoreqCall;
 use tessera_policy::{IoreqPerm, MmuPerm};
-use zerocopy::IntoBytes;
 
 /// Who serves one domain's MMIO.
 struct Server {
@@ -157,18 +155,14 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             Ok(size)
         }
         IoreqCall::Complete { dom, vcpu: idx } => {
-            let (ti, target) = served(si, dom)?;
-            mac::check(p, me.sid, target.sid, IoreqPerm::Complete)?;
-            as_server(si, ti, |_| ())?;
-            if idx >= target.nr_vcpus {
-                return Err(Errno::Einval);
-            }
-            kick_owner(target.first_vcpu + idx);
+            complete(p, si, me, dom, idx)?;
             Ok(0)
         }
-        // The console calls need the caller's memory: `trap.rs` does them
-        // after `console_target`.
-        IoreqCall::ConsoleWrite { .. } | IoreqCall::ConsoleRead { .. } => Err(Errno::Einval),
+        // The console calls need the caller's memory, and `Wait` blocks the
+        // caller: `trap.rs` does them (with `console_target` and `wait`).
+        IoreqCall::ConsoleWrite { .. } | IoreqCall::ConsoleRead { .. } | IoreqCall::Wait { .. } => {
+            Err(Errno::Einval)
+        }
         IoreqCall::SetIrqLevel { dom, intid, level } => {
             let (ti, target) = served(si, dom)?;
             mac::check(p, me.sid, target.sid, IoreqPerm::Complete)?;
@@ -187,6 +181,39 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             Ok(0)
         }
     }
+}
+
+/// Server `si` answered vCPU `idx`'s slot of domain `dom`: let that vCPU's
+/// pCPU finish the access.
+fn complete(p: usize, si: usize, me: &Domain, dom: u16, idx: usize) -> Result<(), Errno> {
+    let (ti, target) = served(si, dom)?;
+    mac::check(p, me.sid, target.sid, IoreqPerm::Complete)?;
+    as_server(si, ti, |_| ())?;
+    if idx >= target.nr_vcpus {
+        return Err(Errno::Einval);
+    }
+    kick_owner(target.first_vcpu + idx);
+    Ok(())
+}
+
+/// Per server domain: 1 + the vCPU waiting in `IoreqCmd::Wait`, 0 for none.
+static WAITER: [AtomicUsize; MAX_DOMAINS] = [const { AtomicUsize::new(0) }; MAX_DOMAINS];
+
+/// `IoreqCmd::Wait` from vCPU `v` of server `si`: complete `vcpu`'s slot of
+/// `dom` if one is named, then record `v` as the waiter. The caller blocks
+/// `v` after this returns Ok; a request posted from now on wakes it through
+/// `Vcpu::ioreq_wake`, and one posted before raised `VIRQ_IOREQ`, whose
+/// pending upcall ends the block at once, so no request is missed.
+pub fn wait(p: usize, si: usize, v: usize, dom: u16, vcpu: Option<usize>) -> Result<(), Errno> {
+    let me = domains().get(si).ok_or(Errno::Esrch)?;
+    if let Some(idx) = vcpu {
+        complete(p, si, me, dom, idx)?;
+    }
+    WAITER
+        .get(si)
+        .ok_or(Errno::Esrch)?
+        .store(v + 1, Ordering::Release);
+    Ok(())
 }
 
 /// The served domain (index and domain) whose console server `si` may
@@ -227,20 +254,20 @@ pub fn post(
         }
         (srv.server, srv.page_pa + (idx * SLOT_SIZE) as u64)
     };
-    let slot = IoreqSlot {
-        addr: ipa.into(),
-        data: write.unwrap_or(0).into(),
-        count: 1.into(),
-        size: u32::from(acc.size).into(),
-        kind: IOREQ_TYPE_COPY,
-        ..Default::default()
-    };
-    let bytes = slot.as_bytes();
-    // SAFETY: as in `flags_of`; the bytes before `flags` are plain data the
+    // Word by word: the slot is 32-byte aligned (a page plus `idx * 32`),
+    // and stores through a byte pointer would be split into 30 byte stores.
+    let count_size = 1u64 | u64::from(acc.size) << 32;
+    // SAFETY: as in `flags_of`; the words before `flags` are plain data the
     // server reads only after it sees READY, which is published below with
-    // Release ordering.
+    // Release ordering. `slot_pa` is 32-byte aligned, so each store is
+    // aligned.
     unsafe {
-        core::ptr::copy_nonoverlapping(bytes.as_ptr(), slot_pa as *mut u8, FLAGS_OFFSET);
+        let words = slot_pa as *mut u64;
+        core::ptr::write_volatile(words, ipa);
+        core::ptr::write_volatile(words.add(1), write.unwrap_or(0));
+        core::ptr::write_volatile(words.add(2), count_size);
+        core::ptr::write_volatile((slot_pa + 24) as *mut u32, 0);
+        core::ptr::write_volatile((slot_pa + 28) as *mut u16, 0);
         core::ptr::write_volatile((slot_pa + 31) as *mut u8, IOREQ_TYPE_COPY);
     }
     let dir = if write.is_none() { FLAG_DIR_READ } else { 0 };
@@ -250,7 +277,18 @@ pub fn post(
         acc,
         read: write.is_none(),
     });
-    super::events::raise_virq(server, VIRQ_IOREQ, 0);
+    // A server waiting in `Wait` is woken directly; otherwise it hears of
+    // the request through its event channel.
+    let waiter = WAITER
+        .get(server)
+        .map_or(0, |w| w.swap(0, Ordering::AcqRel));
+    match waiter.checked_sub(1).and_then(|w| vcpu(w).map(|s| (w, s))) {
+        Some((w, s)) => {
+            s.ioreq_wake.store(true, Ordering::Release);
+            kick_owner(w);
+        }
+        None => super::events::raise_virq(server, VIRQ_IOREQ, 0),
+    }
     Some(())
 }
 
@@ -294,6 +332,9 @@ pub fn try_finish(frame: &mut VcpuFrame, own: &mut OwnerState) -> bool {
 /// page may be reloaded), and as a served domain its server keeps its
 /// registration, so a restarted domain is served again at once.
 pub fn domain_stopped(di: usize) {
+    if let Some(w) = WAITER.get(di) {
+        w.store(0, Ordering::Release);
+    }
     for s in SERVERS.iter() {
         let mut s = s.lock();
         if s.as_ref().is_some_and(|srv| srv.server == di) {

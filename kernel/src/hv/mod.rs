@@ -131,6 +131,10 @@ pub struct Vcpu {
     pub pcpu: AtomicUsize,
     /// Something was made pending for this vCPU since its LRs were filled.
     pub irq_hint: AtomicBool,
+    /// A device model waiting in `IoreqCmd::Wait` on this vCPU has a
+    /// request to serve (set by `ioreq::post`, taken by `runnable`). Kept
+    /// apart from `irq_hint` so this wake-up costs no virtual GIC work.
+    pub ioreq_wake: AtomicBool,
 }
 
 /// State only the owning pCPU touches.
@@ -167,6 +171,7 @@ impl Vcpu {
             index: AtomicUsize::new(0),
             pcpu: AtomicUsize::new(0),
             irq_hint: AtomicBool::new(false),
+            ioreq_wake: AtomicBool::new(false),
         }
     }
 }
@@ -1089,6 +1094,10 @@ fn runnable(v: usize) -> bool {
         return true;
     }
     if !own.blocked {
+        return true;
+    }
+    if slot.ioreq_wake.swap(false, Ordering::AcqRel) {
+        own.blocked = false;
         return true;
     }
     if timer_due(frame) {

@@ -454,6 +454,10 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             });
             (r, Next::Resume)
         }
+        Call::Ioreq(IoreqCall::Wait { dom, vcpu }) => match ioreq::wait(p, di, v, dom, vcpu) {
+            Ok(()) => (Ok(0), Next::Block),
+            Err(e) => (Err(e), Next::Resume),
+        },
         Call::Ioreq(call) => (ioreq::ioreq_op(p, di, call), Next::Resume),
         Call::GrantTable { cmd, arg, count } => {
             match grant::grant_table_op(p, di, cmd, arg.raw(), count) {
