@@ -20,10 +20,13 @@ crate::abi_enum! {
     pub enum IoreqCmd: u64 {
         /// x1 = served domain id, x2 = IPA of a page of the caller's own
         /// RAM that will hold one `IoreqSlot` per vCPU of the served
-        /// domain. Becomes that domain's server (`ioreq:register`).
+        /// domain, x3 = IPA of another page of its RAM for the domain's
+        /// `FastPage`, or 0 for none. Becomes that domain's server
+        /// (`ioreq:register`).
         Register = 0,
-        /// x1 = domain id, x2 = base IPA, x3 = size: send the served
-        /// domain's accesses in this range to the caller (`ioreq:register`).
+        /// x1 = domain id, x2 = base IPA, x3 = size, x4 = `RANGE_*` flags:
+        /// send the served domain's accesses in this range to the caller
+        /// (`ioreq:register`).
         MapRange = 1,
         /// x1 = domain id, x2 = IPA in the caller's `MAP_WINDOW`: map all of
         /// the served domain's RAM there, read-write (`ioreq:map`, and
@@ -59,6 +62,93 @@ crate::abi_enum! {
 
 /// `IoreqCmd::Wait` with no slot to complete.
 pub const WAIT_NOTHING_DONE: u64 = u64::MAX;
+
+/// `MapRange` flag: the range's writes of at most 4 bytes are posted (see
+/// [`FastPage`]) instead of blocking the vCPU. Needs a fast page.
+pub const RANGE_POSTED_WRITES: u64 = 1;
+/// `MapRange` flag: reads of the range are looked up in the fast page's
+/// shadows first (see [`FastPage`]). Needs a fast page.
+pub const RANGE_SHADOWED_READS: u64 = 2;
+/// Every `MapRange` flag the kernel knows; any other bit is refused.
+pub const RANGE_FLAGS: u64 = RANGE_POSTED_WRITES | RANGE_SHADOWED_READS;
+
+/// Entries in a fast page's posted-write ring.
+pub const POSTED_ENTRIES: usize = 128;
+/// Registers a fast page can shadow.
+pub const SHADOW_ENTRIES: usize = 8;
+/// Bit 63 of `ReadShadow::key`: the entry is in use.
+pub const SHADOW_VALID: u64 = 1 << 63;
+
+/// A posted write: what the guest stored, where.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct PostedWrite {
+    pub addr: U64,
+    pub data: U32,
+    /// 1, 2 or 4.
+    pub size: u8,
+    pub pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<PostedWrite>() == 16);
+
+/// A register the kernel answers reads of without asking the server.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct ReadShadow {
+    /// `SHADOW_VALID | address`: a read of at most 4 bytes at exactly this
+    /// address gets `value`, truncated to the access size.
+    pub key: U64,
+    pub value: U64,
+}
+
+/// The two fast paths of a served domain's device registers, in a page of
+/// the server's RAM (`Register`, x3). Both exist so that a chatty device
+/// (a UART the guest polls and feeds a byte at a time) costs a trap into
+/// the kernel per access instead of a round trip through the server.
+///
+/// - **Posted writes.** A write in a `RANGE_POSTED_WRITES` range goes into
+///   `posted[produced % POSTED_ENTRIES]` and the vCPU goes on at once, as a
+///   write posted on a bus would. The kernel advances `produced`; the server
+///   applies entries in order and advances `consumed`. The server must
+///   drain the ring before it serves any slot of the domain, so a later
+///   read observes every earlier write. The kernel wakes the server when
+///   the ring is half full and when a vCPU of the domain waits for an
+///   interrupt (WFI); otherwise the server drains at its next wake-up.
+///   When the ring is full, the write takes the slot path (the server
+///   drains first).
+/// - **Read shadows.** A read in a `RANGE_SHADOWED_READS` range that
+///   matches a valid `shadows` entry is answered with its value. The server promises, by publishing the
+///   entry, that reading the register has no side effect and that its
+///   value does not depend on posted writes still in the ring. The kernel
+///   reads `key`, `value`, `key` and uses the value only if the key did not
+///   change; the server updates a value with one 8-byte store, and clears
+///   a key before it changes what the key names.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+#[repr(C)]
+pub struct FastPage {
+    /// Posted writes the kernel has produced (wrapping).
+    pub produced: U32,
+    pub pad0: [u8; 60],
+    /// Posted writes the server has applied (wrapping).
+    pub consumed: U32,
+    pub pad1: [u8; 60],
+    pub shadows: [ReadShadow; SHADOW_ENTRIES],
+    pub posted: [PostedWrite; POSTED_ENTRIES],
+    pub tail: [u8; 4096 - 256 - 16 * POSTED_ENTRIES],
+}
+const _: () = assert!(core::mem::size_of::<FastPage>() == 4096);
+/// Byte offset of `FastPage::produced`.
+pub const FAST_PRODUCED_OFFSET: usize = 0;
+/// Byte offset of `FastPage::consumed`.
+pub const FAST_CONSUMED_OFFSET: usize = 64;
+/// Byte offset of `FastPage::shadows`.
+pub const FAST_SHADOWS_OFFSET: usize = 128;
+/// Byte offset of `FastPage::posted`.
+pub const FAST_POSTED_OFFSET: usize = 256;
+const _: () = assert!(core::mem::offset_of!(FastPage, produced) == FAST_PRODUCED_OFFSET);
+const _: () = assert!(core::mem::offset_of!(FastPage, consumed) == FAST_CONSUMED_OFFSET);
+const _: () = assert!(core::mem::offset_of!(FastPage, shadows) == FAST_SHADOWS_OFFSET);
+const _: () = assert!(core::mem::offset_of!(FastPage, posted) == FAST_POSTED_OFFSET);
 
 /// The VIRQ the kernel raises on a device model when a slot becomes
 /// `STATE_IOREQ_READY` (Xen's `VIRQ_ARCH_0`, free on Arm).

@@ -10,7 +10,10 @@ use crate::addr::GuestVa;
 use tessera_ipc::errno::Errno;
 use tessera_ipc::event_channel::EvtchnCmd;
 use tessera_ipc::hypercall::{ConsoleIoCmd, Op, SchedCmd, XenVersionCmd, CONSOLE_IO_MAX};
-use tessera_ipc::ioreq::{IoreqCmd, SLOTS_PER_PAGE, WAIT_NOTHING_DONE};
+use tessera_ipc::ioreq::{
+    IoreqCmd, RANGE_FLAGS, RANGE_POSTED_WRITES, RANGE_SHADOWED_READS, SLOTS_PER_PAGE,
+    WAIT_NOTHING_DONE,
+};
 use tessera_ipc::memory::{HvmCmd, MemoryCmd, VcpuCmd};
 use tessera_ipc::psci::Function;
 
@@ -65,14 +68,20 @@ pub enum Call {
 /// kernel still checks them against the domains and the policy).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IoreqCall {
+    /// `fast`: the page for the domain's `FastPage`, if any.
     Register {
         dom: u16,
         page: u64,
+        fast: Option<u64>,
     },
+    /// `posted`: the range's small writes are posted (`RANGE_POSTED_WRITES`).
     MapRange {
         dom: u16,
         base: u64,
         size: u64,
+        posted: bool,
+        /// Reads look at the fast page's shadows (`RANGE_SHADOWED_READS`).
+        shadowed: bool,
     },
     MapMemory {
         dom: u16,
@@ -113,18 +122,29 @@ fn decode_ioreq(args: &[u64; 6]) -> Result<IoreqCall, Errno> {
     let cmd = IoreqCmd::try_from(args[0]).map_err(|_| Errno::Enosys)?;
     let dom = u16::try_from(args[1]).map_err(|_| Errno::Einval)?;
     match cmd {
-        IoreqCmd::Register if args[2].is_multiple_of(4096) => {
-            Ok(IoreqCall::Register { dom, page: args[2] })
+        IoreqCmd::Register
+            if args[2].is_multiple_of(4096)
+                && args[3].is_multiple_of(4096)
+                && args[3] != args[2] =>
+        {
+            Ok(IoreqCall::Register {
+                dom,
+                page: args[2],
+                fast: (args[3] != 0).then_some(args[3]),
+            })
         }
         IoreqCmd::MapRange
             if args[3] > 0
                 && args[3] <= IOREQ_MAX_RANGE
-                && args[2].checked_add(args[3]).is_some() =>
+                && args[2].checked_add(args[3]).is_some()
+                && args[4] & !RANGE_FLAGS == 0 =>
         {
             Ok(IoreqCall::MapRange {
                 dom,
                 base: args[2],
                 size: args[3],
+                posted: args[4] & RANGE_POSTED_WRITES != 0,
+                shadowed: args[4] & RANGE_SHADOWED_READS != 0,
             })
         }
         IoreqCmd::MapMemory if args[2].is_multiple_of(IOREQ_MAP_ALIGN) => {
@@ -304,10 +324,29 @@ mod tests {
             call([0, 2, 0x4010_0000, 0, 0, 0]),
             Ok(Call::Ioreq(IoreqCall::Register {
                 dom: 2,
-                page: 0x4010_0000
+                page: 0x4010_0000,
+                fast: None
+            }))
+        );
+        assert_eq!(
+            call([0, 2, 0x4010_0000, 0x4010_1000, 0, 0]),
+            Ok(Call::Ioreq(IoreqCall::Register {
+                dom: 2,
+                page: 0x4010_0000,
+                fast: Some(0x4010_1000)
             }))
         );
         assert_eq!(call([0, 2, 0x4010_0008, 0, 0, 0]), Err(Errno::Einval));
+        assert_eq!(
+            call([0, 2, 0x4010_0000, 0x4010_1008, 0, 0]),
+            Err(Errno::Einval),
+            "unaligned fast page"
+        );
+        assert_eq!(
+            call([0, 2, 0x4010_0000, 0x4010_0000, 0, 0]),
+            Err(Errno::Einval),
+            "one page for both"
+        );
         assert_eq!(
             call([0, 0x1_0000, 0x4010_0000, 0, 0, 0]),
             Err(Errno::Einval)
@@ -323,6 +362,21 @@ mod tests {
             Err(Errno::Einval)
         );
         assert!(call([1, 2, 0x0900_0000, 0x1000, 0, 0]).is_ok());
+        assert_eq!(
+            call([1, 2, 0x0900_0000, 0x1000, RANGE_POSTED_WRITES, 0]),
+            Ok(Call::Ioreq(IoreqCall::MapRange {
+                dom: 2,
+                base: 0x0900_0000,
+                size: 0x1000,
+                posted: true,
+                shadowed: false
+            }))
+        );
+        assert_eq!(
+            call([1, 2, 0x0900_0000, 0x1000, 4, 0]),
+            Err(Errno::Einval),
+            "an unknown range flag"
+        );
         assert_eq!(
             call([2, 2, 0x8010_0000, 0, 0, 0]),
             Err(Errno::Einval),

@@ -24,14 +24,16 @@ mod shell {
     use tessera_devmodel::virtio::rng::{ChaCha20Rng, Rng};
     use tessera_devmodel::virtio::switch::{Switch, MAX_PORTS};
     use tessera_ipc::hypercall::ShutdownReason;
-    use tessera_ipc::ioreq::{MAP_WINDOW_BASE, SLOTS_PER_PAGE, VIRQ_IOREQ};
+    use tessera_ipc::ioreq::{
+        MAP_WINDOW_BASE, RANGE_POSTED_WRITES, RANGE_SHADOWED_READS, SLOTS_PER_PAGE, VIRQ_IOREQ,
+    };
     use tessera_ipc::platform::VTIMER_INTID;
     use tessera_ipc::platform::{
         PL011_BASE, PL011_INTID, PL011_SIZE, RAM_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_INTID_BASE,
         VIRTIO_MMIO_STRIDE,
     };
     use tessera_rt::events::{self, SharedPage};
-    use tessera_rt::ioreq::{self, Access, SlotPage};
+    use tessera_rt::ioreq::{self, Access, FastView, SlotPage};
     use tessera_rt::{cpu, gic, println, timer, xen};
 
     /// Most domains one device model serves.
@@ -42,6 +44,7 @@ mod shell {
     static SHARED_INFO_PAGE: SharedPage = SharedPage::new();
     static VCPU_INFO_PAGE: SharedPage = SharedPage::new();
     static SLOT_PAGES: [SharedPage; MAX_SERVED] = [const { SharedPage::new() }; MAX_SERVED];
+    static FAST_PAGES: [SharedPage; MAX_SERVED] = [const { SharedPage::new() }; MAX_SERVED];
     /// Set by the upcall handler: look at the slots again.
     static KICKED: AtomicBool = AtomicBool::new(false);
     /// Set by the timer: poll the console for keyboard input.
@@ -177,6 +180,8 @@ mod shell {
         name: heapless::String<32>,
         vcpus: usize,
         slots: SlotPage,
+        /// Posted writes to apply and the UART's flag register shadow.
+        fast: FastView,
         pl011: Option<Pl011>,
         pl011_irq: bool,
         mem: Window,
@@ -252,6 +257,15 @@ mod shell {
                 return;
             }
             if let Some(uart) = self.pl011.as_mut() {
+                // FR is read before every byte sent or received: the kernel
+                // answers it from this shadow. It never depends on posted
+                // writes (transmission is instant here), only on the
+                // receive FIFO, which changes only here.
+                self.fast.set_shadow(
+                    0,
+                    PL011_BASE + tessera_devmodel::pl011::reg::FR,
+                    u64::from(uart.flag_register()),
+                );
                 // A line at a time, not a console write per byte; a partial
                 // line (a prompt, echo) goes out at the next input poll.
                 if uart.output_line_ready() {
@@ -287,6 +301,12 @@ mod shell {
         /// one call instead of two); an earlier held one is completed first.
         fn serve(&mut self, held: &mut Option<(u16, u32)>) -> bool {
             let mut any = false;
+            // Posted writes come before any later access of the domain.
+            while let Some(a) = self.fast.next_posted() {
+                let (_, touched) = self.access(a);
+                self.after_access(touched);
+                any = true;
+            }
             for v in 0..self.vcpus {
                 if let Some(a) = self.slots.take(v) {
                     let (data, touched) = self.access(a);
@@ -489,7 +509,7 @@ mod shell {
             let prop_u32 = |name| node.property(name).and_then(|p| p.as_usize()).unwrap_or(0);
             let domid = prop_u32("tessera,domid") as u16;
             let vcpus = prop_u32("tessera,vcpus").min(SLOTS_PER_PAGE);
-            let Some(page) = SLOT_PAGES.get(k) else {
+            let (Some(page), Some(fast_page)) = (SLOT_PAGES.get(k), FAST_PAGES.get(k)) else {
                 println!("devmodel: more than {MAX_SERVED} domains to serve; ignoring the rest");
                 break;
             };
@@ -497,7 +517,7 @@ mod shell {
                 .property("tessera,name")
                 .and_then(|p| p.as_str())
                 .unwrap_or("?");
-            if let Err(e) = ioreq::register(domid, page.gfn() << 12) {
+            if let Err(e) = ioreq::register(domid, page.gfn() << 12, fast_page.gfn() << 12) {
                 println!("devmodel: cannot serve d{domid} {name}: register: {e}");
                 continue;
             }
@@ -517,18 +537,29 @@ mod shell {
             };
             let pl011 = node.property("tessera,vpl011").is_some();
             if pl011 {
-                if let Err(e) = ioreq::map_range(domid, PL011_BASE, PL011_SIZE) {
+                // Its writes are posted: the kernel queues them and the
+                // guest goes on (see `after_access` for the FR shadow).
+                if let Err(e) = ioreq::map_range(
+                    domid,
+                    PL011_BASE,
+                    PL011_SIZE,
+                    RANGE_POSTED_WRITES | RANGE_SHADOWED_READS,
+                ) {
                     println!("devmodel: d{domid} {name}: PL011 range: {e}");
                 }
             }
             // SAFETY: the page is ours alone, registered just above, and
             // `vcpus` is capped at SLOTS_PER_PAGE.
             let slots = unsafe { SlotPage::new(page.as_ptr().as_ptr(), vcpus) };
+            // SAFETY: registered just above as this domain's fast page, and
+            // ours alone.
+            let fast = unsafe { FastView::new(fast_page.as_ptr().as_ptr()) };
             let _ = served.push(Served {
                 domid,
                 name: heapless::String::try_from(name).unwrap_or_default(),
                 vcpus,
                 slots,
+                fast,
                 pl011: pl011.then(Pl011::new),
                 pl011_irq: false,
                 mem: Window {
@@ -544,7 +575,7 @@ mod shell {
             };
             for (n, kind) in virtio_kinds(&node).enumerate() {
                 let base = VIRTIO_MMIO_BASE + n as u64 * VIRTIO_MMIO_STRIDE;
-                if let Err(e) = ioreq::map_range(domid, base, VIRTIO_MMIO_STRIDE) {
+                if let Err(e) = ioreq::map_range(domid, base, VIRTIO_MMIO_STRIDE, 0) {
                     println!("devmodel: d{domid} {name}: virtio slot {n}: {e}");
                 }
                 let dev = match kind {
@@ -629,7 +660,9 @@ mod shell {
             cpu::irq_disable();
             let work = KICKED.load(Ordering::Acquire)
                 || TICK.load(Ordering::Acquire)
-                || served.iter().any(|s| s.slots.any_ready());
+                || served
+                    .iter()
+                    .any(|s| s.slots.any_ready() || s.fast.pending());
             if work {
                 complete_held(held.take());
             } else if let Some((domid, v)) = held.take() {

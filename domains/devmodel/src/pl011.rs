@@ -475,6 +475,11 @@ impl Pl011 {
             .map_or(0, |&byte| u32::from(byte))
     }
 
+    /// UARTFR as a read would return it (reading it has no side effect).
+    pub fn flag_register(&self) -> u32 {
+        self.flags()
+    }
+
     fn flags(&self) -> u32 {
         // Transmission completes before the guest's next access: the
         // transmit FIFO is empty, never full, and the UART never busy.

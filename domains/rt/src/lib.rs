@@ -18,6 +18,7 @@ pub mod bootargs;
 pub mod events;
 pub mod gic;
 pub mod grant;
+pub mod ioreq_pages;
 pub mod shm;
 pub mod text;
 pub mod timer;

@@ -16,11 +16,13 @@
 
 use super::{domains, grant, index_of, kick_owner, mac, vcpu, Domain, OwnerState, MAX_DOMAINS};
 use crate::arch::aarch64::guest::VcpuFrame;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use tessera_ipc::errno::Errno;
 use tessera_ipc::ioreq::{
+    FAST_CONSUMED_OFFSET, FAST_POSTED_OFFSET, FAST_PRODUCED_OFFSET, FAST_SHADOWS_OFFSET,
     FLAGS_OFFSET, FLAG_DIR_READ, IOREQ_TYPE_COPY, MAP_WINDOW_BASE, MAP_WINDOW_SIZE, MAX_RANGES,
-    SLOTS_PER_PAGE, SLOT_SIZE, STATE_IOREQ_NONE, STATE_IOREQ_READY, STATE_IORESP_READY, VIRQ_IOREQ,
+    POSTED_ENTRIES, SHADOW_ENTRIES, SHADOW_VALID, SLOTS_PER_PAGE, SLOT_SIZE, STATE_IOREQ_NONE,
+    STATE_IOREQ_READY, STATE_IORESP_READY, VIRQ_IOREQ,
 };
 use tessera_ipc::platform;
 use tessera_kernel::esr::AccessSyndrome;
@@ -33,10 +35,26 @@ struct Server {
     server: usize,
     /// Host address of the slot page (in the server's RAM).
     page_pa: u64,
-    /// Registered `(base, size)` ranges.
-    ranges: heapless::Vec<(u64, u64), MAX_RANGES>,
+    /// Registered ranges.
+    ranges: heapless::Vec<Range, MAX_RANGES>,
+    /// Host address of the domain's `FastPage` (in the server's RAM).
+    fast_pa: Option<u64>,
+    /// Posted writes produced so far: the kernel's own count, never read
+    /// back from the shared page.
+    produced: u32,
     /// Where the served domain's RAM is mapped in the server, once it is.
     mapped_at: Option<u64>,
+}
+
+/// One registered MMIO range.
+#[derive(Clone, Copy)]
+struct Range {
+    base: u64,
+    size: u64,
+    /// Writes of at most 4 bytes go to the posted ring.
+    posted: bool,
+    /// Reads look at the fast page's shadows first.
+    shadowed: bool,
 }
 
 /// Each domain's server, by served-domain index.
@@ -88,13 +106,17 @@ fn claimable(d: &Domain, base: u64, size: u64) -> bool {
 pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
     let me = domains().get(si).ok_or(Errno::Esrch)?;
     match call {
-        IoreqCall::Register { dom, page } => {
+        IoreqCall::Register { dom, page, fast } => {
             let (ti, target) = served(si, dom)?;
             mac::check(p, me.sid, target.sid, IoreqPerm::Register)?;
             if target.nr_vcpus > SLOTS_PER_PAGE {
                 return Err(Errno::Einval);
             }
             let page_pa = me.ram_pa_of(page, 4096).ok_or(Errno::Efault)?;
+            let fast_pa = match fast {
+                Some(ipa) => Some(me.ram_pa_of(ipa, 4096).ok_or(Errno::Efault)?),
+                None => None,
+            };
             let mut s = SERVERS.get(ti).ok_or(Errno::Esrch)?.lock();
             let mapped_at = match s.as_ref() {
                 // A server that is still running keeps its domain.
@@ -114,10 +136,24 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
                 page_pa,
                 ranges: heapless::Vec::new(),
                 mapped_at,
+                fast_pa,
+                produced: 0,
             });
+            if let Some(pa) = fast_pa {
+                // SAFETY: `pa` is a page of the caller's RAM (`ram_pa_of`
+                // above), identity-mapped and allocated to it for the
+                // kernel's life; the counter is read by the server only.
+                unsafe { shared_u32(pa + FAST_PRODUCED_OFFSET as u64) }.store(0, Ordering::Release);
+            }
             Ok(0)
         }
-        IoreqCall::MapRange { dom, base, size } => {
+        IoreqCall::MapRange {
+            dom,
+            base,
+            size,
+            posted,
+            shadowed,
+        } => {
             let (ti, target) = served(si, dom)?;
             mac::check(p, me.sid, target.sid, IoreqPerm::Register)?;
             if !claimable(target, base, size) {
@@ -125,10 +161,24 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             }
             as_server(si, ti, |srv| {
                 let end = base + size;
-                if srv.ranges.iter().any(|&(b, s)| base < b + s && b < end) {
+                if srv
+                    .ranges
+                    .iter()
+                    .any(|r| base < r.base + r.size && r.base < end)
+                {
                     return Err(Errno::Eexist);
                 }
-                srv.ranges.push((base, size)).map_err(|_| Errno::Enospc)
+                if (posted || shadowed) && srv.fast_pa.is_none() {
+                    return Err(Errno::Einval);
+                }
+                srv.ranges
+                    .push(Range {
+                        base,
+                        size,
+                        posted,
+                        shadowed,
+                    })
+                    .map_err(|_| Errno::Enospc)
             })??;
             Ok(0)
         }
@@ -235,9 +285,25 @@ fn flags_of(slot_pa: u64) -> &'static AtomicU8 {
     unsafe { &*((slot_pa + FLAGS_OFFSET as u64) as *const AtomicU8) }
 }
 
+/// What became of a trapped access.
+pub enum Outcome {
+    /// No server claims the address.
+    Unclaimed,
+    /// Posted to the server's slot: the vCPU waits for the answer.
+    Waiting,
+    /// Done without the server: a posted write (`None`) or a read answered
+    /// from a shadow (its raw value).
+    Done(Option<u64>),
+}
+
+/// Per served domain: posted writes are in its ring that its server was not
+/// told of (they are announced when a vCPU of the domain waits for an
+/// interrupt, or when the ring fills up).
+static UNANNOUNCED: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
+
 /// A trapped access by the vCPU with index `idx` in domain `di` at `ipa`:
-/// post it to the domain's server if one claims the address. `None` when no
-/// server does (the caller then treats it as an unhandled fault).
+/// answer it from the domain's fast page if its server allows that, or post
+/// it to the server's slot for the vCPU.
 pub fn post(
     di: usize,
     idx: usize,
@@ -245,13 +311,46 @@ pub fn post(
     acc: AccessSyndrome,
     write: Option<u64>,
     own: &mut OwnerState,
-) -> Option<()> {
+) -> Outcome {
     let (server, slot_pa) = {
-        let s = SERVERS.get(di)?.lock();
-        let srv = s.as_ref()?;
-        if !srv.ranges.iter().any(|&(b, sz)| ipa >= b && ipa - b < sz) {
-            return None;
+        let Some(mut s) = SERVERS.get(di).map(|s| s.lock()) else {
+            return Outcome::Unclaimed;
+        };
+        let Some(srv) = s.as_mut() else {
+            return Outcome::Unclaimed;
+        };
+        let Some(range) = srv
+            .ranges
+            .iter()
+            .find(|r| ipa >= r.base && ipa - r.base < r.size)
+            .copied()
+        else {
+            return Outcome::Unclaimed;
+        };
+        match (srv.fast_pa, write) {
+            (Some(fast), None) if range.shadowed && acc.size <= 4 => {
+                if let Some(v) = shadow_read(fast, ipa) {
+                    return Outcome::Done(Some(v));
+                }
+            }
+            (Some(fast), Some(val)) if range.posted && acc.size <= 4 => {
+                if let Some(fill) = push_posted(fast, &mut srv.produced, ipa, val, acc.size) {
+                    let server = srv.server;
+                    drop(s);
+                    if fill >= POSTED_ENTRIES as u32 / 2 {
+                        UNANNOUNCED[di].store(false, Ordering::Relaxed);
+                        wake_server(server);
+                    } else {
+                        UNANNOUNCED[di].store(true, Ordering::Release);
+                    }
+                    return Outcome::Done(None);
+                }
+            }
+            _ => {}
         }
+        // The slot path wakes the server, which drains the posted writes
+        // first: that announces them too.
+        UNANNOUNCED[di].store(false, Ordering::Relaxed);
         (srv.server, srv.page_pa + (idx * SLOT_SIZE) as u64)
     };
     // Word by word: the slot is 32-byte aligned (a page plus `idx * 32`),
@@ -277,8 +376,13 @@ pub fn post(
         acc,
         read: write.is_none(),
     });
-    // A server waiting in `Wait` is woken directly; otherwise it hears of
-    // the request through its event channel.
+    wake_server(server);
+    Outcome::Waiting
+}
+
+/// Tell server `server` there is work: directly if it waits in `Wait`,
+/// else through its event channel.
+fn wake_server(server: usize) {
     let waiter = WAITER
         .get(server)
         .map_or(0, |w| w.swap(0, Ordering::AcqRel));
@@ -289,7 +393,107 @@ pub fn post(
         }
         None => super::events::raise_virq(server, VIRQ_IOREQ, 0),
     }
-    Some(())
+}
+
+/// A vCPU of domain `di` waits for an interrupt: posted writes its server
+/// was not told of are announced now (the guest may be waiting for their
+/// effect, a UART's transmit interrupt say).
+pub fn announce_posted(di: usize) {
+    if !UNANNOUNCED
+        .get(di)
+        .is_some_and(|u| u.swap(false, Ordering::AcqRel))
+    {
+        return;
+    }
+    let server = SERVERS
+        .get(di)
+        .and_then(|s| s.lock().as_ref().map(|srv| srv.server));
+    if let Some(server) = server {
+        wake_server(server);
+    }
+}
+
+/// A u32 of a fast page, shared with its server.
+///
+/// # Safety
+/// `pa` must be 4-byte aligned inside a fast page `Register` validated.
+unsafe fn shared_u32(pa: u64) -> &'static AtomicU32 {
+    // SAFETY: by the caller's promise the word is in the server's RAM,
+    // identity-mapped and allocated to it for the kernel's life; it is
+    // shared, so only accessed atomically.
+    unsafe { &*(pa as *const AtomicU32) }
+}
+
+/// A u64 of a fast page, shared with its server.
+///
+/// # Safety
+/// As for [`shared_u32`], 8-byte aligned.
+unsafe fn shared_u64(pa: u64) -> &'static AtomicU64 {
+    // SAFETY: as in `shared_u32`.
+    unsafe { &*(pa as *const AtomicU64) }
+}
+
+/// The value of the shadow for a read at `ipa`, if the fast page at `fast`
+/// has a valid one that stayed put while it was read.
+fn shadow_read(fast: u64, ipa: u64) -> Option<u64> {
+    let want = SHADOW_VALID | ipa;
+    (0..SHADOW_ENTRIES as u64).find_map(|i| {
+        let at = fast + FAST_SHADOWS_OFFSET as u64 + i * 16;
+        // SAFETY: entries are 16-byte aligned inside the fast page.
+        let (key, value) = unsafe { (shared_u64(at), shared_u64(at + 8)) };
+        if key.load(Ordering::Acquire) != want {
+            return None;
+        }
+        let v = value.load(Ordering::Acquire);
+        (key.load(Ordering::Acquire) == want).then_some(v)
+    })
+}
+
+/// Append a posted write to the ring of the fast page at `fast`; the fill
+/// after it, or `None` when the ring is full (or the server's count of
+/// consumed entries makes no sense).
+fn push_posted(fast: u64, produced: &mut u32, ipa: u64, val: u64, size: u8) -> Option<u32> {
+    // SAFETY: the counters are 4-byte aligned inside the fast page.
+    let consumed =
+        unsafe { shared_u32(fast + FAST_CONSUMED_OFFSET as u64) }.load(Ordering::Acquire);
+    let fill = produced.wrapping_sub(consumed);
+    if fill >= POSTED_ENTRIES as u32 {
+        return None;
+    }
+    let at = fast + FAST_POSTED_OFFSET as u64 + u64::from(*produced % POSTED_ENTRIES as u32) * 16;
+    // SAFETY: the entry is 16-byte aligned inside the fast page; the server
+    // reads it only after it sees `produced` move past it (Release below).
+    unsafe {
+        shared_u64(at).store(ipa, Ordering::Relaxed);
+        shared_u64(at + 8).store(
+            (val & 0xffff_ffff) | u64::from(size) << 32,
+            Ordering::Relaxed,
+        );
+    }
+    *produced = produced.wrapping_add(1);
+    // SAFETY: as above.
+    unsafe { shared_u32(fast + FAST_PRODUCED_OFFSET as u64) }.store(*produced, Ordering::Release);
+    Some(fill + 1)
+}
+
+/// The value a load of `acc` puts in its register, from the `raw` bytes the
+/// device gave: truncated to the access size, sign-extended if the
+/// instruction asks, and cut to 32 bits for a W register.
+pub fn load_value(acc: AccessSyndrome, raw: u64) -> u64 {
+    let bits = u32::from(acc.size) * 8;
+    let mut val = if bits >= 64 {
+        raw
+    } else {
+        raw & ((1u64 << bits) - 1)
+    };
+    if acc.sign_extend && bits < 64 {
+        let shift = 64 - bits;
+        val = (((val << shift) as i64) >> shift) as u64;
+    }
+    if !acc.sixty_four {
+        val &= 0xffff_ffff;
+    }
+    val
 }
 
 /// Owner pCPU: if `v`'s posted access is answered, finish it (a read's data
@@ -305,22 +509,8 @@ pub fn try_finish(frame: &mut VcpuFrame, own: &mut OwnerState) -> bool {
     if io.read {
         // SAFETY: as in `flags_of`; `data` is at offset 8, 8-aligned.
         let raw = unsafe { core::ptr::read_volatile((io.slot_pa + 8) as *const u64) };
-        let acc = io.acc;
-        let bits = u32::from(acc.size) * 8;
-        let mut val = if bits >= 64 {
-            raw
-        } else {
-            raw & ((1u64 << bits) - 1)
-        };
-        if acc.sign_extend && bits < 64 {
-            let shift = 64 - bits;
-            val = (((val << shift) as i64) >> shift) as u64;
-        }
-        if !acc.sixty_four {
-            val &= 0xffff_ffff;
-        }
-        if let Some(x) = frame.x.get_mut(usize::from(acc.reg)) {
-            *x = val;
+        if let Some(x) = frame.x.get_mut(usize::from(io.acc.reg)) {
+            *x = load_value(io.acc, raw);
         }
     }
     flags.store(STATE_IOREQ_NONE, Ordering::Release);
@@ -342,6 +532,7 @@ pub fn domain_stopped(di: usize) {
             // ranges: accesses fault until the server registers again.
             if let Some(srv) = s.as_mut() {
                 srv.ranges.clear();
+                srv.fast_pa = None;
             }
         }
     }

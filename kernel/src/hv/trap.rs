@@ -92,6 +92,11 @@ fn handle_sync(frame: *mut VcpuFrame, esr: u64) -> *mut VcpuFrame {
             if wfe {
                 Next::Yield
             } else {
+                // What the guest waits for may be the effect of its posted
+                // writes: its device model must hear of them now.
+                if let Some(s) = vcpu(v) {
+                    ioreq::announce_posted(s.domain.load(Ordering::Relaxed));
+                }
                 Next::Block
             }
         }
@@ -257,16 +262,9 @@ fn data_abort(v: usize, f: &mut VcpuFrame, d: DataAbort, esr: u64) -> Next {
         drop(vgic);
         notify_targets(dom, targets);
     } else {
-        let mut val = vgic.mmio_read(frame_kind, off, acc.size).unwrap_or(0);
+        let val = vgic.mmio_read(frame_kind, off, acc.size).unwrap_or(0);
         drop(vgic);
-        if acc.sign_extend && acc.size < 8 {
-            let shift = 64 - u32::from(acc.size) * 8;
-            val = (((val << shift) as i64) >> shift) as u64;
-        }
-        if !acc.sixty_four {
-            val &= 0xffff_ffff;
-        }
-        set_reg(f, acc.reg, val);
+        set_reg(f, acc.reg, ioreq::load_value(acc, val));
     }
     advance_pc(esr);
     Next::Resume
@@ -292,12 +290,22 @@ fn device_access(v: usize, f: &mut VcpuFrame, d: DataAbort, ipa: u64, esr: u64) 
     });
     // SAFETY: trap entry runs on the owner pCPU; only the frame is borrowed.
     let own = unsafe { owner_state(v) };
-    if ioreq::post(di, idx, ipa, acc, write, own).is_none() {
-        return fault(v, esr);
+    match ioreq::post(di, idx, ipa, acc, write, own) {
+        ioreq::Outcome::Unclaimed => fault(v, esr),
+        ioreq::Outcome::Waiting => {
+            // The PC moves past the access now; the answer only fills a
+            // register.
+            advance_pc(esr);
+            Next::Block
+        }
+        ioreq::Outcome::Done(read) => {
+            if let Some(raw) = read {
+                set_reg(f, acc.reg, ioreq::load_value(acc, raw));
+            }
+            advance_pc(esr);
+            Next::Resume
+        }
     }
-    // The PC moves past the access now; the answer only fills a register.
-    advance_pc(esr);
-    Next::Block
 }
 
 /// Mark the vCPUs in `mask` (domain-local indices) as having new interrupts
