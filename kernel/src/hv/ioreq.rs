@@ -301,6 +301,13 @@ pub enum Outcome {
 /// interrupt, or when the ring fills up).
 static UNANNOUNCED: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
 
+/// Record whether domain `di` has posted writes its server was not told of.
+fn set_unannounced(di: usize, unannounced: bool) {
+    if let Some(u) = UNANNOUNCED.get(di) {
+        u.store(unannounced, Ordering::Release);
+    }
+}
+
 /// A trapped access by the vCPU with index `idx` in domain `di` at `ipa`:
 /// answer it from the domain's fast page if its server allows that, or post
 /// it to the server's slot for the vCPU.
@@ -338,10 +345,10 @@ pub fn post(
                     let server = srv.server;
                     drop(s);
                     if fill >= POSTED_ENTRIES as u32 / 2 {
-                        UNANNOUNCED[di].store(false, Ordering::Relaxed);
+                        set_unannounced(di, false);
                         wake_server(server);
                     } else {
-                        UNANNOUNCED[di].store(true, Ordering::Release);
+                        set_unannounced(di, true);
                     }
                     return Outcome::Done(None);
                 }
@@ -350,7 +357,7 @@ pub fn post(
         }
         // The slot path wakes the server, which drains the posted writes
         // first: that announces them too.
-        UNANNOUNCED[di].store(false, Ordering::Relaxed);
+        set_unannounced(di, false);
         (srv.server, srv.page_pa + (idx * SLOT_SIZE) as u64)
     };
     // Word by word: the slot is 32-byte aligned (a page plus `idx * 32`),
