@@ -118,7 +118,7 @@ mod shell {
     }
 
     impl Virtio {
-        fn read(&mut self, off: u64, size: u8, mem: &Window) -> u64 {
+        fn read(&self, off: u64, size: u8, mem: &Window) -> u64 {
             each_transport!(self, d => d.read(off, size, mem))
         }
         fn write(&mut self, off: u64, size: u8, v: u64, mem: &mut Window) {
@@ -220,14 +220,15 @@ mod shell {
                 let n = ((a.addr - VIRTIO_MMIO_BASE) / VIRTIO_MMIO_STRIDE) as usize;
                 let off = (a.addr - VIRTIO_MMIO_BASE) % VIRTIO_MMIO_STRIDE;
                 if let Some((Some(dev), _)) = self.virtio.get_mut(n) {
-                    let data = match a.write {
+                    return match a.write {
                         Some(v) => {
                             dev.write(off, size, v, &mut self.mem);
-                            0
+                            (0, Touched::Virtio(n))
                         }
-                        None => dev.read(off, size, &self.mem),
+                        // A virtio-mmio read changes nothing (`read` takes
+                        // `&self`): no output or interrupt line to update.
+                        None => (dev.read(off, size, &self.mem), Touched::Nothing),
                     };
-                    return (data, Touched::Virtio(n));
                 }
             }
             // Registered but not emulated here: reads as zero, writes are
@@ -237,8 +238,17 @@ mod shell {
         }
 
         /// Forward console output and drive interrupt lines of the device
-        /// an access reached (only its state can have changed).
+        /// an access reached (only its state can have changed). Inlined so
+        /// that an access that changed nothing costs only this test.
+        #[inline(always)]
         fn after_access(&mut self, touched: Touched) {
+            if !matches!(touched, Touched::Nothing) {
+                self.after_change(touched);
+            }
+        }
+
+        #[inline(never)]
+        fn after_change(&mut self, touched: Touched) {
             let domid = self.domid;
             if let Touched::Virtio(n) = touched {
                 if let Some((Some(dev), level)) = self.virtio.get_mut(n) {
@@ -652,9 +662,10 @@ mod shell {
                 }
                 timer::arm_after(poll);
             }
-            if any {
-                continue;
-            }
+            // No second pass to see whether serving is done: the check
+            // below looks at the same slots and rings, and loops back here
+            // if anything arrived meanwhile.
+            //
             // With IRQs masked an interrupt that arrives after the check
             // still ends the wait; it is taken once they are unmasked.
             cpu::irq_disable();
@@ -664,6 +675,7 @@ mod shell {
                     .iter()
                     .any(|s| s.slots.any_ready() || s.fast.pending());
             if work {
+                // Not to be held up behind the new work.
                 complete_held(held.take());
             } else if let Some((domid, v)) = held.take() {
                 if ioreq::wait(domid, Some(v)).is_err() {

@@ -148,6 +148,11 @@ pub struct OwnerState {
     pub timer_in_hw: bool,
     /// An MMIO access waiting for its device model's answer.
     pub pending_io: Option<ioreq::PendingIo>,
+    /// The last list-register fill ran out of list registers with
+    /// interrupts still deliverable in the model. Only then can the model
+    /// hold a deliverable interrupt that neither the list registers nor
+    /// `Vcpu::irq_hint` (set by every change that makes one pending) show.
+    pub undelivered: bool,
 }
 
 // SAFETY: `frame` and `owner` are only accessed by the pCPU the vCPU is
@@ -155,6 +160,16 @@ pub struct OwnerState {
 unsafe impl Sync for Vcpu {}
 
 impl Vcpu {
+    /// The domain this vCPU belongs to (None before the domain list is
+    /// final).
+    pub fn domain(&self) -> Option<&'static Domain> {
+        let ptr = self.domain_ptr.load(Ordering::Relaxed);
+        // SAFETY: a non-null `domain_ptr` points into the domain list, which
+        // is 'static and never changes after boot (set once, before any vCPU
+        // runs).
+        unsafe { ptr.as_ref() }
+    }
+
     const fn new() -> Self {
         Self {
             frame: UnsafeCell::new(VcpuFrame::new()),
@@ -164,6 +179,7 @@ impl Vcpu {
                 lr_intid: [0; gic::NR_LRS],
                 timer_in_hw: false,
                 pending_io: None,
+                undelivered: false,
             }),
             power: VcpuPower::new(),
             domain: AtomicUsize::new(0),
@@ -251,10 +267,7 @@ pub fn vcpu(v: usize) -> Option<&'static Vcpu> {
 
 /// The domain a vCPU belongs to.
 pub fn domain_of(v: usize) -> Option<&'static Domain> {
-    let ptr = vcpu(v)?.domain_ptr.load(Ordering::Relaxed);
-    // SAFETY: a non-null `domain_ptr` points into the domain list, which is
-    // 'static and never changes after boot (set once, before any vCPU runs).
-    unsafe { ptr.as_ref() }
+    vcpu(v)?.domain()
 }
 
 /// The global index of the vCPU whose frame is at `frame`, as recorded in
@@ -978,8 +991,18 @@ pub fn next_with_uart(after: usize) -> Option<usize> {
 fn start_domain(d: &Domain) {
     if let Some(v) = vcpu(d.first_vcpu) {
         let _ = v.power.power_on(d.entry, d.dtb_ipa);
-        kick_owner(d.first_vcpu);
+        request_start(d.first_vcpu);
     }
+}
+
+/// Tell the pCPU that owns `v` that a power-on request for it is posted
+/// (`take_start_requests` applies it).
+pub fn request_start(v: usize) {
+    let Some(slot) = vcpu(v) else { return };
+    if let Some(c) = PCPUS.get(slot.pcpu.load(Ordering::Relaxed)) {
+        c.attention.store(true, Ordering::Release);
+    }
+    kick_owner(v);
 }
 
 /// Tell the pCPU that owns `v` to look at it again.
@@ -987,7 +1010,6 @@ pub fn kick_owner(v: usize) {
     let Some(slot) = vcpu(v) else { return };
     let p = slot.pcpu.load(Ordering::Relaxed);
     let Some(c) = PCPUS.get(p) else { return };
-    c.attention.store(true, Ordering::Release);
     // MPIDRs are stored as `arch::mpidr` reads them: comparing them tells
     // whether we are the owner without searching for our own index.
     let owner = c.mpidr.load(Ordering::Relaxed);
@@ -1079,7 +1101,7 @@ fn spin_wait_us(us: u64) {
 /// Whether vCPU `v` (owned by this pCPU) can run now.
 fn runnable(v: usize) -> bool {
     let Some(slot) = vcpu(v) else { return false };
-    let Some(d) = domain_of(v) else { return false };
+    let Some(d) = slot.domain() else { return false };
     if !d.is_running() || !slot.power.is_on() {
         return false;
     }
@@ -1100,7 +1122,9 @@ fn runnable(v: usize) -> bool {
         own.blocked = false;
         return true;
     }
-    if timer_due(frame) {
+    // A timer still in the hardware raises its own interrupt when due; only
+    // a stashed one is checked here.
+    if !own.timer_in_hw && timer_due(frame) {
         let idx = slot.index.load(Ordering::Relaxed);
         d.vgic.lock().inject(idx, platform::VTIMER_INTID);
         frame.timer.ctl |= 0b10;
@@ -1109,7 +1133,7 @@ fn runnable(v: usize) -> bool {
     let idx = slot.index.load(Ordering::Relaxed);
     if slot.irq_hint.load(Ordering::Acquire)
         || lr_pending(v, frame, own)
-        || d.vgic.lock().has_deliverable(idx)
+        || (own.undelivered && d.vgic.lock().has_deliverable(idx))
     {
         own.blocked = false;
         return true;
@@ -1184,7 +1208,7 @@ fn take_start_requests(p: usize) {
 
 /// First scheduling on a pCPU: wait for a runnable vCPU and enter it.
 fn scheduler_entry(p: usize) -> ! {
-    let next = pick_or_idle(p, None);
+    let next = pick_or_idle(p);
     let frame = switch_to(p, next);
     // SAFETY: `frame` is the frame of a vCPU owned by this pCPU whose EL1
     // state `switch_to` loaded; the stack top is this pCPU's own.
@@ -1192,17 +1216,16 @@ fn scheduler_entry(p: usize) -> ! {
 }
 
 /// Pick the next vCPU to run on `p`, idling (WFI with interrupts masked)
-/// until one is runnable. `prev` is the vCPU that just stopped running.
-fn pick_or_idle(p: usize, prev: Option<usize>) -> usize {
+/// until one is runnable. A blocked vCPU that is still loaded keeps its
+/// timer in the hardware meanwhile: the timer's physical interrupt ends the
+/// WFI (see `drain_irqs`), so nothing is saved or restored around an idle.
+fn pick_or_idle(p: usize) -> usize {
     loop {
         take_start_requests(p);
         // SAFETY: we are pCPU `p`.
         let inner = unsafe { pcpu_inner(p) };
         if let Some(v) = inner.runq.pick_next(runnable) {
             return v;
-        }
-        if let Some(v) = prev {
-            stash_timer(p, v);
         }
         arm_wakeup(p);
         gic::set_virtual_cpuif(false);
@@ -1429,5 +1452,6 @@ fn fill_lrs(v: usize, slot: &Vcpu, own: &mut OwnerState) {
         own.lr_used |= bit;
         own.lr_intid[n] = intid;
     }
-    gic::set_underflow_irq(!drained && vgic.has_deliverable(idx));
+    own.undelivered = !drained && vgic.has_deliverable(idx);
+    gic::set_underflow_irq(own.undelivered);
 }

@@ -162,39 +162,42 @@ fn advance_pc(esr: u64) {
 
 /// Decide which vCPU the exit path resumes.
 fn finish(v: usize, next: Next) -> *mut VcpuFrame {
-    let p = vcpu(v).map(|s| s.pcpu.load(Ordering::Relaxed)).unwrap_or(0);
+    let slot = vcpu(v);
+    let p = slot.map_or(0, |s| s.pcpu.load(Ordering::Relaxed));
     let alive =
-        || domain_of(v).is_some_and(|d| d.is_running()) && vcpu(v).is_some_and(|s| s.power.is_on());
+        || slot.is_some_and(|s| s.power.is_on() && s.domain().is_some_and(|d| d.is_running()));
     match next {
         Next::Resume if alive() => {
             // Fast path: the same vCPU goes on.
             // SAFETY: we are pCPU `p`.
             if unsafe { pcpu_inner(p) }.slice_expired {
-                return reschedule(p, v);
+                return reschedule(p);
             }
             flush_lrs(v);
             // SAFETY: owner pCPU.
             unsafe { owned(v) }.0 as *mut VcpuFrame
         }
-        // The scheduler only picks runnable vCPUs, and stashes the timer of
-        // one that is not coming back when it idles, so a yield needs no
-        // liveness check of its own.
-        Next::Yield => reschedule(p, v),
+        // The scheduler only picks runnable vCPUs, so a yield needs no
+        // liveness check of its own. A vCPU that is not coming back keeps
+        // its timer in the hardware only until another vCPU is loaded; if it
+        // fires meanwhile, `drain_irqs` masks it.
+        Next::Yield => reschedule(p),
         Next::Block if alive() => {
             // SAFETY: owner pCPU.
             unsafe { owned(v) }.1.blocked = true;
-            stash_timer(p, v);
-            reschedule(p, v)
+            // Its timer stays in the hardware while it stays loaded; a
+            // switch to another vCPU saves it (`switch_to`).
+            reschedule(p)
         }
         Next::Resume | Next::Block | Next::Leave => {
             stash_timer(p, v);
-            reschedule(p, v)
+            reschedule(p)
         }
     }
 }
 
-fn reschedule(p: usize, prev: usize) -> *mut VcpuFrame {
-    let next = pick_or_idle(p, Some(prev));
+fn reschedule(p: usize) -> *mut VcpuFrame {
+    let next = pick_or_idle(p);
     switch_to(p, next) as *mut VcpuFrame
 }
 
@@ -629,7 +632,7 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
             }
             Some(t) => match vcpu(t).map(|s| s.power.power_on(entry, context)) {
                 Some(Ok(())) => {
-                    kick_owner(t);
+                    request_start(t);
                     (Status::Success.to_ret(), Next::Resume)
                 }
                 Some(Err(PowerOnError::AlreadyOn)) => (Status::AlreadyOn.to_ret(), Next::Resume),

@@ -166,17 +166,23 @@ impl<D: Device> VirtioMmio<D> {
         self.device.queue_max_sizes().len().min(MAX_QUEUES)
     }
 
-    fn selected_queue(&mut self) -> Option<&mut Queue> {
+    fn selected_index(&self) -> Option<usize> {
         let count = self.queue_count();
-        let index = usize::try_from(self.queue_sel)
-            .ok()
-            .filter(|&i| i < count)?;
+        usize::try_from(self.queue_sel).ok().filter(|&i| i < count)
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut Queue> {
+        let index = self.selected_index()?;
         self.queues.get_mut(index)
+    }
+
+    fn selected_queue_ref(&self) -> Option<&Queue> {
+        self.queues.get(self.selected_index()?)
     }
 
     /// A guest read of `size` bytes at `offset` in the window. Reads touch
     /// no guest memory; `_mem` keeps the signature symmetric with `write`.
-    pub fn read(&mut self, offset: u64, size: u8, _mem: &dyn GuestMemory) -> u64 {
+    pub fn read(&self, offset: u64, size: u8, _mem: &dyn GuestMemory) -> u64 {
         let size = usize::from(size);
         if offset >= reg::CONFIG {
             return self.read_config(offset - reg::CONFIG, size);
@@ -197,8 +203,12 @@ impl<D: Device> VirtioMmio<D> {
                     _ => 0,
                 }
             }
-            reg::QUEUE_NUM_MAX => self.selected_queue().map_or(0, |q| u32::from(q.max_size())),
-            reg::QUEUE_READY => self.selected_queue().map_or(0, |q| u32::from(q.is_ready())),
+            reg::QUEUE_NUM_MAX => self
+                .selected_queue_ref()
+                .map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => self
+                .selected_queue_ref()
+                .map_or(0, |q| u32::from(q.is_ready())),
             reg::INTERRUPT_STATUS => self.interrupt_status,
             reg::STATUS => u32::from(self.status),
             // No shared memory regions: length -1 and base all-ones (§4.2.2).
