@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod measure;
+pub mod plan;
 pub mod supervisor;
 
 /// A domain's identifier as the kernel and Xen-compatible guests see it
