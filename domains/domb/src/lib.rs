@@ -30,11 +30,13 @@
 //! 3. on `Step::Measure`, feed the domain's bytes through a
 //!    [`measure::EventLog`] kept in a static buffer, print
 //!    [`measure::BootLine`], and hand the log to the domain's vTPM;
-//! 4. register every domain with a [`supervisor::Supervisor`], then loop:
+//! 4. register every domain with a [`supervisor::Supervisor`] in boot order
+//!    and [`supervisor::Supervisor::link`] the ends of every link, then loop:
 //!    wait for a crash VIRQ or the timer set to
 //!    [`supervisor::Supervisor::next_deadline`], feed the matching
-//!    [`supervisor::Event`], and carry out the returned actions (rebuilding a
-//!    domain replays its part of the plan with the new generation).
+//!    [`supervisor::Event`], and carry out the returned actions. A
+//!    `Rebuild` walks [`plan::Plan::try_for_each_rebuild_step`] with a fresh
+//!    event log, then tells each listed peer that its peer restarted.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

@@ -259,6 +259,14 @@ impl Component {
     }
 }
 
+const _: () = {
+    let mut i = 0;
+    while i < Component::ALL.len() {
+        assert!((Component::ALL[i].pcr() as usize) < PCR_COUNT);
+        i += 1;
+    }
+};
+
 /// The digest each component got, if it was measured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Measurements {
@@ -420,6 +428,8 @@ impl<'buf> EventLog<'buf> {
     ) -> Result<(), MeasureError> {
         let needed = self.check_room(component)?;
         let pcr = component.pcr();
+        // Every component's PCR is inside the bank (checked at compile time
+        // below), so the fallback is never taken.
         let new_pcr = self.pcrs.extended(pcr, &digest).unwrap_or_default();
         let end = self.len.saturating_add(needed);
         let record = self

@@ -279,8 +279,13 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty supervisor; `const` so the shell can keep it in a static.
+    pub const fn new() -> Self {
+        Self {
+            domains: heapless::Vec::new(),
+            last_now: 0,
+            rebooting: false,
+        }
     }
 
     /// Starts supervising `id`, built (generation 0) and running since
