@@ -9,8 +9,8 @@
 //! permission is reported as the `allow` rule that would grant it.
 
 use std::fmt;
-use tessera_kernel::config::{DomainConfig, EvtchnEnd, SharedMem, StaticEvtchn, SystemConfig};
 use tessera_policy::{split_context, EventPerm, GrantPerm, IoreqPerm, MmuPerm, Perm, Policy};
+use tessera_sysdesc::config::{DomainConfig, EvtchnEnd, SharedMem, StaticEvtchn, SystemConfig};
 
 /// The context the kernel checks console access against; it refuses to
 /// boot a policy without it (`kernel/src/hv/mac.rs`).
@@ -405,9 +405,9 @@ pub fn check_system(config: &SystemConfig, policy: &Policy<'_>) -> Vec<Violation
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_kernel::config::{parse_system, DEFAULT_SECURITY_LABEL};
-    use tessera_kernel::fdt_writer::FdtWriter;
     use tessera_policy::compile::compile;
+    use tessera_sysdesc::config::{parse_system, DEFAULT_SECURITY_LABEL};
+    use tessera_sysdesc::fdt_writer::FdtWriter;
 
     const POLICY: &str = "
         user system_u; role system_r;
@@ -437,7 +437,7 @@ mod tests {
 
     /// A system description with one domain per `(name, label)` and the
     /// given links, built as a blob in Xen's dom0less bindings and read by
-    /// the kernel's own parser, so the config is exactly what the build
+    /// the parser the kernel runs (`tessera_sysdesc`), so the config is exactly what the build
     /// checks. An empty label leaves the property out.
     fn system_with(
         domains: &[(&str, &str)],
@@ -520,6 +520,12 @@ mod tests {
     }
 
     #[test]
+    fn the_parsers_default_label_is_the_policys() {
+        // tessera-sysdesc keeps its own copy so that it needs no policy code.
+        assert_eq!(DEFAULT_SECURITY_LABEL, tessera_policy::DEFAULT_DOMAIN_LABEL);
+    }
+
+    #[test]
     fn known_labels_and_the_default_label_pass() {
         let config = system(&[
             ("guest", ""),
@@ -574,7 +580,7 @@ mod tests {
 
     #[test]
     fn a_malformed_label_is_reported_not_a_panic() {
-        // The kernel's parser refuses these first; the check still copes.
+        // The system-description parser refuses these first; the check still copes.
         let binary = policy_binary(POLICY);
         let policy = Policy::load(&binary).unwrap();
         for label in ["domU_t", "a:b", "a::c", "a:b:c:d", ""] {

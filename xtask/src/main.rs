@@ -589,7 +589,7 @@ fn linux_boot(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
 /// The RAM of the domain in `dir`'s image that boots the Debian kernel.
 fn linux_domain_memory(dir: &Path) -> Result<u64, Error> {
     let description = load_description(dir)?;
-    let config = tessera_kernel::config::parse_system(&description.dtb)
+    let config = tessera_sysdesc::config::parse_system(&description.dtb)
         .map_err(|e| Error::Failed(format!("{}: {e}", dir.display())))?;
     config
         .domains

@@ -1,10 +1,10 @@
 //! Turning an image directory (`system.dts`, optionally `policy.te`, plus
 //! payload files) into `tessera.img`: compile the description, check it with
-//! the kernel's own parser, compile the access-control policy and check the
+//! the parser the kernel runs, compile the access-control policy and check the
 //! description against it, resolve every module it names, and pack.
 //!
 //! The one idea: the build runs exactly the parser the kernel runs at boot
-//! (`tessera_kernel::config::parse_system`) and asks the policy the questions
+//! (`tessera_sysdesc::config::parse_system`) and asks the policy the questions
 //! the kernel will ask, so a description the kernel would reject never
 //! becomes an image, and the error names node and property, or the domain
 //! and the missing rule.
@@ -98,7 +98,7 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
         });
     }
     let dtb = compile_dts(&dts)?;
-    let config = tessera_kernel::config::parse_system(&dtb).map_err(|e| Error::Config {
+    let config = tessera_sysdesc::config::parse_system(&dtb).map_err(|e| Error::Config {
         path: dts.clone(),
         message: e.to_string(),
     })?;

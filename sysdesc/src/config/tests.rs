@@ -728,7 +728,7 @@ fn evtchn_accepts_linux_phandle_and_the_port_range_ends() {
     let mut a = Module::evtchn("ec", 0, 1, 2);
     a.props.retain(|(n, _)| *n != "phandle");
     a.props.push(("linux,phandle", cells(&[1])));
-    let b = Module::evtchn("ec", 2, crate::evtchn::MAX_PORTS as u32 - 1, 1);
+    let b = Module::evtchn("ec", 2, tessera_ipc::event_channel::MAX_PORTS as u32 - 1, 1);
     let cfg = parse(&[Domain::new("a").link(a), Domain::new("b").link(b)]).unwrap();
     assert_eq!(
         cfg.evtchns.as_slice(),
@@ -763,7 +763,7 @@ fn evtchn_property_errors() {
         p,
         ConfigErrorKind::EvtchnMissing,
     );
-    for port in [0, crate::evtchn::MAX_PORTS as u32, u32::MAX] {
+    for port in [0, tessera_ipc::event_channel::MAX_PORTS as u32, u32::MAX] {
         let err = expect_system_error(
             &pair(Module::evtchn("ec", 1, port, 2), good_b()),
             at,

@@ -16,13 +16,12 @@
 // outlives the blob; it is built once, at boot, on the failure path only.
 #![allow(clippy::result_large_err)]
 
-pub mod dtb;
 mod links;
 
 use core::fmt;
 
-use dtb::{
-    is_compatible, prop, string_value, u32_value, u64_value, DtbFormatError, Node, NodePath,
+use crate::dtb::{
+    self, is_compatible, prop, string_value, u32_value, u64_value, DtbFormatError, Node, NodePath,
 };
 use tessera_ipc::platform::MAX_VCPUS_PER_DOMAIN;
 
@@ -39,8 +38,9 @@ pub const MAX_BOOTARGS: usize = 256;
 /// Longest security label.
 pub const MAX_SECURITY_LABEL: usize = 64;
 /// The label of a domain that names none. Copied from
-/// `tessera_policy::DEFAULT_DOMAIN_LABEL`; the kernel does not depend on the
-/// policy crate.
+/// `tessera_policy::DEFAULT_DOMAIN_LABEL`: this crate, like the kernel's
+/// boot path, needs no part of the policy engine (xtask's tests check the
+/// two agree).
 pub const DEFAULT_SECURITY_LABEL: &str = "system_u:system_r:domU_t";
 /// `xen,static-mem` ranges are mapped with 2 MiB stage-2 blocks.
 pub const STATIC_MEM_ALIGN: u64 = 2 << 20;
@@ -170,7 +170,7 @@ pub struct DomainConfig {
 pub struct EvtchnEnd {
     /// Index into `SystemConfig::domains`.
     pub domain: usize,
-    /// The local port, 1..`evtchn::MAX_PORTS`.
+    /// The local port, 1..`tessera_ipc::event_channel::MAX_PORTS`.
     pub port: u32,
 }
 
@@ -615,7 +615,7 @@ impl fmt::Display for ConfigErrorKind {
             Self::EvtchnPortOutOfRange { port } => write!(
                 f,
                 "port {port} is outside 1..{}",
-                crate::evtchn::MAX_PORTS
+                tessera_ipc::event_channel::MAX_PORTS
             ),
             Self::EvtchnDuplicatePort { port, other } => {
                 write!(f, "port {port} is already used by {other}")
