@@ -16,20 +16,24 @@ use tessera_sysdesc::config::{DomainConfig, EvtchnEnd, SharedMem, StaticEvtchn, 
 /// boot a policy without it (`kernel/src/hv/mac.rs`).
 pub const CONSOLE_CONTEXT: &str = "system_u:system_r:console_t";
 
-/// One domain as a message names it: `d<id> "<name>"`. Domain ids count
-/// from 1 in device-tree order, as the kernel numbers them.
+/// One domain as a message names it: `d<id> "<name>"`, with the id the
+/// description gives it (`domid`, else device-tree order from 1, which is
+/// how the kernel numbers domains).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainRef {
     /// Position in `SystemConfig::domains`.
     pub index: usize,
+    /// `DomainConfig::domid`.
+    pub domid: u16,
     /// The domain's node name.
     pub name: String,
 }
 
 impl DomainRef {
-    fn new(index: usize, domain: &DomainConfig) -> DomainRef {
+    pub fn new(index: usize, domain: &DomainConfig) -> DomainRef {
         DomainRef {
             index,
+            domid: domain.domid,
             name: domain.name.as_str().into(),
         }
     }
@@ -37,7 +41,7 @@ impl DomainRef {
 
 impl fmt::Display for DomainRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "d{} \"{}\"", self.index + 1, self.name)
+        write!(f, "d{} \"{}\"", self.domid, self.name)
     }
 }
 

@@ -1379,11 +1379,12 @@ fn linked_blobs_never_panic() {
 
 #[test]
 fn system_config_fits_the_boot_stack() {
-    // The kernel holds a `SystemConfig` on its boot stack: the links (2 KiB
-    // of channels, 2.4 KiB of regions) add to the domains' 9 KiB (device
-    // model and virtio list included), and nothing should grow it unnoticed.
+    // The kernel holds a `SystemConfig` on its boot stack (256 KiB): the
+    // links (2 KiB of channels, 2.4 KiB of regions) add to the domains'
+    // 10 KiB (device model, virtio list and the hyperlaunch properties, pCPU
+    // pins included), and nothing should grow it unnoticed.
     let size = core::mem::size_of::<SystemConfig>();
-    assert!(size <= 14 * 1024, "SystemConfig is {size} bytes");
+    assert!(size <= 15 * 1024, "SystemConfig is {size} bytes");
 }
 
 fn strings(list: &[&str]) -> Vec<u8> {
@@ -1484,3 +1485,5 @@ fn device_model_errors() {
         assert!(!err.to_string().is_empty());
     }
 }
+
+mod hyperlaunch;
