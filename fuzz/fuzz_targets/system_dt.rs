@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|dtb: &[u8]| {
-    let _ = tessera_kernel::config::parse_system(dtb);
+    let _ = tessera_sysdesc::config::parse_system(dtb);
 });

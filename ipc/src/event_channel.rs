@@ -10,6 +10,13 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The 2-level ABI's port space (64 words of 64 bits).
 pub const NR_2L_PORTS: u32 = 4096;
+/// Ports per domain in Tessera: 0 (reserved, never bound) to
+/// `MAX_PORTS - 1`. The 2-level ABI allows `NR_2L_PORTS`; Tessera's port
+/// tables are static, so they are sized for what partitions use. A guest
+/// sees this as the end of its port space (a higher port is `-EINVAL`), and
+/// a system description's static ports must lie below it.
+pub const MAX_PORTS: usize = 1024;
+const _: () = assert!(MAX_PORTS <= NR_2L_PORTS as usize);
 /// `DOMID_SELF`: "the calling domain" wherever a domid is expected.
 pub const DOMID_SELF: u16 = 0x7FF0;
 

@@ -12,9 +12,8 @@
 
 use tessera_ipc::errno::Errno;
 
-/// Ports per domain. The 2-level ABI allows 4096; the table is static, so
-/// it is sized for what partitions use.
-pub const MAX_PORTS: usize = 1024;
+/// Ports per domain (an ABI fact, so it lives in `tessera_ipc`).
+pub use tessera_ipc::event_channel::MAX_PORTS;
 /// Number of VIRQs a port may bind (Xen's NR_VIRQS).
 pub const NR_VIRQS: u32 = 24;
 /// A domain id.

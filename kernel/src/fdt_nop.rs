@@ -81,7 +81,7 @@ pub fn strip_nops(dtb: &mut [u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fdt_writer::FdtWriter;
+    use tessera_sysdesc::fdt_writer::FdtWriter;
 
     fn sample() -> Vec<u8> {
         let mut buf = vec![0u8; 512];

@@ -5,7 +5,7 @@
 //! to bring up EL2 (RAM, reservations, CPUs, the GICv3 frames, the UART, the
 //! PSCI conduit and the timer PPIs) and fails with the node and property to
 //! blame if any is missing or unreadable. The blob is checked in full before
-//! the `fdt` crate sees it (`config::dtb`), so a corrupt DTB is an error,
+//! the `fdt` crate sees it (`tessera_sysdesc::dtb`), so a corrupt DTB is an error,
 //! never a panic.
 
 // A `HostDtError` carries the node path by value so it outlives the blob;
@@ -14,11 +14,11 @@
 
 use core::fmt;
 
-use crate::config::dtb::{
+pub use tessera_sysdesc::config::MemRange;
+use tessera_sysdesc::dtb::{
     self, is_compatible, prop, reg_entries, string_value, Cells, DtbFormatError, Located, NodePath,
     RegError,
 };
-pub use crate::config::MemRange;
 
 /// Most RAM ranges recorded.
 pub const MAX_MEMORY_RANGES: usize = 8;

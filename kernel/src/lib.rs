@@ -2,21 +2,20 @@
 //!
 //! Everything here builds for the host and is unit-tested there: stage-2
 //! tables over fake memory, the scheduler, hypercall decoding, PSCI state,
-//! the virtual GIC's register model, and the system-description parser.
+//! the virtual GIC's register model and the host-DT parser. The system
+//! description (parser, validation, guest DTs) is its own crate,
+//! `tessera-sysdesc`, shared with domB and xtask.
 //! Arch code (`arch/`) sits behind small traits; only the aarch64 binary
 //! (`main.rs`) links the real backend.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod addr;
-pub mod config;
 pub mod console_lines;
 pub mod esr;
 pub mod evtchn;
 pub mod fdt_nop;
-pub mod fdt_writer;
 pub mod grant;
-pub mod guest_dt;
 pub mod hostdt;
 pub mod hypercall;
 pub mod idregs;

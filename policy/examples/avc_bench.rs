@@ -30,10 +30,10 @@ fn avc_hit_loop(avc: &mut Avc<'_>, triples: &[(Sid, Sid, Perm); 4], checks: u64)
 }
 
 fn run_checks() -> ExitCode {
-    let bin = match compile(include_str!("../../images/qemu-virt/policy.te")) {
+    let bin = match compile(include_str!("../default.te")) {
         Ok(bin) => bin,
         Err(e) => {
-            eprintln!("{}", e.in_file("images/qemu-virt/policy.te"));
+            eprintln!("{}", e.in_file("policy/default.te"));
             return ExitCode::FAILURE;
         }
     };

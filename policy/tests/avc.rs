@@ -7,11 +7,11 @@ use tessera_policy::{
     Perm, Policy, StorePerm, VtpmPerm, AVC_SLOTS, DEFAULT_DOMAIN_LABEL,
 };
 
-const DEFAULT_POLICY: &str = include_str!("../../images/qemu-virt/policy.te");
+const DEFAULT_POLICY: &str = include_str!("../default.te");
 
 fn default_binary() -> Vec<u8> {
     compile(DEFAULT_POLICY)
-        .map_err(|e| e.in_file("images/qemu-virt/policy.te").to_string())
+        .map_err(|e| e.in_file("policy/default.te").to_string())
         .unwrap()
 }
 

@@ -1,7 +1,7 @@
 //! The compiler: what compiles, and one negative test per error path, each
 //! checking the exact message and position a policy author would see.
 
-use tessera_policy::compile::{compile, CompileError, ErrorKind, Span};
+use tessera_policy::compile::{allow_rules, compile, CompileError, ErrorKind, Span};
 use tessera_policy::{Avc, Class, EventPerm, Mode, Perm, Policy};
 
 const PRELUDE: &str = "user u; role r;\n";
@@ -375,4 +375,37 @@ fn compile_error_is_a_std_error() {
     fn takes(_: &dyn std::error::Error) {}
     let e: CompileError = compile("x").unwrap_err();
     takes(&e);
+}
+
+#[test]
+fn allow_rules_lists_each_statement_with_its_expansion() {
+    let src = "user u; role r;\n\
+               attribute guest; attribute empty;\n\
+               type a_t, guest; type b_t, guest; type s_t;\n\
+               allow guest s_t:event { bind send };\n\
+               allow guest self:domain shutdown;\n\
+               allow empty s_t:grant map_read;\n";
+    let rules = allow_rules(src).unwrap();
+    assert_eq!(rules.len(), 3);
+    assert_eq!(rules[0].span, Span { line: 4, column: 7 });
+    assert_eq!(rules[0].class, Class::Event);
+    assert_eq!(rules[0].to_string(), "allow guest s_t:event { bind send }");
+    let pairs = |i: usize| -> Vec<(&str, &str)> {
+        rules[i]
+            .pairs
+            .iter()
+            .map(|(s, t)| (s.as_str(), t.as_str()))
+            .collect()
+    };
+    assert_eq!(pairs(0), [("a_t", "s_t"), ("b_t", "s_t")]);
+    assert_eq!(rules[1].to_string(), "allow guest self:domain shutdown");
+    assert_eq!(pairs(1), [("a_t", "a_t"), ("b_t", "b_t")]);
+    // An attribute without members grants nothing.
+    assert!(pairs(2).is_empty());
+}
+
+#[test]
+fn allow_rules_reports_the_compile_error() {
+    let src = "user u; role r; type a_t; allow a_t a_t:event bnid;";
+    assert_eq!(allow_rules(src).unwrap_err(), compile(src).unwrap_err());
 }

@@ -16,7 +16,8 @@ pub enum Error {
     Elf { path: PathBuf, reason: String },
     /// `dtc` rejected a system description; `message` is dtc's own output.
     Dtc { path: PathBuf, message: String },
-    /// The system description compiled but the kernel's parser rejects it.
+    /// The system description compiled but the parser the kernel runs
+    /// (`tessera_sysdesc::config`) rejects it.
     Config { path: PathBuf, message: String },
     /// The image's `policy.te` does not compile: where (1-based) and why.
     PolicySyntax {

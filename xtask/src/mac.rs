@@ -9,27 +9,31 @@
 //! permission is reported as the `allow` rule that would grant it.
 
 use std::fmt;
-use tessera_kernel::config::{DomainConfig, EvtchnEnd, SharedMem, StaticEvtchn, SystemConfig};
 use tessera_policy::{split_context, EventPerm, GrantPerm, IoreqPerm, MmuPerm, Perm, Policy};
+use tessera_sysdesc::config::{DomainConfig, EvtchnEnd, SharedMem, StaticEvtchn, SystemConfig};
 
 /// The context the kernel checks console access against; it refuses to
 /// boot a policy without it (`kernel/src/hv/mac.rs`).
 pub const CONSOLE_CONTEXT: &str = "system_u:system_r:console_t";
 
-/// One domain as a message names it: `d<id> "<name>"`. Domain ids count
-/// from 1 in device-tree order, as the kernel numbers them.
+/// One domain as a message names it: `d<id> "<name>"`, with the id the
+/// description gives it (`domid`, else device-tree order from 1, which is
+/// how the kernel numbers domains).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DomainRef {
     /// Position in `SystemConfig::domains`.
     pub index: usize,
+    /// `DomainConfig::domid`.
+    pub domid: u16,
     /// The domain's node name.
     pub name: String,
 }
 
 impl DomainRef {
-    fn new(index: usize, domain: &DomainConfig) -> DomainRef {
+    pub fn new(index: usize, domain: &DomainConfig) -> DomainRef {
         DomainRef {
             index,
+            domid: domain.domid,
             name: domain.name.as_str().into(),
         }
     }
@@ -37,7 +41,7 @@ impl DomainRef {
 
 impl fmt::Display for DomainRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "d{} \"{}\"", self.index + 1, self.name)
+        write!(f, "d{} \"{}\"", self.domid, self.name)
     }
 }
 
@@ -405,9 +409,9 @@ pub fn check_system(config: &SystemConfig, policy: &Policy<'_>) -> Vec<Violation
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_kernel::config::{parse_system, DEFAULT_SECURITY_LABEL};
-    use tessera_kernel::fdt_writer::FdtWriter;
     use tessera_policy::compile::compile;
+    use tessera_sysdesc::config::{parse_system, DEFAULT_SECURITY_LABEL};
+    use tessera_sysdesc::fdt_writer::FdtWriter;
 
     const POLICY: &str = "
         user system_u; role system_r;
@@ -437,7 +441,7 @@ mod tests {
 
     /// A system description with one domain per `(name, label)` and the
     /// given links, built as a blob in Xen's dom0less bindings and read by
-    /// the kernel's own parser, so the config is exactly what the build
+    /// the parser the kernel runs (`tessera_sysdesc`), so the config is exactly what the build
     /// checks. An empty label leaves the property out.
     fn system_with(
         domains: &[(&str, &str)],
@@ -520,6 +524,12 @@ mod tests {
     }
 
     #[test]
+    fn the_parsers_default_label_is_the_policys() {
+        // tessera-sysdesc keeps its own copy so that it needs no policy code.
+        assert_eq!(DEFAULT_SECURITY_LABEL, tessera_policy::DEFAULT_DOMAIN_LABEL);
+    }
+
+    #[test]
     fn known_labels_and_the_default_label_pass() {
         let config = system(&[
             ("guest", ""),
@@ -574,7 +584,7 @@ mod tests {
 
     #[test]
     fn a_malformed_label_is_reported_not_a_panic() {
-        // The kernel's parser refuses these first; the check still copes.
+        // The system-description parser refuses these first; the check still copes.
         let binary = policy_binary(POLICY);
         let policy = Policy::load(&binary).unwrap();
         for label in ["domU_t", "a:b", "a::c", "a:b:c:d", ""] {

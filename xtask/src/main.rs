@@ -1,4 +1,4 @@
-//! `cargo xtask`: build, run, test, bench and fuzz Tessera.
+//! `cargo xtask`: build, check, run, test, bench and fuzz Tessera.
 //!
 //! This file is only the command line; the logic lives in the library
 //! (`lib.rs`) where it is unit-tested. Every subcommand that needs QEMU or
@@ -21,6 +21,11 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   build [IMAGE_DIR]            build target/images/<name>/tessera.img (default images/qemu-virt)
+  check [IMAGE_DIR] [--cpus N] [--ram SIZE]
+                               validate without booting (memory, pCPU pins, policy links and
+                               unused rules, modules, boot order), one line per finding, for a
+                               board of N pCPUs and SIZE RAM (default: what `run` gives QEMU,
+                               2 and 1G); writes target/images/<name>/system.dot (and .svg)
   run [IMAGE_DIR] [--smp N] [--cpu CPU] [-- QEMU_ARGS...]
                                build, then boot under QEMU (serial on this terminal; Ctrl-A X quits)
   test                         host unit tests, every image's system tests under QEMU, then
@@ -36,6 +41,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("build") => build(&args[1..]),
+        Some("check") => check(&args[1..]),
         Some("run") => run_qemu(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
@@ -102,12 +108,92 @@ fn build(args: &[String]) -> Result<(), Error> {
     build_one(&dir, &build_artefacts()?).map(drop)
 }
 
+/// QEMU's `-m` for `mib` MiB: `1G` rather than `1024M` when it divides.
+fn memory_arg(mib: u64) -> String {
+    if mib.is_multiple_of(1024) {
+        format!("{}G", mib / 1024)
+    } else {
+        format!("{mib}M")
+    }
+}
+
+fn check(args: &[String]) -> Result<(), Error> {
+    let mut board = xtask::check::Board::RUN;
+    let mut image = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--cpus" => {
+                board.cpus = it
+                    .next()
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| Error::Usage("--cpus needs a positive number".into()))?
+            }
+            "--ram" => {
+                board.ram = it
+                    .next()
+                    .and_then(|r| xtask::check::parse_ram(r))
+                    .ok_or_else(|| Error::Usage("--ram needs a size such as 1G or 512M".into()))?
+            }
+            flag if flag.starts_with('-') => {
+                return Err(Error::Usage(format!("unknown option `{flag}`\n\n{USAGE}")))
+            }
+            dir if image.is_none() => image = Some(dir.to_owned()),
+            extra => {
+                return Err(Error::Usage(format!(
+                    "unexpected argument `{extra}`\n\n{USAGE}"
+                )))
+            }
+        }
+    }
+    let dir = image_dir(image.as_deref())?;
+    ensure_setup()?;
+    let report = xtask::check::check_image(&dir, &board);
+    for finding in &report.findings {
+        println!("{finding}");
+    }
+    let shown = dir
+        .strip_prefix(repo_root())
+        .unwrap_or(&dir)
+        .display()
+        .to_string();
+    if let Some(dot) = &report.dot {
+        let out = xtask::system::image_output(&dir);
+        let out_dir = out.parent().unwrap_or(&out);
+        for written in xtask::check::write_picture(dot, out_dir)? {
+            println!(
+                "xtask: wrote {}",
+                written
+                    .strip_prefix(repo_root())
+                    .unwrap_or(&written)
+                    .display()
+            );
+        }
+    }
+    println!(
+        "xtask check: {shown}: {} error(s), {} warning(s) for {} pCPUs and {} RAM",
+        report.errors(),
+        report.warnings(),
+        board.cpus,
+        memory_arg(board.ram >> 20)
+    );
+    if report.errors() == 0 {
+        Ok(())
+    } else {
+        Err(Error::Failed(format!(
+            "{shown} has {} error(s)",
+            report.errors()
+        )))
+    }
+}
+
 fn run_qemu(args: &[String]) -> Result<(), Error> {
     let (ours, qemu_args) = match args.iter().position(|a| a == "--") {
         Some(split) => (&args[..split], &args[split + 1..]),
         None => (args, &[][..]),
     };
-    let mut smp = "2".to_string();
+    let mut smp = xtask::tools::RUN_SMP.to_string();
     let mut cpu = "cortex-a72".to_string();
     let mut image = None;
     let mut it = ours.iter();
@@ -156,7 +242,7 @@ fn run_qemu(args: &[String]) -> Result<(), Error> {
             "-smp",
             &smp,
             "-m",
-            "1G",
+            &memory_arg(xtask::tools::RUN_MEMORY_MIB),
         ])
         .args(["-nographic", "-kernel"])
         .arg(&img)
@@ -589,7 +675,7 @@ fn linux_boot(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
 /// The RAM of the domain in `dir`'s image that boots the Debian kernel.
 fn linux_domain_memory(dir: &Path) -> Result<u64, Error> {
     let description = load_description(dir)?;
-    let config = tessera_kernel::config::parse_system(&description.dtb)
+    let config = tessera_sysdesc::config::parse_system(&description.dtb)
         .map_err(|e| Error::Failed(format!("{}: {e}", dir.display())))?;
     config
         .domains

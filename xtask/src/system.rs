@@ -1,10 +1,10 @@
 //! Turning an image directory (`system.dts`, optionally `policy.te`, plus
 //! payload files) into `tessera.img`: compile the description, check it with
-//! the kernel's own parser, compile the access-control policy and check the
+//! the parser the kernel runs, compile the access-control policy and check the
 //! description against it, resolve every module it names, and pack.
 //!
 //! The one idea: the build runs exactly the parser the kernel runs at boot
-//! (`tessera_kernel::config::parse_system`) and asks the policy the questions
+//! (`tessera_sysdesc::config::parse_system`) and asks the policy the questions
 //! the kernel will ask, so a description the kernel would reject never
 //! becomes an image, and the error names node and property, or the domain
 //! and the missing rule.
@@ -16,6 +16,7 @@ use crate::pack::{pack, Module};
 use crate::tools::{compile_dts, release_binary, GUEST_TARGET, KERNEL_TARGET};
 use std::path::{Path, PathBuf};
 use tessera_ipc::image::ModuleKind;
+use tessera_sysdesc::config::SystemConfig;
 
 /// The module name that means "the test guest built from this workspace".
 pub const TESTGUEST_MODULE: &str = "testguest";
@@ -42,7 +43,7 @@ pub const POLICY_MODULE: &str = "policy";
 pub const POLICY_SOURCE: &str = "policy.te";
 /// The policy an image without its own `policy.te` gets, from the repository
 /// root.
-pub const DEFAULT_POLICY: &str = "images/qemu-virt/policy.te";
+pub const DEFAULT_POLICY: &str = "policy/default.te";
 
 /// Payloads built from the workspace, by module name.
 pub struct BuiltPayloads {
@@ -98,47 +99,12 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
         });
     }
     let dtb = compile_dts(&dts)?;
-    let config = tessera_kernel::config::parse_system(&dtb).map_err(|e| Error::Config {
+    let config = tessera_sysdesc::config::parse_system(&dtb).map_err(|e| Error::Config {
         path: dts.clone(),
         message: e.to_string(),
     })?;
 
-    let mut modules: Vec<(String, ModuleKind)> = Vec::new();
-    let mut add = |name: &str, kind: ModuleKind| -> Result<(), Error> {
-        match modules.iter().find(|(n, _)| n == name) {
-            Some((_, k)) if *k != kind => Err(Error::BadModule {
-                name: name.into(),
-                reason: format!("used both as {k:?} and as {kind:?}"),
-            }),
-            Some(_) => Ok(()),
-            None => {
-                modules.push((name.into(), kind));
-                Ok(())
-            }
-        }
-    };
-    if config.module_names().any(|name| name == POLICY_MODULE) {
-        return Err(Error::BadModule {
-            name: POLICY_MODULE.into(),
-            reason: "the name is reserved for the compiled policy; rename the file".into(),
-        });
-    }
-    for domain in &config.domains {
-        add(domain.kernel.name.as_str(), ModuleKind::Kernel)?;
-        if let Some(ramdisk) = &domain.ramdisk {
-            add(ramdisk.name.as_str(), ModuleKind::Ramdisk)?;
-        }
-    }
-    // Every name the description references must be packed; one we cannot
-    // classify would boot without its payload, so refuse it here.
-    for name in config.module_names() {
-        if !modules.iter().any(|(n, _)| n == name) {
-            return Err(Error::BadModule {
-                name: name.into(),
-                reason: "referenced by system.dts but neither a domain kernel nor a ramdisk".into(),
-            });
-        }
-    }
+    let modules = modules_of(&config)?;
 
     let policy_source = policy_source(image_dir);
     let policy = compile_policy(&policy_source)?;
@@ -179,34 +145,80 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
     })
 }
 
-/// Finds the bytes of module `name`: a workspace payload, a Debian Linux
-/// payload (fetched on first use), or a file next to `system.dts`.
-pub fn resolve_module(
-    name: &str,
-    image_dir: &Path,
-    payloads: &BuiltPayloads,
-) -> Result<Vec<u8>, Error> {
-    if name == TESTGUEST_MODULE {
-        return Ok(payloads.testguest.clone());
+/// Every module `config` names, with its kind, in first-use order. A name
+/// used both as a kernel and as a ramdisk, or the compiled policy's name,
+/// is an error.
+pub fn modules_of(config: &SystemConfig) -> Result<Vec<(String, ModuleKind)>, Error> {
+    let mut modules: Vec<(String, ModuleKind)> = Vec::new();
+    let mut add = |name: &str, kind: ModuleKind| -> Result<(), Error> {
+        match modules.iter().find(|(n, _)| n == name) {
+            Some((_, k)) if *k != kind => Err(Error::BadModule {
+                name: name.into(),
+                reason: format!("used both as {k:?} and as {kind:?}"),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                modules.push((name.into(), kind));
+                Ok(())
+            }
+        }
+    };
+    if config.module_names().any(|name| name == POLICY_MODULE) {
+        return Err(Error::BadModule {
+            name: POLICY_MODULE.into(),
+            reason: "the name is reserved for the compiled policy; rename the file".into(),
+        });
     }
-    if name == DEBIAN_LINUX_MODULE || name == DEBIAN_INITRAMFS_MODULE {
-        let linux = crate::linux::ensure_payloads().map_err(|e| Error::BadModule {
-            name: name.into(),
-            reason: e.to_string(),
-        })?;
-        let path = if name == DEBIAN_LINUX_MODULE {
-            linux.image
-        } else {
-            linux.initramfs
-        };
-        return std::fs::read(&path).map_err(io(path));
+    for domain in &config.domains {
+        add(domain.kernel.name.as_str(), ModuleKind::Kernel)?;
+        if let Some(ramdisk) = &domain.ramdisk {
+            add(ramdisk.name.as_str(), ModuleKind::Ramdisk)?;
+        }
     }
-    if name == DEVMODEL_MODULE {
-        return Ok(payloads.devmodel.clone());
+    // Every name the description references must be packed; one we cannot
+    // classify would boot without its payload, so refuse it here.
+    for name in config.module_names() {
+        if !modules.iter().any(|(n, _)| n == name) {
+            return Err(Error::BadModule {
+                name: name.into(),
+                reason: "referenced by system.dts but neither a domain kernel nor a ramdisk".into(),
+            });
+        }
+    }
+    Ok(modules)
+}
+
+/// Where the bytes of a module come from, decided from its name alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModuleSource {
+    /// The test guest built from this workspace.
+    TestGuest,
+    /// The device model built from this workspace.
+    DevModel,
+    /// Debian's kernel (fetched and cached by [`crate::linux`]).
+    DebianLinux,
+    /// The Linux test initramfs built by [`crate::linux`].
+    DebianInitramfs,
+    /// A zero-filled disk of this many MiB.
+    BlankDisk { mib: usize },
+    /// A file next to `system.dts`.
+    File(PathBuf),
+}
+
+/// Where module `name` comes from, without building or fetching anything:
+/// a built-in payload, a blank disk, or a file next to `system.dts` that
+/// exists. `cargo xtask check` uses this to report a missing module.
+pub fn module_source(name: &str, image_dir: &Path) -> Result<ModuleSource, Error> {
+    match name {
+        TESTGUEST_MODULE => return Ok(ModuleSource::TestGuest),
+        DEVMODEL_MODULE => return Ok(ModuleSource::DevModel),
+        DEBIAN_LINUX_MODULE => return Ok(ModuleSource::DebianLinux),
+        DEBIAN_INITRAMFS_MODULE => return Ok(ModuleSource::DebianInitramfs),
+        _ => {}
     }
     if let Some(size) = name.strip_prefix(BLANK_DISK_PREFIX) {
         return blank_disk(size)
-            .map(|mib| vec![0; mib << 20])
+            .map(|mib| ModuleSource::BlankDisk { mib })
             .map_err(|reason| Error::BadModule {
                 name: name.into(),
                 reason,
@@ -220,7 +232,32 @@ pub fn resolve_module(
             image: image_dir.to_path_buf(),
         });
     }
-    std::fs::read(&path).map_err(io(path))
+    Ok(ModuleSource::File(path))
+}
+
+/// Finds the bytes of module `name`: a workspace payload, a Debian Linux
+/// payload (fetched on first use), or a file next to `system.dts`.
+pub fn resolve_module(
+    name: &str,
+    image_dir: &Path,
+    payloads: &BuiltPayloads,
+) -> Result<Vec<u8>, Error> {
+    let debian = |pick: fn(crate::linux::LinuxPayloads) -> PathBuf| {
+        let linux = crate::linux::ensure_payloads().map_err(|e| Error::BadModule {
+            name: name.into(),
+            reason: e.to_string(),
+        })?;
+        let path = pick(linux);
+        std::fs::read(&path).map_err(io(path))
+    };
+    match module_source(name, image_dir)? {
+        ModuleSource::TestGuest => Ok(payloads.testguest.clone()),
+        ModuleSource::DevModel => Ok(payloads.devmodel.clone()),
+        ModuleSource::DebianLinux => debian(|linux| linux.image),
+        ModuleSource::DebianInitramfs => debian(|linux| linux.initramfs),
+        ModuleSource::BlankDisk { mib } => Ok(vec![0; mib << 20]),
+        ModuleSource::File(path) => std::fs::read(&path).map_err(io(path)),
+    }
 }
 
 /// The size in MiB of a blank disk named `blank-disk-<size>`.

@@ -12,6 +12,11 @@ use std::process::{Command, Output};
 pub const QEMU: &str = "qemu-system-aarch64";
 /// The device-tree compiler.
 pub const DTC: &str = "dtc";
+/// pCPUs `cargo xtask run` gives QEMU (`-smp`) unless told otherwise, and so
+/// the board `cargo xtask check` assumes.
+pub const RUN_SMP: u32 = 2;
+/// RAM `cargo xtask run` gives QEMU (`-m`), in MiB.
+pub const RUN_MEMORY_MIB: u64 = 1024;
 
 /// The target the EL2 kernel is built for (no FP/SIMD at EL2).
 pub const KERNEL_TARGET: &str = "aarch64-unknown-none-softfloat";

@@ -2,7 +2,7 @@
 //! cases built with `FdtWriter` from a small editable tree (`Tree`).
 
 use super::*;
-use crate::fdt_writer::FdtWriter;
+use tessera_sysdesc::fdt_writer::FdtWriter;
 
 const QEMU_VIRT: &[u8] = include_bytes!("../../tests/fixtures/qemu-virt-gicv3-smp2.dtb");
 
@@ -479,4 +479,78 @@ fn malformed_blob_and_header_size() {
         HostDtErrorKind::Malformed(DtbFormatError::BadMagic { .. })
     ));
     assert!(err.node.as_str().is_empty());
+}
+
+/// Guest DTs read back by the host parser. A guest DT has the same shape as
+/// a host DT, so `parse_host` is a second, independent reader of the GIC,
+/// UART, CPUs and timer that `tessera_sysdesc::guest_dt` describes.
+mod guest_dt_read_back {
+    use super::parse_host;
+    use tessera_ipc::platform::{
+        vcpu_mpidr, GICD_BASE, GICR_STRIDE, PL011_BASE, RAM_BASE, VTIMER_INTID,
+    };
+    use tessera_sysdesc::guest_dt::{build_guest_dt_with, GuestDtParams, GuestShm, XenGuestNodes};
+
+    /// MPIDR_EL1 Aff2..Aff0, what a cpu node's one-cell `reg` holds.
+    const MPIDR_AFFINITY_MASK: u64 = 0x00ff_ffff;
+    /// The timer PPIs QEMU `virt` gives (Arm BSA), as INTIDs.
+    const HYP_TIMER_INTID: u32 = 26;
+    const NONSECURE_PHYS_TIMER_INTID: u32 = 30;
+
+    fn params(vcpus: u32) -> GuestDtParams<'static> {
+        GuestDtParams {
+            ram_base: RAM_BASE,
+            ram_size: 256 << 20,
+            vcpus,
+            bootargs: "console=ttyAMA0 earlycon",
+            initrd: Some((0x4800_0000, 0x4880_0000)),
+            vpl011: true,
+            virtio_slots: 2,
+        }
+    }
+
+    fn build(p: &GuestDtParams, xen: &XenGuestNodes) -> Vec<u8> {
+        let mut buf = vec![0u8; 8192];
+        let n = build_guest_dt_with(p, xen, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn host_parser_reads_a_guest_dt() {
+        let host = parse_host(&build(&params(8), &XenGuestNodes::NONE)).unwrap();
+        assert_eq!(host.cpus.len(), 8);
+        assert_eq!(host.cpus[7], vcpu_mpidr(7) & MPIDR_AFFINITY_MASK);
+        assert_eq!(host.gicd.base, GICD_BASE);
+        assert_eq!(host.gicr.size, 8 * GICR_STRIDE);
+        assert_eq!(host.uart.base, PL011_BASE);
+        assert_eq!(host.timer_ppis.virt, VTIMER_INTID);
+        assert_eq!(host.timer_ppis.hyp, HYP_TIMER_INTID);
+        assert_eq!(host.timer_ppis.phys, NONSECURE_PHYS_TIMER_INTID);
+    }
+
+    #[test]
+    fn host_parser_reads_a_xen_guest_dt() {
+        let shm = [
+            GuestShm {
+                id: "ring",
+                guest_base: 0x1_0000_0000,
+                size: 0x2000,
+            },
+            GuestShm {
+                id: "my-shared-mem-1",
+                guest_base: 0x6000_0000,
+                size: 0x10_0000,
+            },
+        ];
+        let xen = XenGuestNodes {
+            hypervisor: true,
+            shm: &shm,
+            served: &[],
+        };
+        let host = parse_host(&build(&params(2), &xen)).unwrap();
+        assert_eq!(host.cpus.len(), 2);
+        assert_eq!(host.gicd.base, GICD_BASE);
+        assert_eq!(host.timer_ppis.virt, VTIMER_INTID);
+    }
 }

@@ -24,14 +24,14 @@ use core::sync::atomic::{
 };
 use tessera_ipc::image::{Arm64ImageHeader, ModuleKind, ARM64_IMAGE_MAGIC};
 use tessera_ipc::platform;
-use tessera_kernel::config::{self, DomainConfig};
-use tessera_kernel::guest_dt::{self, GuestDtParams};
 use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
 use tessera_kernel::image::ModuleTable;
 use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::{self, RunQueue};
 use tessera_kernel::vgic::{LrState, Vgic};
 use tessera_policy::{EventPerm, GrantPerm, Sid};
+use tessera_sysdesc::config::{self, DomainConfig};
+use tessera_sysdesc::guest_dt::{self, GuestDtParams};
 use zerocopy::FromBytes;
 
 /// Most domains.

@@ -9,7 +9,7 @@ mod error;
 mod parse;
 
 use alloc::collections::{BTreeMap, BTreeSet};
-use alloc::string::ToString;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use zerocopy::little_endian::{U16, U32};
@@ -132,13 +132,12 @@ fn class_of(name: Name<'_>) -> Result<Class, CompileError> {
         .ok_or_else(|| error(name.span, ErrorKind::UnknownClass(name.text.to_string())))
 }
 
-/// Compiles TE source to a policy binary. The first error stops compilation.
-pub fn compile(src: &str) -> Result<Vec<u8>, CompileError> {
-    let statements = parse::parse(src)?;
-
+/// Declarations (pass 1) and attribute membership (pass 2): the symbols
+/// and the resolver that rules are expanded with.
+fn declare<'s>(statements: &[Statement<'s>]) -> Result<(Symbols<'s>, Resolver<'s>), CompileError> {
     // Pass 1: declarations, so rules may name types declared further down.
     let mut symbols = Symbols::default();
-    for statement in &statements {
+    for statement in statements {
         match statement {
             Statement::Type { name, .. } => symbols.declare(*name, Kind::Type)?,
             Statement::Attribute(name) => symbols.declare(*name, Kind::Attribute)?,
@@ -162,7 +161,7 @@ pub fn compile(src: &str) -> Result<Vec<u8>, CompileError> {
                 // Report an overflow at the declaration that caused it.
                 let number = number.ok_or_else(|| {
                     error(
-                        declaration_span(&statements, name),
+                        declaration_span(statements, name),
                         ErrorKind::TooMany("type"),
                     )
                 })?;
@@ -176,7 +175,7 @@ pub fn compile(src: &str) -> Result<Vec<u8>, CompileError> {
     for (set, what) in [(&symbols.users, "user"), (&symbols.roles, "role")] {
         if set.len() > MAX_NAMES {
             let span = declaration_span(
-                &statements,
+                statements,
                 set.iter().nth(MAX_NAMES).copied().unwrap_or_default(),
             );
             return Err(error(span, ErrorKind::TooMany(what)));
@@ -184,7 +183,7 @@ pub fn compile(src: &str) -> Result<Vec<u8>, CompileError> {
     }
 
     // Pass 2: attribute membership.
-    for statement in &statements {
+    for statement in statements {
         if let Statement::Type { name, attributes } = statement {
             let ty = resolver.types.get(name.text).copied().unwrap_or_default();
             for attribute in attributes {
@@ -208,6 +207,14 @@ pub fn compile(src: &str) -> Result<Vec<u8>, CompileError> {
             }
         }
     }
+
+    Ok((symbols, resolver))
+}
+
+/// Compiles TE source to a policy binary. The first error stops compilation.
+pub fn compile(src: &str) -> Result<Vec<u8>, CompileError> {
+    let statements = parse::parse(src)?;
+    let (symbols, resolver) = declare(&statements)?;
 
     // Pass 3: rules and transitions, expanded to types.
     let mut rules: BTreeMap<(u16, u16, u16), u32> = BTreeMap::new();
@@ -292,6 +299,76 @@ pub fn compile(src: &str) -> Result<Vec<u8>, CompileError> {
     // are non-empty), but attributes with no members produce no pairs at all,
     // which is fine: an empty attribute grants nothing.
     Ok(emit(&symbols, &resolver, &rules, &transitions))
+}
+
+/// One `allow` statement as written, with the (source, target) type pairs
+/// it expands to. For host tools that reason about rules rather than ask
+/// for decisions, e.g. `cargo xtask check` finding rules no link uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowRule {
+    /// Where the statement starts.
+    pub span: Span,
+    /// The source and target as written (types, attributes or `self`).
+    pub source: String,
+    pub target: String,
+    pub class: Class,
+    /// The permissions as written, in order.
+    pub perms: Vec<String>,
+    /// Every (source type, target type) the statement grants, by type name,
+    /// in the compiler's order. Empty when an attribute has no members.
+    pub pairs: Vec<(String, String)>,
+}
+
+impl core::fmt::Display for AllowRule {
+    /// The rule as policy source: `allow s t:class { p q }`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "allow {} {}:{} ",
+            self.source,
+            self.target,
+            self.class.name()
+        )?;
+        match self.perms.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => write!(f, "{{ {} }}", many.join(" ")),
+        }
+    }
+}
+
+/// Every `allow` statement of `src`, in source order. `src` must compile:
+/// the first compile error is returned as `compile` would return it.
+pub fn allow_rules(src: &str) -> Result<Vec<AllowRule>, CompileError> {
+    compile(src)?;
+    let statements = parse::parse(src)?;
+    let (_, resolver) = declare(&statements)?;
+    let name_of: BTreeMap<u16, &str> = resolver.types.iter().map(|(n, t)| (*t, *n)).collect();
+    let type_name = |t: u16| name_of.get(&t).copied().unwrap_or("?").to_string();
+    let mut rules = Vec::new();
+    for statement in &statements {
+        let Statement::Allow {
+            source,
+            target,
+            class,
+            perms,
+        } = statement
+        else {
+            continue;
+        };
+        rules.push(AllowRule {
+            span: source.span,
+            source: source.text.to_string(),
+            target: target.text.to_string(),
+            class: class_of(*class)?,
+            perms: perms.iter().map(|p| p.text.to_string()).collect(),
+            pairs: resolver
+                .pairs(*source, *target)?
+                .into_iter()
+                .map(|(s, t)| (type_name(s), type_name(t)))
+                .collect(),
+        });
+    }
+    Ok(rules)
 }
 
 /// Where `name` was first declared, for errors about declarations as a whole.

@@ -11,22 +11,29 @@
 //! Static links between domains (Xen's `xen,evtchn-v1` event channels and
 //! `xen,domain-shared-memory-v1` regions) are parsed in `links`, after every
 //! domain is known, because a link names nodes in two domains.
+//!
+//! The hyperlaunch properties (`domid`, `functions`, `boot-order`,
+//! `on-crash`, `tessera,pcpus`...) that a boot domain needs to build the
+//! others are parsed in `hyperlaunch`, which also computes the boot order.
 
 // A `ConfigError` carries the paths it names by value (up to two), so it
 // outlives the blob; it is built once, at boot, on the failure path only.
 #![allow(clippy::result_large_err)]
 
-pub mod dtb;
+mod hyperlaunch;
 mod links;
 
 use core::fmt;
 
-use dtb::{
-    is_compatible, prop, string_value, u32_value, u64_value, DtbFormatError, Node, NodePath,
+use crate::dtb::{
+    self, is_compatible, prop, string_value, u32_value, u64_value, DtbFormatError, Node, NodePath,
 };
 use tessera_ipc::platform::MAX_VCPUS_PER_DOMAIN;
 
 use crate::guest_dt::GuestShm;
+pub use hyperlaunch::{
+    BootCycle, CycleStep, Function, Functions, OnCrash, StartsBefore, MAX_PCPUS,
+};
 
 /// Most domains one system description may declare.
 pub const MAX_DOMAINS: usize = 16;
@@ -39,8 +46,9 @@ pub const MAX_BOOTARGS: usize = 256;
 /// Longest security label.
 pub const MAX_SECURITY_LABEL: usize = 64;
 /// The label of a domain that names none. Copied from
-/// `tessera_policy::DEFAULT_DOMAIN_LABEL`; the kernel does not depend on the
-/// policy crate.
+/// `tessera_policy::DEFAULT_DOMAIN_LABEL`: this crate, like the kernel's
+/// boot path, needs no part of the policy engine (xtask's tests check the
+/// two agree).
 pub const DEFAULT_SECURITY_LABEL: &str = "system_u:system_r:domU_t";
 /// `xen,static-mem` ranges are mapped with 2 MiB stage-2 blocks.
 pub const STATIC_MEM_ALIGN: u64 = 2 << 20;
@@ -121,7 +129,8 @@ impl VirtioKind {
 /// The validated system description.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SystemConfig {
-    /// In device-tree order, which is the boot order.
+    /// In device-tree order. The kernel's dom0less builder builds them in
+    /// this order; a boot domain starts them in `boot_order()`.
     pub domains: heapless::Vec<DomainConfig, MAX_DOMAINS>,
     /// Static event channels, each listed once (see `StaticEvtchn`).
     pub evtchns: heapless::Vec<StaticEvtchn, MAX_STATIC_EVTCHNS>,
@@ -163,6 +172,25 @@ pub struct DomainConfig {
     /// The domain is introduced to xenstored: `xen,enhanced` is empty or
     /// `"enabled"` (not `"no-xenstore"`).
     pub xenstore: bool,
+    /// `domid`, 1..=`MAX_DOMAINS`, unique; without one, the lowest id no
+    /// other domain has, in device-tree order (so device-tree order from 1
+    /// when no domain names one). The kernel's dom0less builder still
+    /// numbers domains in tree order; a boot domain honours this.
+    pub domid: u16,
+    /// `functions`: the roles this domain plays, plus `DeviceModel` if
+    /// another domain names it in `tessera,device-model`.
+    pub functions: Functions,
+    /// `boot-order`: a rank, lower starts first; 0 when absent.
+    pub boot_order: u32,
+    /// `on-crash`: what happens when the domain crashes.
+    pub on_crash: OnCrash,
+    /// `tessera,restart-backoff-ms`: the wait before a restart (only with
+    /// `on-crash = "restart"`); `None` leaves it to the builder.
+    pub restart_backoff_ms: Option<u32>,
+    /// `tessera,pcpus`: vCPU i runs on pCPU `pcpus[i]` (vCPUs beyond the
+    /// list share the pins in turn); empty means not pinned. No duplicates,
+    /// at most `vcpus` entries, each below `MAX_PCPUS`.
+    pub pcpus: heapless::Vec<u32, MAX_VCPUS_PER_DOMAIN>,
 }
 
 /// One end of a static event channel.
@@ -170,7 +198,7 @@ pub struct DomainConfig {
 pub struct EvtchnEnd {
     /// Index into `SystemConfig::domains`.
     pub domain: usize,
-    /// The local port, 1..`evtchn::MAX_PORTS`.
+    /// The local port, 1..`tessera_ipc::event_channel::MAX_PORTS`.
     pub port: u32,
 }
 
@@ -287,6 +315,10 @@ impl SystemConfig {
 pub type ConfigError = dtb::DtError<ConfigErrorKind>;
 
 /// What is wrong. Each check has its own variant.
+// `BootOrderCycle` names up to `MAX_DOMAINS` domains by value, so the error
+// outlives the description; an error is built once, on a failure path, and
+// there is no allocator to box it with.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigErrorKind {
     /// Not a well-formed device-tree blob.
@@ -402,6 +434,64 @@ pub enum ConfigErrorKind {
     DevicesWithoutDeviceModel,
     /// `/chosen` `tessera,policy-mode` is not `"enforcing"` or `"permissive"`.
     PolicyModeInvalid,
+
+    /// `domid` is not one cell.
+    DomidBadLength {
+        len: usize,
+    },
+    /// `domid` is above `MAX_DOMAINS`.
+    DomidOutOfRange {
+        domid: u32,
+    },
+    /// Another domain, at `other`, asks for the same `domid`.
+    DuplicateDomid {
+        domid: u32,
+        other: NodePath,
+    },
+    /// `functions` is not a list of known function names.
+    FunctionUnknown,
+    /// `functions` names one function twice.
+    FunctionDuplicate {
+        name: &'static str,
+    },
+    /// A second domain with a function only one may have.
+    FunctionNotUnique {
+        name: &'static str,
+        other: NodePath,
+    },
+    /// `boot-order` is not one cell.
+    BootOrderBadLength {
+        len: usize,
+    },
+    /// The boot order has a cycle (from `SystemConfig::boot_order`).
+    BootOrderCycle(BootCycle),
+    /// `on-crash` is not `"stop"`, `"restart"` or `"reboot"`.
+    OnCrashInvalid,
+    /// `tessera,restart-backoff-ms` is not one cell.
+    RestartBackoffBadLength {
+        len: usize,
+    },
+    /// `tessera,restart-backoff-ms` without `on-crash = "restart"`.
+    RestartBackoffWithoutRestart {
+        on_crash: &'static str,
+    },
+    /// `tessera,pcpus` is empty or not whole cells.
+    PcpusBadLength {
+        len: usize,
+    },
+    /// `tessera,pcpus` lists more pCPUs than the domain has vCPUs.
+    PcpusMoreThanVcpus {
+        count: usize,
+        vcpus: u32,
+    },
+    /// A pCPU number at or above `MAX_PCPUS`.
+    PcpuOutOfRange {
+        pcpu: u32,
+    },
+    /// `tessera,pcpus` lists one pCPU twice.
+    PcpuDuplicate {
+        pcpu: u32,
+    },
 
     /// `xen,evtchn` is absent from a `xen,evtchn-v1` node.
     EvtchnMissing,
@@ -607,6 +697,43 @@ impl fmt::Display for ConfigErrorKind {
                 "emulated devices need a device model: add tessera,device-model = \"<domain>\"",
             ),
             Self::PolicyModeInvalid => f.write_str("expected \"enforcing\" or \"permissive\""),
+            Self::DomidBadLength { len } => write!(f, "{len} bytes, expected one cell"),
+            Self::DomidOutOfRange { domid } => write!(
+                f,
+                "domain id {domid} is outside 1..={MAX_DOMAINS} (0 means the next free id)"
+            ),
+            Self::DuplicateDomid { domid, other } => {
+                write!(f, "domain id {domid} is already taken by {other}")
+            }
+            Self::FunctionUnknown => f.write_str(
+                "expected a list of \"boot\", \"xenstore\", \"device-model\", \"console\", \"vtpm\"",
+            ),
+            Self::FunctionDuplicate { name } => write!(f, "{name:?} is listed twice"),
+            Self::FunctionNotUnique { name, other } => {
+                write!(f, "{other} is already the {name:?} domain; there can be only one")
+            }
+            Self::BootOrderBadLength { len } => write!(f, "{len} bytes, expected one cell"),
+            Self::BootOrderCycle(cycle) => write!(f, "the boot order has a cycle: {cycle}"),
+            Self::OnCrashInvalid => {
+                f.write_str("expected \"stop\", \"restart\" or \"reboot\"")
+            }
+            Self::RestartBackoffBadLength { len } => {
+                write!(f, "{len} bytes, expected one cell (milliseconds)")
+            }
+            Self::RestartBackoffWithoutRestart { on_crash } => write!(
+                f,
+                "only meaningful with on-crash = \"restart\" (this domain's is {on_crash:?})"
+            ),
+            Self::PcpusBadLength { len } => {
+                write!(f, "{len} bytes, expected one or more cells (pCPU numbers)")
+            }
+            Self::PcpusMoreThanVcpus { count, vcpus } => {
+                write!(f, "{count} pCPUs listed for {vcpus} vCPUs")
+            }
+            Self::PcpuOutOfRange { pcpu } => {
+                write!(f, "pCPU {pcpu} is not below {MAX_PCPUS}")
+            }
+            Self::PcpuDuplicate { pcpu } => write!(f, "pCPU {pcpu} is listed twice"),
             Self::EvtchnMissing => f.write_str("missing (<local-port peer-phandle>)"),
             Self::EvtchnBadLength { len } => write!(
                 f,
@@ -615,7 +742,7 @@ impl fmt::Display for ConfigErrorKind {
             Self::EvtchnPortOutOfRange { port } => write!(
                 f,
                 "port {port} is outside 1..{}",
-                crate::evtchn::MAX_PORTS
+                tessera_ipc::event_channel::MAX_PORTS
             ),
             Self::EvtchnDuplicatePort { port, other } => {
                 write!(f, "port {port} is already used by {other}")
@@ -718,6 +845,7 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
     let mut domains = heapless::Vec::<DomainConfig, MAX_DOMAINS>::new();
     let mut paths = heapless::Vec::<NodePath, MAX_DOMAINS>::new();
     let mut nodes = heapless::Vec::<Node<'_, '_>, MAX_DOMAINS>::new();
+    let mut requested_domids = heapless::Vec::<Option<u16>, MAX_DOMAINS>::new();
     for node in chosen.node.children() {
         if !is_compatible(&node, "xen,domain") {
             continue;
@@ -726,7 +854,8 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
         if domains.is_full() {
             return Err(error(&path, None, ConfigErrorKind::TooManyDomains));
         }
-        let domain = parse_domain(&node, &path)?;
+        let (domain, requested_domid) = parse_domain(&node, &path)?;
+        hyperlaunch::check_unique_functions(&domain, &path, &domains, &paths)?;
         if let Some(other) = domains
             .iter()
             .zip(paths.iter())
@@ -764,10 +893,14 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
         nodes
             .push(node)
             .map_err(|_| error(&path, None, ConfigErrorKind::TooManyDomains))?;
+        requested_domids
+            .push(requested_domid)
+            .map_err(|_| error(&path, None, ConfigErrorKind::TooManyDomains))?;
     }
     if domains.is_empty() {
         return Err(error(&chosen.path, None, ConfigErrorKind::NoDomains));
     }
+    hyperlaunch::assign_domids(&requested_domids, &paths, &mut domains)?;
     resolve_device_models(&nodes, &paths, &mut domains)?;
     let linked = links::Domains {
         nodes: &nodes,
@@ -797,7 +930,12 @@ fn parse_policy_mode(chosen: &Node<'_, '_>, path: &NodePath) -> Result<bool, Con
     }
 }
 
-fn parse_domain(node: &Node<'_, '_>, path: &NodePath) -> Result<DomainConfig, ConfigError> {
+/// One domain node, and the `domid` it asks for (ids are given out once
+/// every domain is known).
+fn parse_domain(
+    node: &Node<'_, '_>,
+    path: &NodePath,
+) -> Result<(DomainConfig, Option<u16>), ConfigError> {
     let base = dtb::base_name(node.name);
     if base.is_empty() {
         return Err(error(path, None, ConfigErrorKind::NameEmpty));
@@ -811,8 +949,9 @@ fn parse_domain(node: &Node<'_, '_>, path: &NodePath) -> Result<DomainConfig, Co
     let security_label = parse_security_label(node, path)?;
     let static_mem = parse_static_mem(node, path, memory_bytes)?;
     let (xen_enhanced, xenstore) = parse_xen_enhanced(node, path)?;
+    let launch = hyperlaunch::parse(node, path, vcpus)?;
 
-    Ok(DomainConfig {
+    let domain = DomainConfig {
         name,
         memory_bytes,
         vcpus,
@@ -826,7 +965,14 @@ fn parse_domain(node: &Node<'_, '_>, path: &NodePath) -> Result<DomainConfig, Co
         virtio: parse_virtio(node, path)?,
         xen_enhanced,
         xenstore,
-    })
+        domid: 0,
+        functions: launch.functions,
+        boot_order: launch.boot_order,
+        on_crash: launch.on_crash,
+        restart_backoff_ms: launch.restart_backoff_ms,
+        pcpus: launch.pcpus,
+    };
+    Ok((domain, launch.domid))
 }
 
 fn parse_virtio(
@@ -903,6 +1049,9 @@ fn resolve_device_models(
             ));
         }
         d.device_model = server;
+        if let Some(served_by) = server.and_then(|s| domains.get_mut(s)) {
+            served_by.functions.insert(Function::DeviceModel);
+        }
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Checked reading of untrusted device-tree blobs, shared by the
-//! system-description parser (`config`) and the host-DT parser (`hostdt`).
+//! system-description parser (`config`) and the kernel's host-DT parser
+//! (`tessera_kernel::hostdt`).
 //!
 //! The one idea: the `fdt` crate (0.1.5) trusts its input. It indexes,
 //! `unwrap`s and `expect`s on malformed blobs, follows alias chains without
@@ -28,7 +29,7 @@ pub const MAX_DEPTH: usize = 16;
 /// A node of a checked blob.
 pub type Node<'b, 'a> = FdtNode<'b, 'a>;
 
-/// Why a blob is not a well-formed FDT this kernel can read.
+/// Why a blob is not a well-formed FDT these readers accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtbFormatError {
     /// Shorter than the 40-byte header.
@@ -463,7 +464,7 @@ pub fn base_name(name: &str) -> &str {
 /// Why a `reg`-style property could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegError {
-    /// The parent's cell sizes are not ones this kernel decodes (address
+    /// The parent's cell sizes are not ones these readers decode (address
     /// 1..=2 cells, size 0..=2 cells).
     UnsupportedCells(Cells),
     /// The length is not a whole number of entries.

@@ -27,12 +27,12 @@ use tessera_ipc::platform::{
     VIRTIO_MMIO_BASE, VIRTIO_MMIO_STRIDE,
 };
 
-use super::dtb::{self, is_compatible, prop, string_value, u32_value, Cells, Node, NodePath};
 use super::{
     error, ConfigError, ConfigErrorKind, DomainConfig, EvtchnEnd, MemRange, SharedMem, ShmUser,
     StaticEvtchn, MAX_SHM, MAX_SHM_ID, MAX_STATIC_EVTCHNS, SHM_ALIGN, STAGE2_IPA_LIMIT,
 };
-use crate::evtchn::MAX_PORTS;
+use crate::dtb::{self, is_compatible, prop, string_value, u32_value, Cells, Node, NodePath};
+use tessera_ipc::event_channel::MAX_PORTS;
 
 const COMPAT_EVTCHN: &str = "xen,evtchn-v1";
 const COMPAT_SHM: &str = "xen,domain-shared-memory-v1";
