@@ -11,6 +11,7 @@
 pub mod addr;
 pub mod config;
 pub mod console_lines;
+pub mod control;
 pub mod esr;
 pub mod evtchn;
 pub mod fdt_nop;
@@ -23,5 +24,6 @@ pub mod idregs;
 pub mod image;
 pub mod pagetable;
 pub mod power;
+pub mod ram;
 pub mod sched;
 pub mod vgic;
