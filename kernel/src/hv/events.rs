@@ -547,20 +547,35 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
         mac::channel_label(da.sid, db.sid),
         mac::channel_label(db.sid, da.sid),
     );
+    if [pa, pb].iter().any(|&p| p == 0 || p as usize >= MAX_PORTS) {
+        return Err(Errno::Einval);
+    }
     let (mut ea, mut eb) = lock_pair(a, b).ok_or(Errno::Einval)?;
     let (ia, ib) = (domain_id(a), domain_id(b));
-    for (ev, port, peer, pport) in [(&mut *ea, pa, ib, pb), (&mut *eb, pb, ia, pa)] {
-        match ev.ports.get(port).map(|p| p.state) {
-            Some(PortState::Free) => ev.ports.install_static(port, peer, pport)?,
-            Some(PortState::Unbound { remote }) if remote == peer => {
-                ev.ports.free(port);
-                ev.ports.install_static(port, peer, pport)?;
-            }
+    // Both ends are checked before either changes, so a refused link
+    // leaves both tables as they were.
+    let mut install = [false; 2];
+    for (n, (ev, port, peer, pport)) in [(&*ea, pa, ib, pb), (&*eb, pb, ia, pa)]
+        .into_iter()
+        .enumerate()
+    {
+        install[n] = match ev.ports.get(port).map(|p| p.state) {
+            Some(PortState::Free) => true,
+            Some(PortState::Unbound { remote }) if remote == peer => true,
             Some(PortState::Interdomain {
                 remote,
                 remote_port,
-            }) if remote == peer && remote_port == pport => {}
+            }) if remote == peer && remote_port == pport => false,
             _ => return Err(Errno::Eexist),
+        };
+    }
+    for (n, (ev, port, peer, pport)) in [(&mut *ea, pa, ib, pb), (&mut *eb, pb, ia, pa)]
+        .into_iter()
+        .enumerate()
+    {
+        if install[n] {
+            ev.ports.free(port);
+            ev.ports.install_static(port, peer, pport)?;
         }
     }
     ea.label(pa, la);
