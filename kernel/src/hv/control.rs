@@ -815,16 +815,20 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             CONTROL.lock().pause(ti)?;
             Ok(0)
         }
+        // These two may name a dying domain, which only the lock keeps from
+        // being reaped and built again while its fields are read.
         ControlCall::Destroy { dom } => {
+            let mut ctl = CONTROL.lock();
             let (ti, t) = target(di, dom, false, true)?;
             check(t.sid, DomainPerm::Destroy.into())?;
-            CONTROL.lock().destroy(ti)?;
+            ctl.destroy(ti)?;
             Ok(0)
         }
         ControlCall::GetInfo { dom, arg } => {
+            let mut ctl = CONTROL.lock();
+            ctl.reap();
             let (_, t) = target(di, dom, true, true)?;
             check(t.sid, DomainPerm::GetDomainInfo.into())?;
-            CONTROL.lock().reap();
             let mut info = DomainInfo::new_zeroed();
             let state = t.slot_state().abi().ok_or(Errno::Esrch)?;
             info.domid = t.id.into();
