@@ -260,8 +260,9 @@ fn grant_restart(cx: &Context) -> Result<(), Failure> {
 /// A builder (domB_t) builds a guest with the domain-control hypercalls
 /// from the image's `testguest` module, wires it to a service domain it
 /// also creates, starts it and, once it has powered off, destroys both and
-/// builds in the freed slot again; every call is also tried wrongly
-/// (checked in the builder). The policy's refusals are logged.
+/// builds in the freed slot again; then it pauses, resumes and destroys a
+/// running ticker. Every call is also tried wrongly (checked in the
+/// builder). The policy's refusals are logged.
 fn domctl(cx: &Context) -> Result<(), Failure> {
     let mut qemu = cx.boot(&cx.config("domctl", 2))?;
     qemu.forbid(r"stage-2 fault", "no domain may fault")?;
@@ -280,6 +281,17 @@ fn domctl(cx: &Context) -> Result<(), Failure> {
             &shutdown("child", "poweroff"),
             r"tessera: d2 child: destroyed",
             r"tessera: d2 again: created by d1 builder",
+        ],
+        WAIT,
+    )?;
+    // It ticks before the pause; the tick due while it is paused (1.5 s)
+    // comes at least a tenth of a second late; and it ticks on afterwards.
+    qemu.expect(r"\(ticker\) TICKER 1 ", WAIT)?;
+    qemu.expect(r"\(ticker\) TICKER \d+ late_max_us=\d{6,}$", WAIT)?;
+    qemu.expect(r"\(ticker\) TICKER \d+ ", WAIT)?;
+    qemu.expect_all(
+        &[
+            r"tessera: d2 ticker: destroyed",
             &pass("builder", "domctl-build"),
         ],
         WAIT,

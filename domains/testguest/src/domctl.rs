@@ -4,7 +4,8 @@
 //!   gives it memory, loads the `testguest` module and a DTB it writes
 //!   itself, wires a static event channel and a shared page to a service
 //!   domain it also creates, starts the domain, waits for it to power off,
-//!   and destroys everything; on the way, every call is also made wrong
+//!   and destroys everything, then pauses, resumes and destroys a running
+//!   ticker domain; on the way, every call is also made wrong
 //!   (bad arguments, memory that is not free or is the kernel's, a module
 //!   that does not fit, links the policy forbids) and must fail with its
 //!   own error code.
@@ -361,7 +362,60 @@ pub fn build() -> TestResult {
     ok!(ctl::destroy(next), "destroy again");
     wait_gone(next)?;
     step("destroyed domains are reaped and their slot and memory reused");
+    pause_and_destroy_a_running_domain(index)?;
+    step("a running domain paused, resumed and destroyed");
     Ok(())
+}
+
+/// Sleeps for `ms` of counter time.
+fn sleep_ms(ms: u64) {
+    let _ = wait_until(ms, || false);
+}
+
+/// A ticker (a partition that never stops) is paused for longer than a
+/// tick, resumed (the harness sees it tick again, reporting the tick the
+/// pause delayed) and destroyed while it runs.
+fn pause_and_destroy_a_running_domain(module: u32) -> TestResult {
+    use tessera_ipc::errno::Errno::*;
+    let ticker = ok!(ctl::create("ticker", GUEST, 1), "create ticker");
+    ok!(ctl::assign_memory(ticker, CHILD_RAM, None), "ticker memory");
+    ok!(ctl::copy_module(ticker, module, RAM_BASE), "load ticker");
+    let mut dtb = [0u8; 1024];
+    let Some(len) = mini_dtb(&mut dtb, "test=ticker", CHILD_RAM) else {
+        fail!("the DTB does not fit its buffer");
+    };
+    ok!(
+        ctl::copy_to_domain(ticker, &dtb[..len], DTB_IPA),
+        "ticker DTB"
+    );
+    ok!(
+        ctl::set_vcpu_context(ticker, 0, RAM_BASE, DTB_IPA),
+        "ticker context"
+    );
+    ok!(ctl::unpause(ticker), "start ticker");
+    sleep_ms(1500);
+    ok!(ctl::pause(ticker), "pause ticker");
+    ensure!(
+        state_of(ticker)? == DomainState::Paused,
+        "ticker not paused"
+    );
+    refused(ctl::pause(ticker), Einval, "pause a paused domain")?;
+    // Longer than a tick: the tick due meanwhile comes late, which the
+    // ticker reports.
+    sleep_ms(1500);
+    ok!(ctl::unpause(ticker), "resume ticker");
+    ensure!(
+        state_of(ticker)? == DomainState::Running,
+        "ticker not running"
+    );
+    sleep_ms(2500);
+    ok!(ctl::destroy(ticker), "destroy the running ticker");
+    let info = ok!(ctl::domain_info(ticker), "getdomaininfo(ticker)");
+    ensure!(
+        info.exit_reason == ExitReason::Destroyed as u8,
+        "destroyed ticker: {info:?}"
+    );
+    wait_gone(ticker)
 }
 
 /// `test=built`: run by the domain `test=domctl-build` builds.

@@ -421,6 +421,7 @@ impl Control {
         core_control::next(from, Event::Unpause)?;
         if from == SlotState::Paused {
             advance(d, Event::Unpause)?;
+            events::resume_upcalls(slot, d.nr_vcpus);
             kick_vcpus(d);
             return Ok(());
         }

@@ -519,6 +519,32 @@ pub fn close_all(di: usize) {
     }
 }
 
+/// Domain `di` runs again after a pause: an upcall raised while it was
+/// paused was left pending in its `vcpu_info` without reaching its virtual
+/// GIC (see `send`), so raise it now.
+pub fn resume_upcalls(di: usize, nr_vcpus: usize) {
+    let Some(ev) = EVENTS.get(di) else { return };
+    let mut raise: heapless::Vec<u32, MAX_VCPUS_PER_DOMAIN> = heapless::Vec::new();
+    {
+        let ev = ev.lock();
+        for idx in 0..nr_vcpus.min(MAX_VCPUS_PER_DOMAIN) as u32 {
+            let Some(vi) = ev.vcpu_info_of(idx) else {
+                continue;
+            };
+            // SAFETY: a registered or default `vcpu_info` address, checked
+            // to be this domain's RAM when placed (as in `GuestBits`).
+            let pending =
+                unsafe { byte(vi + vcpu_info::UPCALL_PENDING as u64) }.load(Ordering::Acquire);
+            if pending != 0 {
+                let _ = raise.push(idx);
+            }
+        }
+    }
+    for idx in raise {
+        upcall(di, idx);
+    }
+}
+
 /// Domain `di`'s table at build: empty, sized for its vCPUs.
 pub fn init_domain(di: usize, nr_vcpus: usize) {
     if let Some(ev) = EVENTS.get(di) {
