@@ -187,8 +187,9 @@ impl Domain {
 
     /// Whether its vCPUs may be scheduled (it is not created-only, paused,
     /// stopped or going away).
+    #[inline]
     pub fn is_running(&self) -> bool {
-        self.slot_state() == SlotState::Running
+        self.state.load(Ordering::Acquire) == SlotState::Running as u8
     }
 
     /// Host address of its RAM (meaningful once `ram_size` is not 0).
