@@ -29,6 +29,8 @@ crate::abi_enum! {
         HvmOp = 34,
         /// Tessera-native: IOREQ server control (`crate::ioreq`).
         Ioreq = 0x1001,
+        /// Tessera-native: domain control (`crate::control`).
+        Control = 0x1002,
     }
 }
 

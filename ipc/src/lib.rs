@@ -8,6 +8,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod control;
 pub mod errno;
 pub mod event_channel;
 pub mod grant_table;

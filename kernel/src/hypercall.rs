@@ -62,6 +62,8 @@ pub enum Call {
     },
     /// A Tessera-native IOREQ control call.
     Ioreq(IoreqCall),
+    /// A Tessera-native domain-control call (`crate::control`).
+    Control(crate::control::ControlCall),
 }
 
 /// An IOREQ control call with its register arguments range-checked (the
@@ -235,6 +237,7 @@ pub fn decode(op: u64, args: &[u64; 6]) -> Result<Call, Errno> {
             count: u32::try_from(args[2]).map_err(|_| Errno::Einval)?,
         }),
         Op::Ioreq => decode_ioreq(args).map(Call::Ioreq),
+        Op::Control => crate::control::decode(args).map(Call::Control),
     }
 }
 
@@ -454,6 +457,13 @@ mod tests {
         assert_eq!(decode(12, &[1, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
         assert_eq!(decode(24, &[0, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
         assert_eq!(decode(34, &[7, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(decode(0x1002, &[99, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(
+            decode(0x1002, &[8, 2, 0, 0, 0, 0]),
+            Ok(Call::Control(crate::control::ControlCall::Destroy {
+                dom: 2
+            }))
+        );
     }
 
     #[test]

@@ -152,6 +152,16 @@ impl<'a> ModuleTable<'a> {
         self.bytes.len()
     }
 
+    /// Module `n`, if the table has that many.
+    pub fn get(&self, n: usize) -> Option<Module<'a>> {
+        self.module(n)
+    }
+
+    /// The index of the first module named `name`, of any kind.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        (0..self.entries.len()).find(|&n| self.module(n).is_some_and(|m| m.name == name.as_bytes()))
+    }
+
     fn module(&self, n: usize) -> Option<Module<'a>> {
         let e = self.entries.get(n)?;
         let start = usize::try_from(e.offset.get()).ok()?;
@@ -267,6 +277,10 @@ mod tests {
             t.find(ModuleKind::Ramdisk, "guest").unwrap_err(),
             ImageError::Missing
         );
+        assert_eq!(t.position("guest"), Some(1));
+        assert_eq!(t.position("other"), None);
+        assert_eq!(t.get(1).map(|m| m.data), Some(&b"code"[..]));
+        assert!(t.get(2).is_none());
     }
 
     #[test]

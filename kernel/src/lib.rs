@@ -12,6 +12,7 @@
 
 pub mod addr;
 pub mod console_lines;
+pub mod control;
 pub mod esr;
 pub mod evtchn;
 pub mod fdt_nop;
@@ -22,5 +23,6 @@ pub mod idregs;
 pub mod image;
 pub mod pagetable;
 pub mod power;
+pub mod ram;
 pub mod sched;
 pub mod vgic;

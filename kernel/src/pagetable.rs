@@ -248,6 +248,65 @@ impl<F: PteFormat> PageTable<F> {
         }
     }
 
+    /// Remove every mapping in `[input, input + size)`, blocks and pages
+    /// alike; holes are skipped. A block that the range covers only in part
+    /// is refused before anything changes, and intermediate tables stay in
+    /// place. The caller invalidates the TLBs afterwards, as for
+    /// [`Self::unmap_page`] (for a whole range, all of the VMID's entries).
+    pub fn unmap(
+        &mut self,
+        mem: &mut impl TableMemory,
+        input: u64,
+        size: u64,
+    ) -> Result<(), UnmapError> {
+        let end = input.checked_add(size).ok_or(UnmapError::OutOfRange)?;
+        if !input.is_multiple_of(PAGE_SIZE) || !size.is_multiple_of(PAGE_SIZE) {
+            return Err(UnmapError::Misaligned);
+        }
+        if end > self.limit() {
+            return Err(UnmapError::OutOfRange);
+        }
+        for clear in [false, true] {
+            let mut va = input;
+            while va < end {
+                va = match self.leaf_slot(mem, va) {
+                    Err(hole_end) => hole_end,
+                    Ok((slot, level)) => {
+                        let sz = level_size(level);
+                        if !va.is_multiple_of(sz) || va + sz > end {
+                            return Err(UnmapError::Block);
+                        }
+                        if clear {
+                            mem.write(slot, 0);
+                        }
+                        va + sz
+                    }
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// The descriptor slot and level of the leaf that maps `va`, or the end
+    /// of the hole that covers it.
+    fn leaf_slot(&self, mem: &impl TableMemory, va: u64) -> Result<(PhysAddr, u8), u64> {
+        let mut table = self.root;
+        let mut level = self.start_level;
+        loop {
+            let slot = PhysAddr(table.raw() + index(va, level) * 8);
+            let desc = mem.read(slot);
+            if desc & DESC_VALID == 0 {
+                let sz = level_size(level);
+                return Err((va & !(sz - 1)) + sz);
+            }
+            if level == 3 || desc & DESC_TABLE != DESC_TABLE {
+                return Ok((slot, level));
+            }
+            table = PhysAddr(desc & ADDR_MASK);
+            level += 1;
+        }
+    }
+
     /// If `va` is unmapped, the end of the empty entry that covers it (so a
     /// range check skips whole empty subtrees); `None` if `va` is mapped.
     fn end_of_hole(&self, mem: &impl TableMemory, va: u64) -> Option<u64> {
@@ -701,6 +760,103 @@ mod tests {
             Err(UnmapError::OutOfRange)
         );
         assert_eq!(pt.unmap_page(&mut mem, !0xfff), Err(UnmapError::OutOfRange));
+    }
+
+    #[test]
+    fn unmap_removes_blocks_and_pages_in_a_range() {
+        let mut mem = FakeMemory::new(16);
+        let mut pt = stage2(&mut mem);
+        // 2 MiB block, then 2 pages (misaligned output), a hole, a 1 GiB block.
+        pt.map(
+            &mut mem,
+            0x4000_0000,
+            PhysAddr(0x8000_0000),
+            BLOCK_2M,
+            Attrs::RAM,
+        )
+        .unwrap();
+        pt.map(
+            &mut mem,
+            0x4020_0000,
+            PhysAddr(0x9000_1000),
+            0x2000,
+            Attrs::RAM,
+        )
+        .unwrap();
+        pt.map(
+            &mut mem,
+            0x8000_0000,
+            PhysAddr(0xc000_0000),
+            BLOCK_1G,
+            Attrs::RAM,
+        )
+        .unwrap();
+        let tables = mem.tables;
+        assert_eq!(
+            pt.unmap(&mut mem, 0x4000_0000, 0x4040_0000 - 0x4000_0000),
+            Ok(())
+        );
+        assert!(pt.lookup(&mem, 0x4000_0000).is_none());
+        assert!(pt.lookup(&mem, 0x4020_1000).is_none());
+        assert!(pt.lookup(&mem, 0x8000_0000).is_some(), "outside the range");
+        assert_eq!(pt.unmap(&mut mem, 0x8000_0000, BLOCK_1G), Ok(()));
+        assert!(pt.lookup(&mem, 0x8000_0000).is_none());
+        assert_eq!(mem.tables, tables, "intermediate tables are kept");
+        assert_eq!(
+            pt.unmap(&mut mem, 0x4000_0000, BLOCK_2M),
+            Ok(()),
+            "holes only"
+        );
+        // The freed range maps again, as blocks.
+        pt.map(
+            &mut mem,
+            0x4000_0000,
+            PhysAddr(0x8000_0000),
+            BLOCK_2M,
+            Attrs::RAM,
+        )
+        .unwrap();
+        assert_eq!(pt.lookup(&mem, 0x4000_0000).unwrap().2, 2);
+    }
+
+    #[test]
+    fn unmap_refuses_part_of_a_block_and_bad_ranges() {
+        let mut mem = FakeMemory::new(16);
+        let mut pt = stage2(&mut mem);
+        pt.map(
+            &mut mem,
+            0x4000_0000,
+            PhysAddr(0x8000_0000),
+            2 * BLOCK_2M,
+            Attrs::RAM,
+        )
+        .unwrap();
+        assert_eq!(
+            pt.unmap(&mut mem, 0x4000_0000, BLOCK_2M + PAGE_SIZE),
+            Err(UnmapError::Block),
+            "the second block only in part"
+        );
+        assert!(pt.lookup(&mem, 0x4000_0000).is_some(), "nothing changed");
+        assert_eq!(
+            pt.unmap(&mut mem, 0x4000_1000, BLOCK_2M),
+            Err(UnmapError::Block)
+        );
+        assert_eq!(
+            pt.unmap(&mut mem, 0x4000_0800, 4096),
+            Err(UnmapError::Misaligned)
+        );
+        assert_eq!(
+            pt.unmap(&mut mem, 0x4000_0000, 100),
+            Err(UnmapError::Misaligned)
+        );
+        assert_eq!(
+            pt.unmap(&mut mem, 1 << 39, 4096),
+            Err(UnmapError::OutOfRange)
+        );
+        assert_eq!(
+            pt.unmap(&mut mem, !0xfff, 0x2000),
+            Err(UnmapError::OutOfRange)
+        );
     }
 
     #[test]

@@ -38,6 +38,25 @@ impl RunQueue {
         self.vcpus.push(vcpu)
     }
 
+    /// Take a vCPU out (its domain is gone); `false` if it is not here. The
+    /// round robin goes on with the vCPU that followed it.
+    pub fn remove(&mut self, vcpu: usize) -> bool {
+        let Some(pos) = self.vcpus.iter().position(|&v| v == vcpu) else {
+            return false;
+        };
+        self.vcpus.remove(pos);
+        let n = self.vcpus.len();
+        self.cursor = if n == 0 {
+            0
+        } else if pos <= self.cursor {
+            // The one after the removed vCPU (or after the cursor) is next.
+            (self.cursor + n - 1) % n
+        } else {
+            self.cursor.min(n - 1)
+        };
+        true
+    }
+
     /// How many vCPUs live here.
     pub fn len(&self) -> usize {
         self.vcpus.len()
@@ -107,6 +126,29 @@ mod tests {
             "the only runnable vCPU keeps running"
         );
         assert_eq!(q.pick_next(|_| false), None);
+    }
+
+    #[test]
+    fn removal_keeps_the_turn_order() {
+        let mut q = RunQueue::new();
+        for v in [10, 11, 12, 13] {
+            q.add(v).unwrap();
+        }
+        let all = |_| true;
+        assert_eq!(q.pick_next(all), Some(11));
+        assert!(q.remove(11), "the one that ran last");
+        assert_eq!(q.pick_next(all), Some(12), "its successor is next");
+        assert!(q.remove(10), "one before the cursor");
+        assert_eq!(q.pick_next(all), Some(13));
+        assert!(q.remove(12), "before the cursor again (13 ran last)");
+        assert_eq!(q.vcpus(), [13]);
+        assert_eq!(q.pick_next(all), Some(13));
+        assert!(!q.remove(99), "not here");
+        assert!(q.remove(13));
+        assert!(q.is_empty());
+        assert_eq!(q.pick_next(all), None);
+        q.add(20).unwrap();
+        assert_eq!(q.pick_next(all), Some(20));
     }
 
     #[test]

@@ -29,6 +29,8 @@ mod boot;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod console;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+pub mod control;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod cpu;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 pub mod hypercall;

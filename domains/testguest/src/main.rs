@@ -20,6 +20,8 @@ mod check;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod bench;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod domctl;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod events;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod grants;
@@ -89,6 +91,9 @@ mod guest {
             "evtchn-deny" => (crate::events::deny, OnPass::Poweroff),
             "pingpong" => (crate::pingpong::run, OnPass::Poweroff),
             "grants" => (crate::grants::run, OnPass::Poweroff),
+            "domctl-build" => (crate::domctl::build, OnPass::Poweroff),
+            "domctl-deny" => (crate::domctl::deny, OnPass::Poweroff),
+            "built" => (crate::domctl::built, OnPass::Poweroff),
             "evtchn-offer" => crate::events::offer(),
             "isolation-attacker" => crate::misc::isolation_attacker(),
             "crash" => crate::misc::crash(),

@@ -519,6 +519,32 @@ pub fn close_all(di: usize) {
     }
 }
 
+/// Domain `di` runs again after a pause: an upcall raised while it was
+/// paused was left pending in its `vcpu_info` without reaching its virtual
+/// GIC (see `send`), so raise it now.
+pub fn resume_upcalls(di: usize, nr_vcpus: usize) {
+    let Some(ev) = EVENTS.get(di) else { return };
+    let mut raise: heapless::Vec<u32, MAX_VCPUS_PER_DOMAIN> = heapless::Vec::new();
+    {
+        let ev = ev.lock();
+        for idx in 0..nr_vcpus.min(MAX_VCPUS_PER_DOMAIN) as u32 {
+            let Some(vi) = ev.vcpu_info_of(idx) else {
+                continue;
+            };
+            // SAFETY: a registered or default `vcpu_info` address, checked
+            // to be this domain's RAM when placed (as in `GuestBits`).
+            let pending =
+                unsafe { byte(vi + vcpu_info::UPCALL_PENDING as u64) }.load(Ordering::Acquire);
+            if pending != 0 {
+                let _ = raise.push(idx);
+            }
+        }
+    }
+    for idx in raise {
+        upcall(di, idx);
+    }
+}
+
 /// Domain `di`'s table at build: empty, sized for its vCPUs.
 pub fn init_domain(di: usize, nr_vcpus: usize) {
     if let Some(ev) = EVENTS.get(di) {
@@ -547,20 +573,35 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
         mac::channel_label(da.sid, db.sid),
         mac::channel_label(db.sid, da.sid),
     );
+    if [pa, pb].iter().any(|&p| p == 0 || p as usize >= MAX_PORTS) {
+        return Err(Errno::Einval);
+    }
     let (mut ea, mut eb) = lock_pair(a, b).ok_or(Errno::Einval)?;
     let (ia, ib) = (domain_id(a), domain_id(b));
-    for (ev, port, peer, pport) in [(&mut *ea, pa, ib, pb), (&mut *eb, pb, ia, pa)] {
-        match ev.ports.get(port).map(|p| p.state) {
-            Some(PortState::Free) => ev.ports.install_static(port, peer, pport)?,
-            Some(PortState::Unbound { remote }) if remote == peer => {
-                ev.ports.free(port);
-                ev.ports.install_static(port, peer, pport)?;
-            }
+    // Both ends are checked before either changes, so a refused link
+    // leaves both tables as they were.
+    let mut install = [false; 2];
+    for (n, (ev, port, peer, pport)) in [(&*ea, pa, ib, pb), (&*eb, pb, ia, pa)]
+        .into_iter()
+        .enumerate()
+    {
+        install[n] = match ev.ports.get(port).map(|p| p.state) {
+            Some(PortState::Free) => true,
+            Some(PortState::Unbound { remote }) if remote == peer => true,
             Some(PortState::Interdomain {
                 remote,
                 remote_port,
-            }) if remote == peer && remote_port == pport => {}
+            }) if remote == peer && remote_port == pport => false,
             _ => return Err(Errno::Eexist),
+        };
+    }
+    for (n, (ev, port, peer, pport)) in [(&mut *ea, pa, ib, pb), (&mut *eb, pb, ia, pa)]
+        .into_iter()
+        .enumerate()
+    {
+        if install[n] {
+            ev.ports.free(port);
+            ev.ports.install_static(port, peer, pport)?;
         }
     }
     ea.label(pa, la);

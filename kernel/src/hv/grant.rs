@@ -20,9 +20,7 @@
 
 use super::console::log;
 use super::trap::{copy_from_guest, copy_to_guest};
-use super::{
-    domain_id, domains, halt_with, index_of, mac, spin_wait_us, Domain, RamAllocator, MAX_DOMAINS,
-};
+use super::{domain_id, domains, index_of, mac, spin_wait_us, Domain, MAX_DOMAINS};
 use crate::addr::{PhysAddr, BLOCK_2M, PAGE_SIZE};
 use crate::arch::aarch64::guest;
 use crate::arch::aarch64::mmu::{self, TableReserve};
@@ -87,18 +85,18 @@ static FRAMES: [Lock<GrantFrames>; MAX_DOMAINS] =
 static STAGE2: [Lock<TableReserve>; MAX_DOMAINS] =
     [const { Lock::new(TableReserve::empty()) }; MAX_DOMAINS];
 
-/// Boot: set aside the grant block (before any domain is built).
-pub(super) fn reserve(alloc: &mut RamAllocator) {
-    let Some(base) = alloc.alloc(BLOCK_2M) else {
-        halt_with(format_args!("no free host RAM for the grant tables"))
-    };
+/// Boot: set aside the grant block at `base` (2 MiB of host RAM just
+/// allocated for it; before any domain is built).
+pub(super) fn reserve(base: u64) {
     // SAFETY: the block was just allocated for grant tables alone and is
     // identity-mapped RAM; no domain runs yet.
     unsafe { core::ptr::write_bytes(base as *mut u8, 0, BLOCK_2M as usize) };
     BLOCK.store(base, Ordering::Release);
 }
 
-/// Build: domain `di` gets its share of the block (zeroed by `reserve`).
+/// Build: domain `di` gets its share of the block (zeroed by `reserve`, and
+/// by `domain_stopped` for a slot's earlier domain; the table pages are
+/// zeroed as they are handed out).
 pub(super) fn init_domain(di: usize) {
     let (Some(lock), Some(tables)) = (STAGE2.get(di), share(di).map(|s| s + FRAME_BYTES)) else {
         return;
@@ -176,6 +174,20 @@ pub(super) fn map_range_into(di: usize, ipa: u64, pa: u64, size: u64) -> Result<
     stage2_of(d).map(&mut *tables, ipa, PhysAddr(pa), size, attrs)?;
     guest::stage2_publish();
     Ok(())
+}
+
+/// Remove every mapping in `[ipa, ipa + size)` from domain `di`'s live
+/// stage 2 (a device model's view of a domain that is destroyed, a shared
+/// region whose owner is) and invalidate the domain's TLB entries. Returns
+/// only once no PE can reach the memory through it.
+pub(super) fn unmap_range_from(di: usize, ipa: u64, size: u64) {
+    let (Some(d), Some(lock)) = (domains().get(di), STAGE2.get(di)) else {
+        return;
+    };
+    let mut tables = lock.lock();
+    // Ranges are unmapped as they were mapped, so no block is split.
+    let _ = stage2_of(d).unmap(&mut *tables, ipa, size);
+    guest::flush_stage2_all(d.s2_root, d.id);
 }
 
 /// Remove the page at `ipa` from domain `di`'s stage 2 and invalidate every

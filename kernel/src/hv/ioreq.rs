@@ -25,6 +25,7 @@ use tessera_ipc::ioreq::{
     STATE_IOREQ_READY, STATE_IORESP_READY, VIRQ_IOREQ,
 };
 use tessera_ipc::platform;
+use tessera_kernel::control::SlotState;
 use tessera_kernel::esr::AccessSyndrome;
 use tessera_kernel::hypercall::IoreqCall;
 use tessera_policy::{IoreqPerm, MmuPerm};
@@ -187,7 +188,7 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             mac::check(p, me.sid, target.sid, IoreqPerm::Map)?;
             mac::check(p, me.sid, target.sid, MmuPerm::MapRead)?;
             mac::check(p, me.sid, target.sid, MmuPerm::MapWrite)?;
-            let size = target.ram_size.next_multiple_of(4096);
+            let size = target.ram_size().next_multiple_of(4096);
             let end = ipa.checked_add(size).ok_or(Errno::Einval)?;
             if ipa < MAP_WINDOW_BASE || end > MAP_WINDOW_BASE + MAP_WINDOW_SIZE {
                 return Err(Errno::Einval);
@@ -196,7 +197,7 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
                 Some(at) if at == ipa => Ok(()),
                 Some(_) => Err(Errno::Eexist),
                 None => {
-                    grant::map_range_into(si, ipa, target.ram_pa, size)
+                    grant::map_range_into(si, ipa, target.ram_pa(), size)
                         .map_err(|_| Errno::Enomem)?;
                     srv.mapped_at = Some(ipa);
                     Ok(())
@@ -543,4 +544,40 @@ pub fn domain_stopped(di: usize) {
             }
         }
     }
+}
+
+/// Domain `di` is being destroyed (it is stopped, `domain_stopped` ran),
+/// and its RAM, `ram_size` bytes, will go to another domain: nothing may
+/// still reach it. As a served domain, its server forgets it and loses the
+/// mapping of its RAM. As a server, every domain it served is stopped
+/// (their vCPUs may be waiting on slots in its RAM, and no one else can
+/// answer them) and forgets it.
+pub fn domain_destroyed(di: usize, ram_size: u64) {
+    if let Some(s) = SERVERS.get(di) {
+        let old = s.lock().take();
+        if let Some((server, at)) = old.and_then(|srv| Some((srv.server, srv.mapped_at?))) {
+            grant::unmap_range_from(server, at, ram_size.next_multiple_of(4096));
+        }
+    }
+    for (ti, s) in SERVERS.iter().enumerate() {
+        let was_ours = {
+            let mut s = s.lock();
+            let ours = s.as_ref().is_some_and(|srv| srv.server == di);
+            if ours {
+                *s = None;
+            }
+            ours
+        };
+        let Some(d) = domains().get(ti).filter(|_| was_ours) else {
+            continue;
+        };
+        if matches!(d.slot_state(), SlotState::Running | SlotState::Paused) {
+            super::console::log!("d{} {}: its device model is destroyed", d.id, d.name);
+            super::stop_domain(ti, super::StopReason::Crash);
+        }
+    }
+    if let Some(w) = WAITER.get(di) {
+        w.store(0, Ordering::Release);
+    }
+    set_unannounced(di, false);
 }

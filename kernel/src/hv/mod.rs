@@ -8,6 +8,7 @@
 //! spin lock, and they tell the owner with a kick SGI.
 
 pub mod console;
+mod control;
 mod events;
 mod grant;
 mod ioreq;
@@ -16,18 +17,20 @@ mod trap;
 
 use crate::addr::{PhysAddr, BLOCK_2M, PAGE_SIZE};
 use crate::arch::aarch64::{self as arch, boot, gic, guest, guest::VcpuFrame, mmu};
-use crate::pagetable::{Attrs, PageTable, Stage2};
 use console::{log, LineBuffer};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{
     AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
 };
+use tessera_ipc::control::ExitReason;
+use tessera_ipc::errno::Errno;
 use tessera_ipc::image::{Arm64ImageHeader, ModuleKind, ARM64_IMAGE_MAGIC};
 use tessera_ipc::platform;
+use tessera_kernel::control::{self as control_core, Event, SlotState};
 use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
 use tessera_kernel::image::ModuleTable;
 use tessera_kernel::power::VcpuPower;
-use tessera_kernel::sched::{self, RunQueue};
+use tessera_kernel::sched::RunQueue;
 use tessera_kernel::vgic::{LrState, Vgic};
 use tessera_policy::{EventPerm, GrantPerm, Sid};
 use tessera_sysdesc::config::{self, DomainConfig};
@@ -38,32 +41,64 @@ use zerocopy::FromBytes;
 pub const MAX_DOMAINS: usize = config::MAX_DOMAINS;
 /// Most vCPUs in the whole system.
 pub const MAX_VCPUS: usize = 64;
+const _: () = assert!(MAX_VCPUS == tessera_kernel::control::VcpuMap::CAPACITY);
 /// Time slice when several vCPUs share a pCPU, in microseconds.
 const SLICE_US: u64 = 2000;
 /// The guest DTB sits this far below the top of guest RAM.
 const GUEST_DTB_RESERVE: u64 = BLOCK_2M;
 
-const DOMAIN_RUNNING: u8 = 0;
-const DOMAIN_STOPPED: u8 = 1;
-
-/// What the kernel keeps of a domain after building it.
+/// A domain slot: what the kernel keeps of the domain that lives in it.
+///
+/// The slot's life is `tessera_kernel::control::SlotState`, held in
+/// `state`. The fields a domain is built with ([`DomainFields`], reached
+/// through `Deref`) are written only while the slot is `Creating`, which no
+/// lookup returns, so the trap and scheduler paths read them without a lock;
+/// a destroyed slot stays `Dying` until every pCPU has passed a scheduling
+/// point (`control.rs`), so no reference to the old fields outlives them.
+/// Its RAM is the one thing assigned after the domain can be named, so it
+/// is atomic.
 pub struct Domain {
     pub id: u16,
+    pub state: AtomicU8,
+    pub generation: AtomicU32,
+    /// Why it stopped, a `tessera_ipc::control::ExitReason` value.
+    pub exit_reason: AtomicU8,
+    pub vgic: arch::Lock<Vgic>,
+    pub console: arch::Lock<LineBuffer>,
+    /// Host address and size of its RAM (size 0: none yet). The size is
+    /// published after the address.
+    ram_pa: AtomicU64,
+    ram_size: AtomicU64,
+    fields: UnsafeCell<DomainFields>,
+}
+
+// SAFETY: `fields` is written only while the slot is `Creating`, by the one
+// creator that reserved it, and read by others only once it is published
+// (the state's Release/Acquire orders the writes before the reads); the
+// rest is atomic or behind a lock.
+unsafe impl Sync for Domain {}
+
+impl core::ops::Deref for Domain {
+    type Target = DomainFields;
+    fn deref(&self) -> &DomainFields {
+        // SAFETY: see `unsafe impl Sync for Domain`: no `&mut` to the fields
+        // exists while a lookup can return the slot.
+        unsafe { &*self.fields.get() }
+    }
+}
+
+/// What a domain is built with; fixed while it lives.
+pub struct DomainFields {
     pub name: heapless::String<32>,
     pub s2_root: u64,
-    pub ram_pa: u64,
-    pub ram_size: u64,
     pub nr_vcpus: usize,
     pub first_vcpu: usize,
     pub entry: u64,
     pub dtb_ipa: u64,
-    pub state: AtomicU8,
-    pub generation: AtomicU32,
-    pub vgic: arch::Lock<Vgic>,
-    pub console: arch::Lock<LineBuffer>,
     /// The domain's security context, from `xen,security-label`.
     pub sid: Sid,
-    /// Where the payload lives in the image, to reload it on reboot.
+    /// Where the payload lives in the image, to reload it on reboot (empty
+    /// for a domain a builder made: the kernel cannot rebuild those).
     payload: &'static [u8],
     load_offset: u64,
     bootargs: heapless::String<256>,
@@ -79,6 +114,31 @@ pub struct Domain {
     /// Static shared-memory regions mapped into this domain, for its DT:
     /// (id, guest base, size).
     shm: heapless::Vec<(heapless::String<{ config::MAX_SHM_ID }>, u64, u64), MAX_SHM_PER_DOMAIN>,
+}
+
+impl DomainFields {
+    /// A domain with only a name, a label and vCPUs: what a builder creates
+    /// (the kernel fills in `first_vcpu` and `s2_root`).
+    fn new(name: heapless::String<32>, sid: Sid, nr_vcpus: usize) -> Self {
+        Self {
+            name,
+            s2_root: 0,
+            nr_vcpus,
+            first_vcpu: 0,
+            entry: 0,
+            dtb_ipa: 0,
+            sid,
+            payload: &[],
+            load_offset: 0,
+            bootargs: heapless::String::new(),
+            vpl011: false,
+            ramdisk: None,
+            virtio_slots: 0,
+            served: heapless::Vec::new(),
+            xen_enhanced: false,
+            shm: heapless::Vec::new(),
+        }
+    }
 }
 
 /// Most static shared-memory regions one domain maps.
@@ -104,18 +164,53 @@ struct ShmPlacement {
 }
 
 impl Domain {
+    /// An empty slot for domain index `i` (`sid` is a placeholder: a free
+    /// slot is never checked against the policy).
+    fn empty(i: usize, sid: Sid) -> Self {
+        Self {
+            id: domain_id(i),
+            state: AtomicU8::new(SlotState::Free as u8),
+            generation: AtomicU32::new(0),
+            exit_reason: AtomicU8::new(0),
+            vgic: arch::Lock::new(Vgic::new(1)),
+            console: arch::Lock::new(LineBuffer::new()),
+            ram_pa: AtomicU64::new(0),
+            ram_size: AtomicU64::new(0),
+            fields: UnsafeCell::new(DomainFields::new(heapless::String::new(), sid, 0)),
+        }
+    }
+
+    /// The slot's state.
+    pub fn slot_state(&self) -> SlotState {
+        SlotState::from_raw(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether its vCPUs may be scheduled (it is not created-only, paused,
+    /// stopped or going away).
+    #[inline]
     pub fn is_running(&self) -> bool {
-        self.state.load(Ordering::Acquire) == DOMAIN_RUNNING
+        self.state.load(Ordering::Acquire) == SlotState::Running as u8
+    }
+
+    /// Host address of its RAM (meaningful once `ram_size` is not 0).
+    pub fn ram_pa(&self) -> u64 {
+        self.ram_pa.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of its RAM; 0 before memory is assigned.
+    pub fn ram_size(&self) -> u64 {
+        self.ram_size.load(Ordering::Acquire)
     }
 
     /// The host physical address backing `ipa`, if it is this domain's RAM
     /// and `[ipa, ipa+len)` stays inside it.
     pub fn ram_pa_of(&self, ipa: u64, len: u64) -> Option<u64> {
+        let size = self.ram_size();
         let off = ipa.checked_sub(platform::RAM_BASE)?;
-        if off.checked_add(len)? > self.ram_size {
+        if size == 0 || off.checked_add(len)? > size {
             return None;
         }
-        Some(self.ram_pa + off)
+        Some(self.ram_pa() + off)
     }
 }
 
@@ -164,9 +259,8 @@ impl Vcpu {
     /// final).
     pub fn domain(&self) -> Option<&'static Domain> {
         let ptr = self.domain_ptr.load(Ordering::Relaxed);
-        // SAFETY: a non-null `domain_ptr` points into the domain list, which
-        // is 'static and never changes after boot (set once, before any vCPU
-        // runs).
+        // SAFETY: a non-null `domain_ptr` points into the slot array, which
+        // is 'static and set once at boot, before any vCPU runs.
         unsafe { ptr.as_ref() }
     }
 
@@ -234,7 +328,7 @@ static PCPUS: [Pcpu; boot::MAX_PCPUS] = [const {
         }),
     }
 }; boot::MAX_PCPUS];
-static DOMAINS: spin::Once<heapless::Vec<Domain, MAX_DOMAINS>> = spin::Once::new();
+static DOMAINS: spin::Once<[Domain; MAX_DOMAINS]> = spin::Once::new();
 static LIVE_DOMAINS: AtomicUsize = AtomicUsize::new(0);
 static NR_PCPUS: AtomicUsize = AtomicUsize::new(1);
 static PSCI_SMC: AtomicBool = AtomicBool::new(true);
@@ -244,15 +338,21 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 /// The time slice in counter ticks, computed once at boot.
 static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// The domains (empty until boot has built them).
+/// Every domain slot, by index (empty until boot has set them up). A slot
+/// may be free or half-built: find a domain by id with [`index_of`], which
+/// returns only published ones.
 pub fn domains() -> &'static [Domain] {
     DOMAINS.get().map(|d| d.as_slice()).unwrap_or(&[])
 }
 
-/// The domain index of domain id `id` (ids are index + 1, as logged `d<id>`).
+/// The domain index of domain id `id` (ids are index + 1, as logged
+/// `d<id>`), if a domain with that id exists and is not being destroyed.
 pub fn index_of(id: u16) -> Option<usize> {
     let i = usize::from(id).checked_sub(1)?;
-    (i < domains().len()).then_some(i)
+    domains()
+        .get(i)
+        .is_some_and(|d| d.slot_state().is_published())
+        .then_some(i)
 }
 
 /// The domain id of domain index `di`.
@@ -471,27 +571,31 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     );
 
     let reserved_end = (table_addr + total).max(dtb_addr + dtb_size);
-    let mut alloc = RamAllocator::new(&ram, boot::kernel_start(), reserved_end, host);
-    let shm = place_shared_memory(&cfg, &mut alloc);
-    grant::reserve(&mut alloc);
-    let mut built: heapless::Vec<Domain, MAX_DOMAINS> = heapless::Vec::new();
-    let mut next_vcpu = 0usize;
-    for (i, dc) in cfg.domains.iter().enumerate() {
-        match build_domain(i, dc, &cfg, &shm, &table, &mut alloc, &mut next_vcpu, ncpu) {
-            Ok(d) => {
-                let _ = built.push(d);
-            }
-            Err(e) => halt_with(format_args!("cannot build domain {}: {}", dc.name, e)),
+    let mut reserved: heapless::Vec<(u64, u64), 16> = heapless::Vec::new();
+    let _ = reserved.push((boot::kernel_start(), reserved_end));
+    for r in &host.reserved {
+        if reserved
+            .push((r.base, r.base.saturating_add(r.size)))
+            .is_err()
+        {
+            halt_with(format_args!(
+                "too many reserved-memory ranges in the host DTB"
+            ));
         }
     }
-    LIVE_DOMAINS.store(built.len(), Ordering::Release);
-    DOMAINS.call_once(|| built);
-    for d in domains() {
-        for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
-            if let Some(slot) = vcpu(v) {
-                slot.domain_ptr
-                    .store(d as *const Domain as *mut Domain, Ordering::Release);
-            }
+    let Some(placeholder) = mac::console_sid() else {
+        halt_with(format_args!("no policy"))
+    };
+    DOMAINS.call_once(|| core::array::from_fn(|i| Domain::empty(i, placeholder)));
+    control::init(&ram, &reserved, table, ncpu);
+    let shm = place_shared_memory(&cfg);
+    match control::alloc_ram(BLOCK_2M) {
+        Some(base) => grant::reserve(base),
+        None => halt_with(format_args!("no free host RAM for the grant tables")),
+    }
+    for (i, dc) in cfg.domains.iter().enumerate() {
+        if let Err(e) = build_domain(i, dc, &cfg, &shm, &table) {
+            halt_with(format_args!("cannot build domain {}: {}", dc.name, e));
         }
     }
     STATIC_EVTCHNS.call_once(|| cfg.evtchns.clone());
@@ -503,11 +607,13 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
             domains()[first].name
         );
     }
-    for (i, _) in domains().iter().enumerate() {
+    for i in 0..cfg.domains.len() {
         bind_static_channels(Some(i), true);
     }
-    for d in domains() {
-        start_domain(d);
+    for i in 0..cfg.domains.len() {
+        if let Err(e) = control::unpause(i) {
+            halt_with(format_args!("cannot start d{}: {:?}", i + 1, e));
+        }
     }
 
     // Secondary pCPUs start only now, so they see the finished domains.
@@ -540,13 +646,12 @@ static STATIC_EVTCHNS: spin::Once<
 /// gets no mapping (the check logs the audit line).
 fn place_shared_memory(
     cfg: &config::SystemConfig,
-    alloc: &mut RamAllocator,
 ) -> heapless::Vec<ShmPlacement, { config::MAX_SHM }> {
     let mut out = heapless::Vec::new();
     for region in &cfg.shm {
         let host = match region.host_base {
-            Some(base) => alloc.claim(base, region.size),
-            None => alloc.alloc(region.size),
+            Some(base) => control::claim_ram(base, region.size, config::SHM_ALIGN),
+            None => control::alloc_ram(region.size),
         };
         let Some(host) = host else {
             halt_with(format_args!(
@@ -653,97 +758,21 @@ fn init_this_cpu(p: usize) {
     STARTED.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Host RAM handed out to domains, 2 MiB at a time, skipping what the
-/// kernel, the image and the host DTB occupy.
-struct RamAllocator {
-    regions: heapless::Vec<(u64, u64), 8>,
-    reserved: heapless::Vec<(u64, u64), 16>,
-    next: u64,
-}
-
-impl RamAllocator {
-    fn new(ram: &[(u64, u64)], kernel_start: u64, reserved_end: u64, host: &HostPlatform) -> Self {
-        let mut reserved: heapless::Vec<(u64, u64), 16> = heapless::Vec::new();
-        let _ = reserved.push((kernel_start, reserved_end));
-        for r in &host.reserved {
-            let _ = reserved.push((r.base, r.base.saturating_add(r.size)));
-        }
-        Self {
-            regions: ram.iter().copied().collect(),
-            reserved,
-            next: 0,
-        }
-    }
-
-    fn overlaps_reserved(&self, start: u64, end: u64) -> bool {
-        self.reserved.iter().any(|&(s, e)| start < e && s < end)
-    }
-
-    /// `size` bytes, 2 MiB aligned, not yet given out.
-    fn alloc(&mut self, size: u64) -> Option<u64> {
-        let size = size.next_multiple_of(BLOCK_2M);
-        for &(base, len) in &self.regions {
-            let mut start = base.max(self.next).next_multiple_of(BLOCK_2M);
-            while start.checked_add(size)? <= base + len {
-                let end = start + size;
-                if !self.overlaps_reserved(start, end) {
-                    self.next = end;
-                    let _ = self.reserved.push((start, end));
-                    return Some(start);
-                }
-                start += BLOCK_2M;
-            }
-        }
-        None
-    }
-
-    /// Claim a fixed range (`xen,static-mem`).
-    fn claim(&mut self, start: u64, size: u64) -> Option<u64> {
-        let end = start.checked_add(size)?;
-        let in_ram = self
-            .regions
-            .iter()
-            .any(|&(b, l)| start >= b && end <= b + l);
-        if !in_ram || self.overlaps_reserved(start, end) {
-            return None;
-        }
-        let _ = self.reserved.push((start, end));
-        Some(start)
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
+/// Build domain `i` of the system description the way a builder would:
+/// create it, give it memory, map its static shared memory, load it and
+/// set its vCPU context, with the same functions the control hypercalls
+/// use (`control.rs`); it starts with the others, through `Unpause`.
 fn build_domain(
     i: usize,
     dc: &DomainConfig,
     cfg: &config::SystemConfig,
     shm_at: &[ShmPlacement],
     table: &ModuleTable<'static>,
-    alloc: &mut RamAllocator,
-    next_vcpu: &mut usize,
-    ncpu: usize,
-) -> Result<Domain, &'static str> {
+) -> Result<(), &'static str> {
     let size = dc.memory_bytes;
     if size < 2 * GUEST_DTB_RESERVE {
         return Err("memory must be at least 4 MiB");
     }
-    let ram_pa = match &dc.static_mem {
-        Some(m) => alloc
-            .claim(m.base, m.size)
-            .ok_or("xen,static-mem is not free host RAM")?,
-        None => alloc.alloc(size).ok_or("not enough free host RAM")?,
-    };
-    let mut frames = mmu::Frames;
-    let mut s2: PageTable<Stage2> =
-        PageTable::new(&mut frames, 1, mmu::VA_BITS).map_err(|_| "out of table memory")?;
-    s2.map(
-        &mut frames,
-        platform::RAM_BASE,
-        PhysAddr(ram_pa),
-        size.next_multiple_of(PAGE_SIZE),
-        Attrs::RAM,
-    )
-    .map_err(|_| "cannot map guest RAM")?;
     let mut shm = heapless::Vec::new();
     for (region, placed) in cfg.shm.iter().zip(shm_at) {
         let Some(user) = region.users.iter().find(|u| u.domain == i) else {
@@ -758,14 +787,6 @@ fn build_domain(
             );
             continue;
         }
-        s2.map(
-            &mut frames,
-            user.guest_base,
-            PhysAddr(placed.host),
-            region.size,
-            Attrs::RAM,
-        )
-        .map_err(|_| "cannot map a shared-memory region")?;
         shm.push((region.id.clone(), user.guest_base, region.size))
             .map_err(|_| "too many shared-memory regions")?;
     }
@@ -809,50 +830,13 @@ fn build_domain(
             });
         }
     }
-    if dc.vcpus as usize > platform::MAX_VCPUS_PER_DOMAIN
-        || *next_vcpu + dc.vcpus as usize > MAX_VCPUS
-    {
-        return Err("too many vCPUs");
-    }
     let sid = mac::sid_of(&dc.security_label)
         .ok_or("its xen,security-label is not a context of the policy")?;
-    let id = (i + 1) as u16;
-    let first_vcpu = *next_vcpu;
-    for n in 0..dc.vcpus as usize {
-        let v = first_vcpu + n;
-        let p = sched::place(v, ncpu);
-        VCPUS[v].domain.store(i, Ordering::Relaxed);
-        VCPUS[v].index.store(n, Ordering::Relaxed);
-        VCPUS[v].pcpu.store(p, Ordering::Relaxed);
-        // SAFETY: no pCPU runs guests yet; the boot pCPU is the only user.
-        let (frame, _) = unsafe { owned(v) };
-        frame.id = v as u32;
-        frame.pcpu = p as u32;
-        // SAFETY: domains are built on the boot pCPU before any other pCPU
-        // runs its scheduler, so no one else reads run queues yet.
-        let inner = unsafe { &mut *PCPUS[p].inner.get() };
-        inner
-            .runq
-            .add(v)
-            .map_err(|_| "too many vCPUs on one pCPU")?;
-        log!("d{} {}: vcpu{} on pcpu{}", id, dc.name, n, p);
-    }
-    *next_vcpu += dc.vcpus as usize;
-    let d = Domain {
-        id,
-        name: dc.name.clone(),
-        s2_root: s2.root().raw(),
-        ram_pa,
-        ram_size: size,
-        nr_vcpus: dc.vcpus as usize,
-        first_vcpu,
-        entry: platform::RAM_BASE + load_offset,
-        dtb_ipa: platform::RAM_BASE + size - GUEST_DTB_RESERVE,
-        state: AtomicU8::new(DOMAIN_RUNNING),
-        generation: AtomicU32::new(1),
-        vgic: arch::Lock::new(Vgic::new(dc.vcpus as usize)),
-        console: arch::Lock::new(LineBuffer::new()),
-        sid,
+    let entry = platform::RAM_BASE + load_offset;
+    let dtb_ipa = platform::RAM_BASE + size - GUEST_DTB_RESERVE;
+    let fields = DomainFields {
+        entry,
+        dtb_ipa,
         payload,
         load_offset,
         bootargs: dc.bootargs.clone(),
@@ -862,11 +846,27 @@ fn build_domain(
         served,
         xen_enhanced: dc.xen_enhanced,
         shm,
+        ..DomainFields::new(dc.name.clone(), sid, dc.vcpus as usize)
     };
-    load_domain(&d)?;
-    events::init_domain(i, d.nr_vcpus);
-    grant::init_domain(i);
-    Ok(d)
+    control::create_in(i, fields).map_err(|e| e.why())?;
+    let host = dc.static_mem.as_ref().map(|m| m.base);
+    control::assign_memory(i, size, host, false).map_err(|e| match e {
+        control::BuildError::Memory(_) if host.is_some() => "xen,static-mem is not free host RAM",
+        control::BuildError::Memory(_) => "not enough free host RAM",
+        other => other.why(),
+    })?;
+    let d = domains().get(i).ok_or("no such domain slot")?;
+    for (region, placed) in cfg.shm.iter().zip(shm_at) {
+        let Some(user) = region.users.iter().find(|u| u.domain == i) else {
+            continue;
+        };
+        if placed.allowed.get(i).copied().unwrap_or(false) {
+            control::map_static_shared(i, user.guest_base, placed.host, region.size)
+                .map_err(|_| "cannot map a shared-memory region")?;
+        }
+    }
+    load_domain(d)?;
+    control::set_vcpu_context(i, 0, entry, dtb_ipa).map_err(|e| e.why())
 }
 
 /// (Re)load a domain's RAM: the payload at its load offset, the initrd below
@@ -874,7 +874,7 @@ fn build_domain(
 /// point of coherency because guests start with their caches off. Only the
 /// gaps between the payloads are zeroed; the payloads overwrite the rest.
 fn load_domain(d: &Domain) -> Result<(), &'static str> {
-    let size = d.ram_size;
+    let size = d.ram_size();
     let at = d.load_offset;
     let kernel_end = at
         .checked_add(d.payload.len() as u64)
@@ -909,11 +909,11 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
             // SAFETY: `[ram_pa, ram_pa + size)` was allocated to this domain
             // alone and is identity-mapped Normal RAM at EL2; while a domain
             // is (re)loaded none of its vCPUs runs, and the gaps hold nothing.
-            unsafe { arch::zero_to_poc(d.ram_pa + from, to - from) };
+            unsafe { arch::zero_to_poc(d.ram_pa() + from, to - from) };
         }
     }
     let copy = |offset: u64, data: &[u8]| {
-        let dst = d.ram_pa + offset;
+        let dst = d.ram_pa() + offset;
         // SAFETY: the checks above keep `[offset, offset + len)` inside the
         // domain's RAM (as in the gaps' comment), and `data` is a module of
         // the image, which lies outside every domain's RAM.
@@ -928,11 +928,14 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
     // SAFETY: the DTB area `[dtb_off, size)` is the domain's RAM (see the
     // gaps' comment), just zeroed, and nothing else refers to it.
     let out = unsafe {
-        core::slice::from_raw_parts_mut((d.ram_pa + dtb_off) as *mut u8, (size - dtb_off) as usize)
+        core::slice::from_raw_parts_mut(
+            (d.ram_pa() + dtb_off) as *mut u8,
+            (size - dtb_off) as usize,
+        )
     };
     let params = GuestDtParams {
         ram_base: platform::RAM_BASE,
-        ram_size: d.ram_size,
+        ram_size: d.ram_size(),
         vcpus: d.nr_vcpus as u32,
         bootargs: &d.bootargs,
         initrd,
@@ -971,7 +974,7 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
     let dtb_len = guest_dt::build_guest_dt_with(&params, &xen, out)
         .map_err(|_| "cannot build the guest DTB")?;
     // SAFETY: the DTB lies in the domain's RAM, as above.
-    unsafe { arch::clean_to_poc(d.ram_pa + dtb_off, dtb_len as u64) };
+    unsafe { arch::clean_to_poc(d.ram_pa() + dtb_off, dtb_len as u64) };
     // SAFETY: invalidating the instruction cache is always safe.
     unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
     Ok(())
@@ -984,7 +987,7 @@ pub fn next_with_uart(after: usize) -> Option<usize> {
     let start = if after >= all.len() { 0 } else { after + 1 };
     (0..all.len())
         .map(|k| (start + k) % all.len())
-        .find(|&i| all[i].vpl011)
+        .find(|&i| all[i].slot_state().is_published() && all[i].vpl011)
 }
 
 /// Power on vCPU 0 of a (re)started domain.
@@ -1031,41 +1034,62 @@ pub enum StopReason {
     Crash,
     Reboot,
     Fault,
+    /// Its builder destroys it.
+    Destroyed,
 }
 
-/// Stop a domain (or restart it, for `Reboot`). Safe to call from any pCPU.
+impl StopReason {
+    fn exit_reason(self) -> ExitReason {
+        match self {
+            StopReason::Poweroff => ExitReason::Poweroff,
+            StopReason::Crash => ExitReason::Crash,
+            StopReason::Reboot => ExitReason::Reboot,
+            StopReason::Fault => ExitReason::Fault,
+            StopReason::Destroyed => ExitReason::Destroyed,
+        }
+    }
+}
+
+/// Move domain `d`'s slot on by `event` with one compare-exchange at a
+/// time, as `tessera_kernel::control::next` allows; the state it left.
+fn advance(d: &Domain, event: Event) -> Result<SlotState, Errno> {
+    let mut cur = d.state.load(Ordering::Acquire);
+    loop {
+        let from = SlotState::from_raw(cur);
+        let to = control_core::next(from, event)?;
+        match d
+            .state
+            .compare_exchange(cur, to as u8, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => return Ok(from),
+            Err(now) => cur = now,
+        }
+    }
+}
+
+/// Stop a running or paused domain (or restart it, for `Reboot`, when the
+/// kernel built it itself). Safe to call from any pCPU.
 pub fn stop_domain(di: usize, why: StopReason) {
     let Some(d) = domains().get(di) else { return };
-    if d.state
-        .compare_exchange(
-            DOMAIN_RUNNING,
-            DOMAIN_STOPPED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        )
-        .is_err()
-    {
+    if advance(d, Event::Stop).is_err() {
         return;
     }
+    d.exit_reason
+        .store(why.exit_reason() as u8, Ordering::Release);
     let what = match why {
-        StopReason::Poweroff => Some("poweroff"),
-        StopReason::Crash => Some("crash"),
-        StopReason::Reboot => Some("reboot"),
+        StopReason::Poweroff => Some("shutdown (poweroff)"),
+        StopReason::Crash => Some("shutdown (crash)"),
+        StopReason::Reboot => Some("shutdown (reboot)"),
+        StopReason::Destroyed => Some("destroyed"),
         StopReason::Fault => None,
     };
     if let Some(w) = what {
-        log!("d{} {}: shutdown ({})", d.id, d.name, w);
+        log!("d{} {}: {}", d.id, d.name, w);
     }
-    for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
-        if let Some(slot) = vcpu(v) {
-            slot.power.stop();
-            kick_owner(v);
-        }
-    }
-    events::domain_stopped(di, d.nr_vcpus);
-    grant::domain_stopped(di);
-    ioreq::domain_stopped(di);
-    if let StopReason::Reboot = why {
+    stop_vcpus(d);
+    release_links(di, d);
+    // A domain a builder made has no image here: its builder restarts it.
+    if let (StopReason::Reboot, false) = (why, d.payload.is_empty()) {
         // Let the other pCPUs leave the domain's vCPUs before reloading.
         spin_wait_us(200);
         *d.vgic.lock() = Vgic::new(d.nr_vcpus);
@@ -1076,19 +1100,42 @@ pub fn stop_domain(di: usize, why: StopReason) {
                 }
             }
             bind_static_channels(Some(di), false);
-            let g = d.generation.fetch_add(1, Ordering::AcqRel) + 1;
-            log!("d{} {}: restarting (generation {})", d.id, d.name, g);
-            d.state.store(DOMAIN_RUNNING, Ordering::Release);
-            start_domain(d);
-            return;
+            // A builder may have destroyed it meanwhile: then it stays down.
+            if advance(d, Event::Restart).is_ok() {
+                d.exit_reason
+                    .store(ExitReason::None as u8, Ordering::Release);
+                let g = d.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                log!("d{} {}: restarting (generation {})", d.id, d.name, g);
+                start_domain(d);
+                return;
+            }
+        } else {
+            log!("d{} {}: reload failed; domain stopped", d.id, d.name);
         }
-        log!("d{} {}: reload failed; domain stopped", d.id, d.name);
     }
     if LIVE_DOMAINS.fetch_sub(1, Ordering::AcqRel) == 1 {
         log!("all domains stopped, powering off");
         arch::firmware_call(PSCI_SMC.load(Ordering::Relaxed), 0x8400_0008, 0, 0, 0);
         arch::halt();
     }
+}
+
+/// Stop every vCPU of `d` and make their pCPUs look.
+fn stop_vcpus(d: &Domain) {
+    for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
+        if let Some(slot) = vcpu(v) {
+            slot.power.stop();
+            kick_owner(v);
+        }
+    }
+}
+
+/// What domain `di` holds of others goes: its event channels close, its
+/// grant mappings and grants are revoked, and it serves no domain.
+fn release_links(di: usize, d: &Domain) {
+    events::domain_stopped(di, d.nr_vcpus);
+    grant::domain_stopped(di);
+    ioreq::domain_stopped(di);
 }
 
 fn spin_wait_us(us: u64) {
@@ -1182,6 +1229,7 @@ fn take_start_requests(p: usize) {
     }
     // SAFETY: we are pCPU `p`.
     let inner = unsafe { pcpu_inner(p) };
+    control::take_placements(p, inner);
     for &v in inner.runq.vcpus() {
         let Some(slot) = vcpu(v) else { continue };
         if let Some((entry, ctx)) = slot.power.take_start() {

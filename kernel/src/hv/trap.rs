@@ -470,6 +470,7 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             Err(e) => (Err(e), Next::Resume),
         },
         Call::Ioreq(call) => (ioreq::ioreq_op(p, di, call), Next::Resume),
+        Call::Control(call) => (control::control_op(p, di, call), Next::Resume),
         Call::GrantTable { cmd, arg, count } => {
             match grant::grant_table_op(p, di, cmd, arg.raw(), count) {
                 Ok(grant::Outcome::Done) => (Ok(0), Next::Resume),

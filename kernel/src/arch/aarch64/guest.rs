@@ -407,6 +407,36 @@ pub fn flush_stage2_page(root: u64, vmid: u16, ipa: u64) {
     }
 }
 
+/// Invalidate everything any PE's TLB holds for VMID `vmid` (stage 1 and
+/// stage 2, `TLBI VMALLS12E1IS`), after a whole range of the stage 2 with
+/// root `root` was cleared, or before the VMID is given to a new domain
+/// (Arm ARM, VMSAv8-64 "TLB maintenance"). As in [`flush_stage2_page`], the
+/// VMID is loaded for the duration.
+pub fn flush_stage2_all(root: u64, vmid: u16) {
+    let want = root | (u64::from(vmid) << 48);
+    let current = read_sysreg!("vttbr_el2");
+    if current != want {
+        write_sysreg!("vttbr_el2", want);
+        isb();
+    }
+    // SAFETY: TLB maintenance only drops cached translations; the barriers
+    // order it after the cleared descriptors and before anything that
+    // relies on them being gone.
+    unsafe {
+        core::arch::asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack),
+        )
+    };
+    if current != want {
+        write_sysreg!("vttbr_el2", current);
+        isb();
+    }
+}
+
 /// Translate a guest virtual address with the guest's own stage 1
 /// (AT S1E1R; Arm ARM C5.5). Returns the IPA, or `None` if the guest's
 /// tables do not map it. PAR_EL1 is guest state, so it is preserved.

@@ -1,0 +1,872 @@
+//! Domain control, the portable half: decoding and validating the control
+//! hypercall (`tessera_ipc::control`), the life cycle of a domain slot, and
+//! the allocation of vCPU numbers.
+//!
+//! The one idea: a domain slot is a small state machine, and every change of
+//! state is one compare-exchange that [`next`] has approved, so the EL2 side
+//! (`hv/control.rs`) can let the trap and scheduler paths read a domain's
+//! fields without a lock. The fields are written only while the slot is
+//! [`SlotState::Creating`], which no lookup returns, and a destroyed slot is
+//! [`SlotState::Dying`] until every pCPU has passed a scheduling point, so no
+//! reference taken before survives into the slot's next life.
+//!
+//! Nothing here touches guest memory or kernel state: decoding looks at
+//! register values, and the `parse_*` functions at structures already
+//! copied in.
+
+use crate::addr::{GuestVa, PAGE_SIZE};
+use tessera_ipc::control::{
+    ControlCmd, CreateDomain, DomainState, ModuleInfo, ShareMemory, COPY_MAX, LABEL_LEN,
+    MEMORY_ALIGN, MEMORY_ANYWHERE, NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
+};
+use tessera_ipc::errno::Errno;
+use tessera_ipc::platform::{MAX_VCPUS_PER_DOMAIN, RAM_BASE};
+
+/// Guest-physical addresses end here (a 39-bit stage 2).
+pub const IPA_LIMIT: u64 = 1 << 39;
+/// The most RAM one domain may have: from `RAM_BASE` to the IPA limit.
+pub const MAX_RAM: u64 = IPA_LIMIT - RAM_BASE;
+
+/// A decoded control call, its register arguments range-checked. The
+/// kernel still checks them against the domains, its memory and the policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ControlCall {
+    Create {
+        arg: GuestVa,
+    },
+    AssignMemory {
+        dom: u16,
+        size: u64,
+        /// A fixed host range (`xen,static-mem`), or `None` for any free RAM.
+        host: Option<u64>,
+    },
+    ModuleInfo {
+        dom: u16,
+        arg: GuestVa,
+    },
+    CopyModule {
+        dom: u16,
+        module: u32,
+        ipa: u64,
+    },
+    CopyToDomain {
+        dom: u16,
+        src: GuestVa,
+        ipa: u64,
+        len: u64,
+    },
+    SetVcpuContext {
+        dom: u16,
+        vcpu: usize,
+        pc: u64,
+        x0: u64,
+    },
+    Unpause {
+        dom: u16,
+    },
+    Pause {
+        dom: u16,
+    },
+    Destroy {
+        dom: u16,
+    },
+    GetInfo {
+        dom: u16,
+        arg: GuestVa,
+    },
+    BindEvtchn {
+        a: u16,
+        port_a: u32,
+        b: u16,
+        port_b: u32,
+    },
+    ShareMemory {
+        arg: GuestVa,
+    },
+}
+
+fn domid(raw: u64) -> Result<u16, Errno> {
+    u16::try_from(raw).map_err(|_| Errno::Einval)
+}
+
+fn port(raw: u64) -> Result<u32, Errno> {
+    u32::try_from(raw).map_err(|_| Errno::Einval)
+}
+
+/// Decode the control call in x0..x5. An unknown sub-command is `-ENOSYS`,
+/// an argument out of range `-EINVAL`.
+pub fn decode(args: &[u64; 6]) -> Result<ControlCall, Errno> {
+    let cmd = ControlCmd::try_from(args[0]).map_err(|_| Errno::Enosys)?;
+    let [_, a1, a2, a3, a4, _] = *args;
+    Ok(match cmd {
+        ControlCmd::CreateDomain => ControlCall::Create { arg: GuestVa(a1) },
+        ControlCmd::AssignMemory => {
+            let host = (a3 != MEMORY_ANYWHERE).then_some(a3);
+            let fits = a2 > 0 && a2 <= MAX_RAM && a2.is_multiple_of(MEMORY_ALIGN);
+            let host_ok =
+                host.is_none_or(|h| h.is_multiple_of(MEMORY_ALIGN) && h.checked_add(a2).is_some());
+            if !fits || !host_ok {
+                return Err(Errno::Einval);
+            }
+            ControlCall::AssignMemory {
+                dom: domid(a1)?,
+                size: a2,
+                host,
+            }
+        }
+        ControlCmd::ModuleInfo => ControlCall::ModuleInfo {
+            dom: domid(a1)?,
+            arg: GuestVa(a2),
+        },
+        ControlCmd::CopyModule => ControlCall::CopyModule {
+            dom: domid(a1)?,
+            module: u32::try_from(a2).map_err(|_| Errno::Einval)?,
+            ipa: a3,
+        },
+        ControlCmd::CopyToDomain => {
+            if a4 == 0 || a4 > COPY_MAX || a2.checked_add(a4).is_none() {
+                return Err(Errno::Einval);
+            }
+            ControlCall::CopyToDomain {
+                dom: domid(a1)?,
+                src: GuestVa(a2),
+                ipa: a3,
+                len: a4,
+            }
+        }
+        ControlCmd::SetVcpuContext => {
+            if a2 >= MAX_VCPUS_PER_DOMAIN as u64 || !a3.is_multiple_of(4) {
+                return Err(Errno::Einval);
+            }
+            ControlCall::SetVcpuContext {
+                dom: domid(a1)?,
+                vcpu: a2 as usize,
+                pc: a3,
+                x0: a4,
+            }
+        }
+        ControlCmd::Unpause => ControlCall::Unpause { dom: domid(a1)? },
+        ControlCmd::Pause => ControlCall::Pause { dom: domid(a1)? },
+        ControlCmd::Destroy => ControlCall::Destroy { dom: domid(a1)? },
+        ControlCmd::GetDomainInfo => ControlCall::GetInfo {
+            dom: domid(a1)?,
+            arg: GuestVa(a2),
+        },
+        ControlCmd::BindEvtchn => {
+            let (a, b) = (domid(a1)?, domid(a3)?);
+            if a == b {
+                return Err(Errno::Einval);
+            }
+            ControlCall::BindEvtchn {
+                a,
+                port_a: port(a2)?,
+                b,
+                port_b: port(a4)?,
+            }
+        }
+        ControlCmd::ShareMemory => ControlCall::ShareMemory { arg: GuestVa(a1) },
+    })
+}
+
+/// The text in a NUL-padded field: everything before the first NUL, which
+/// must be printable ASCII without spaces, and only NULs after it.
+fn padded_text(field: &[u8]) -> Result<&str, Errno> {
+    let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+    let (text, pad) = field.split_at(end);
+    if pad.iter().any(|&b| b != 0) || !text.iter().all(u8::is_ascii_graphic) {
+        return Err(Errno::Einval);
+    }
+    core::str::from_utf8(text).map_err(|_| Errno::Einval)
+}
+
+/// A checked `CreateDomain`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateSpec {
+    pub name: heapless::String<NAME_LEN>,
+    /// The security context, not yet looked up in the policy.
+    pub label: heapless::String<LABEL_LEN>,
+    pub vcpus: usize,
+}
+
+/// Check a `CreateDomain` copied in from the caller: a vCPU count the
+/// platform allows, no flags, a non-empty printable name and label.
+pub fn parse_create(raw: &CreateDomain) -> Result<CreateSpec, Errno> {
+    let vcpus = raw.vcpus.get() as usize;
+    if vcpus == 0 || vcpus > MAX_VCPUS_PER_DOMAIN || raw.flags.get() != 0 {
+        return Err(Errno::Einval);
+    }
+    let name = padded_text(&raw.name)?;
+    let label = padded_text(&raw.label)?;
+    if name.is_empty() || label.is_empty() {
+        return Err(Errno::Einval);
+    }
+    Ok(CreateSpec {
+        name: heapless::String::try_from(name).map_err(|_| Errno::Einval)?,
+        label: heapless::String::try_from(label).map_err(|_| Errno::Einval)?,
+        vcpus,
+    })
+}
+
+/// What a `ModuleInfo` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleQuery<'a> {
+    Index(usize),
+    Name(&'a str),
+}
+
+/// Check a `ModuleInfo` copied in from the caller.
+pub fn parse_module_query(raw: &ModuleInfo) -> Result<ModuleQuery<'_>, Errno> {
+    let name = padded_text(&raw.name)?;
+    Ok(if name.is_empty() {
+        ModuleQuery::Index(raw.index.get() as usize)
+    } else {
+        ModuleQuery::Name(name)
+    })
+}
+
+/// Where `[ipa, ipa + len)` starts in a domain's RAM of `ram_size` bytes at
+/// `RAM_BASE`: an offset, if the whole range lies inside it.
+pub fn ram_offset(ram_size: u64, ipa: u64, len: u64) -> Result<u64, Errno> {
+    let off = ipa.checked_sub(RAM_BASE).ok_or(Errno::Einval)?;
+    let end = off.checked_add(len).ok_or(Errno::Einval)?;
+    if ram_size == 0 || end > ram_size || off >= ram_size {
+        return Err(Errno::Einval);
+    }
+    Ok(off)
+}
+
+/// A checked `ShareMemory`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShareSpec {
+    pub owner: u16,
+    pub user: u16,
+    pub owner_ipa: u64,
+    pub user_ipa: u64,
+    pub size: u64,
+}
+
+/// Check a `ShareMemory` copied in from the caller: two different domains,
+/// page-aligned, and the user's range inside the shared-memory window.
+/// Whether the owner's range is its RAM is checked against the domain.
+pub fn parse_share(raw: &ShareMemory) -> Result<ShareSpec, Errno> {
+    let spec = ShareSpec {
+        owner: raw.owner.get(),
+        user: raw.user.get(),
+        owner_ipa: raw.owner_ipa.get(),
+        user_ipa: raw.user_ipa.get(),
+        size: raw.size.get(),
+    };
+    let aligned = [spec.owner_ipa, spec.user_ipa, spec.size]
+        .iter()
+        .all(|v| v.is_multiple_of(PAGE_SIZE));
+    let in_window = spec.user_ipa >= SHARE_WINDOW_BASE
+        && spec
+            .user_ipa
+            .checked_add(spec.size)
+            .is_some_and(|end| end <= SHARE_WINDOW_BASE + SHARE_WINDOW_SIZE);
+    if spec.owner == spec.user || spec.size == 0 || !aligned || !in_window || raw._pad.get() != 0 {
+        return Err(Errno::Einval);
+    }
+    Ok(spec)
+}
+
+/// The life of a domain slot. The numbers are what the slot's atomic holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SlotState {
+    /// Unused.
+    Free = 0,
+    /// Reserved by a creator that is writing the domain's fields; no lookup
+    /// returns it.
+    Creating = 1,
+    /// Built far enough to be named; never run yet.
+    Created = 2,
+    Running = 3,
+    /// Paused after it ran.
+    Paused = 4,
+    /// Shut down, crashed or faulted; its vCPUs are stopped.
+    Stopped = 5,
+    /// Destroyed; freed once no pCPU can still be using it.
+    Dying = 6,
+}
+
+impl SlotState {
+    /// Every state, by number.
+    pub const ALL: [SlotState; 7] = [
+        Self::Free,
+        Self::Creating,
+        Self::Created,
+        Self::Running,
+        Self::Paused,
+        Self::Stopped,
+        Self::Dying,
+    ];
+
+    /// The state an atomic holds (an unknown number reads as `Free`,
+    /// which no lookup returns).
+    pub fn from_raw(raw: u8) -> Self {
+        Self::ALL
+            .get(usize::from(raw))
+            .copied()
+            .unwrap_or(Self::Free)
+    }
+
+    /// Whether other domains may find it by id: its fields are final.
+    pub fn is_published(self) -> bool {
+        matches!(
+            self,
+            Self::Created | Self::Running | Self::Paused | Self::Stopped
+        )
+    }
+
+    /// What `GetDomainInfo` reports, for a slot a caller may name.
+    pub fn abi(self) -> Option<DomainState> {
+        match self {
+            Self::Free | Self::Creating => None,
+            Self::Created => Some(DomainState::Created),
+            Self::Running => Some(DomainState::Running),
+            Self::Paused => Some(DomainState::Paused),
+            Self::Stopped => Some(DomainState::Stopped),
+            Self::Dying => Some(DomainState::Dying),
+        }
+    }
+}
+
+/// What happens to a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A creator takes a free slot.
+    Reserve,
+    /// The creator has written every field.
+    Publish,
+    /// Creation failed: the slot is free again.
+    Abandon,
+    /// `Unpause`: the first start, or running again after `Pause`.
+    Unpause,
+    Pause,
+    /// The domain shuts down, crashes, faults or is being destroyed.
+    Stop,
+    /// The kernel restarts a stopped domain it built itself (reboot).
+    Restart,
+    Destroy,
+    /// Every pCPU has passed a scheduling point since `Destroy`.
+    Reap,
+}
+
+/// The state `event` leads to from `from`, or why it may not happen:
+/// `-ESRCH` for a slot that holds no domain (or one being destroyed),
+/// `-EBUSY` for a taken slot, `-EINVAL` for the wrong state.
+pub fn next(from: SlotState, event: Event) -> Result<SlotState, Errno> {
+    use SlotState::*;
+    match (event, from) {
+        (Event::Reserve, Free) => Ok(Creating),
+        (Event::Reserve, _) => Err(Errno::Ebusy),
+        (Event::Publish, Creating) => Ok(Created),
+        (Event::Abandon, Creating) => Ok(Free),
+        (Event::Publish | Event::Abandon, _) => Err(Errno::Einval),
+        (Event::Destroy, Created | Running | Paused | Stopped | Dying) => Ok(Dying),
+        (Event::Reap, Dying) => Ok(Free),
+        (Event::Reap, _) => Err(Errno::Einval),
+        (_, Free | Creating | Dying) => Err(Errno::Esrch),
+        (Event::Unpause, Created | Paused) => Ok(Running),
+        (Event::Pause, Running) => Ok(Paused),
+        (Event::Stop, Running | Paused) => Ok(Stopped),
+        (Event::Restart, Stopped) => Ok(Running),
+        (Event::Unpause | Event::Pause | Event::Stop | Event::Restart, _) => Err(Errno::Einval),
+    }
+}
+
+/// Which of the kernel's vCPUs (64 at most) are taken, one bit each. A
+/// domain's vCPUs are one contiguous run, so `first + index` names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VcpuMap(u64);
+
+impl VcpuMap {
+    /// How many vCPUs the map can hand out.
+    pub const CAPACITY: usize = 64;
+
+    /// No vCPU taken.
+    pub const fn new() -> Self {
+        Self(0)
+    }
+
+    fn run_mask(first: usize, n: usize) -> Option<u64> {
+        if n == 0 || first.checked_add(n)? > Self::CAPACITY {
+            return None;
+        }
+        let ones = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        Some(ones << first)
+    }
+
+    /// Take the lowest free run of `n` vCPUs; its first index.
+    pub fn alloc(&mut self, n: usize) -> Option<usize> {
+        (0..Self::CAPACITY).find_map(|first| {
+            let mask = Self::run_mask(first, n)?;
+            (self.0 & mask == 0).then(|| {
+                self.0 |= mask;
+                first
+            })
+        })
+    }
+
+    /// Give back the run `first..first + n`; `false` (and no change) unless
+    /// all of it was taken.
+    pub fn free(&mut self, first: usize, n: usize) -> bool {
+        match Self::run_mask(first, n) {
+            Some(mask) if self.0 & mask == mask => {
+                self.0 &= !mask;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether vCPU `v` is taken.
+    pub fn is_taken(&self, v: usize) -> bool {
+        v < Self::CAPACITY && self.0 & (1 << v) != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_ipc::control::{DomainInfo, MODULE_NAME_LEN};
+    use zerocopy::FromZeros;
+
+    fn call(a: [u64; 6]) -> Result<ControlCall, Errno> {
+        decode(&a)
+    }
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn unknown_sub_commands_are_enosys() {
+        assert_eq!(call([12, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(call([u64::MAX, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+    }
+
+    #[test]
+    fn domain_ids_are_16_bits() {
+        for cmd in [1, 2, 3, 5, 6, 7, 8, 9] {
+            assert_eq!(
+                call([cmd, 0x1_0000, 4 * MIB, MEMORY_ANYWHERE, 1, 0]),
+                Err(Errno::Einval),
+                "sub-command {cmd}"
+            );
+        }
+        assert_eq!(
+            call([6, 3, 0, 0, 0, 0]),
+            Ok(ControlCall::Unpause { dom: 3 })
+        );
+        assert_eq!(call([7, 3, 0, 0, 0, 0]), Ok(ControlCall::Pause { dom: 3 }));
+        assert_eq!(
+            call([8, 3, 0, 0, 0, 0]),
+            Ok(ControlCall::Destroy { dom: 3 })
+        );
+    }
+
+    #[test]
+    fn memory_is_whole_blocks_in_range() {
+        assert_eq!(
+            call([1, 2, 16 * MIB, MEMORY_ANYWHERE, 0, 0]),
+            Ok(ControlCall::AssignMemory {
+                dom: 2,
+                size: 16 * MIB,
+                host: None
+            })
+        );
+        assert_eq!(
+            call([1, 2, 4 * MIB, 0x8000_0000, 0, 0]),
+            Ok(ControlCall::AssignMemory {
+                dom: 2,
+                size: 4 * MIB,
+                host: Some(0x8000_0000)
+            })
+        );
+        assert_eq!(
+            call([1, 2, 0, MEMORY_ANYWHERE, 0, 0]),
+            Err(Errno::Einval),
+            "empty"
+        );
+        assert_eq!(
+            call([1, 2, 3 * MIB, MEMORY_ANYWHERE, 0, 0]),
+            Err(Errno::Einval),
+            "not whole 2 MiB blocks"
+        );
+        assert_eq!(
+            call([1, 2, MAX_RAM + MEMORY_ALIGN, MEMORY_ANYWHERE, 0, 0]),
+            Err(Errno::Einval),
+            "beyond the IPA space"
+        );
+        assert_eq!(
+            call([1, 2, 4 * MIB, 0x8010_0000, 0, 0]),
+            Err(Errno::Einval),
+            "host base not 2 MiB aligned"
+        );
+        assert_eq!(
+            call([1, 2, 4 * MIB, u64::MAX - MEMORY_ALIGN * 2 + 1, 0, 0]),
+            Err(Errno::Einval),
+            "host range wraps"
+        );
+    }
+
+    #[test]
+    fn copies_are_bounded() {
+        assert_eq!(
+            call([3, 2, 1, 0x4000_0000, 0, 0]),
+            Ok(ControlCall::CopyModule {
+                dom: 2,
+                module: 1,
+                ipa: 0x4000_0000
+            })
+        );
+        assert_eq!(
+            call([3, 2, 1 << 32, 0x4000_0000, 0, 0]),
+            Err(Errno::Einval),
+            "module index beyond 32 bits"
+        );
+        assert_eq!(
+            call([4, 2, 0x4010_0000, 0x4000_0000, 100, 0]),
+            Ok(ControlCall::CopyToDomain {
+                dom: 2,
+                src: GuestVa(0x4010_0000),
+                ipa: 0x4000_0000,
+                len: 100
+            })
+        );
+        assert_eq!(
+            call([4, 2, 0x4010_0000, 0x4000_0000, 0, 0]),
+            Err(Errno::Einval)
+        );
+        assert_eq!(
+            call([4, 2, 0x4010_0000, 0x4000_0000, COPY_MAX + 1, 0]),
+            Err(Errno::Einval)
+        );
+        assert_eq!(
+            call([4, 2, u64::MAX - 10, 0x4000_0000, 100, 0]),
+            Err(Errno::Einval),
+            "source wraps"
+        );
+    }
+
+    #[test]
+    fn vcpu_contexts_are_checked() {
+        assert_eq!(
+            call([5, 2, 0, 0x4000_0000, 0x40e0_0000, 0]),
+            Ok(ControlCall::SetVcpuContext {
+                dom: 2,
+                vcpu: 0,
+                pc: 0x4000_0000,
+                x0: 0x40e0_0000
+            })
+        );
+        assert_eq!(
+            call([5, 2, MAX_VCPUS_PER_DOMAIN as u64, 0x4000_0000, 0, 0]),
+            Err(Errno::Einval)
+        );
+        assert_eq!(
+            call([5, 2, 0, 0x4000_0002, 0, 0]),
+            Err(Errno::Einval),
+            "PC misaligned"
+        );
+    }
+
+    #[test]
+    fn channels_join_two_domains() {
+        assert_eq!(
+            call([10, 2, 5, 3, 7, 0]),
+            Ok(ControlCall::BindEvtchn {
+                a: 2,
+                port_a: 5,
+                b: 3,
+                port_b: 7
+            })
+        );
+        assert_eq!(call([10, 2, 5, 2, 7, 0]), Err(Errno::Einval), "one domain");
+        assert_eq!(call([10, 2, 1 << 32, 3, 7, 0]), Err(Errno::Einval));
+        assert_eq!(call([10, 2, 5, 3, 1 << 32, 0]), Err(Errno::Einval));
+        assert_eq!(call([10, 2, 5, 1 << 16, 7, 0]), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn pointer_calls_keep_their_pointer() {
+        assert_eq!(
+            call([0, 0x4000_1000, 0, 0, 0, 0]),
+            Ok(ControlCall::Create {
+                arg: GuestVa(0x4000_1000)
+            })
+        );
+        assert_eq!(
+            call([9, 2, 0x4000_2000, 0, 0, 0]),
+            Ok(ControlCall::GetInfo {
+                dom: 2,
+                arg: GuestVa(0x4000_2000)
+            })
+        );
+        assert_eq!(
+            call([2, 2, 0x4000_3000, 0, 0, 0]),
+            Ok(ControlCall::ModuleInfo {
+                dom: 2,
+                arg: GuestVa(0x4000_3000)
+            })
+        );
+        assert_eq!(
+            call([11, 0x4000_4000, 0, 0, 0, 0]),
+            Ok(ControlCall::ShareMemory {
+                arg: GuestVa(0x4000_4000)
+            })
+        );
+    }
+
+    fn create(vcpus: u32, name: &[u8], label: &[u8]) -> CreateDomain {
+        let mut raw = CreateDomain::new_zeroed();
+        raw.vcpus = vcpus.into();
+        raw.name[..name.len()].copy_from_slice(name);
+        raw.label[..label.len()].copy_from_slice(label);
+        raw
+    }
+
+    const LABEL: &[u8] = b"system_u:system_r:domU_t";
+
+    #[test]
+    fn create_takes_a_name_a_label_and_vcpus() {
+        let spec = parse_create(&create(2, b"child", LABEL)).unwrap();
+        assert_eq!(spec.name.as_str(), "child");
+        assert_eq!(spec.label.as_bytes(), LABEL);
+        assert_eq!(spec.vcpus, 2);
+        // A name filling its whole field has no NUL.
+        let long = [b'a'; NAME_LEN];
+        assert_eq!(
+            parse_create(&create(1, &long, LABEL)).unwrap().name.len(),
+            NAME_LEN
+        );
+    }
+
+    #[test]
+    fn create_refuses_bad_fields() {
+        assert_eq!(parse_create(&create(0, b"c", LABEL)), Err(Errno::Einval));
+        assert_eq!(
+            parse_create(&create(MAX_VCPUS_PER_DOMAIN as u32 + 1, b"c", LABEL)),
+            Err(Errno::Einval)
+        );
+        assert_eq!(
+            parse_create(&create(1, b"", LABEL)),
+            Err(Errno::Einval),
+            "no name"
+        );
+        assert_eq!(
+            parse_create(&create(1, b"c", b"")),
+            Err(Errno::Einval),
+            "no label"
+        );
+        assert_eq!(
+            parse_create(&create(1, b"a b", LABEL)),
+            Err(Errno::Einval),
+            "space"
+        );
+        assert_eq!(
+            parse_create(&create(1, b"a\n", LABEL)),
+            Err(Errno::Einval),
+            "control"
+        );
+        assert_eq!(
+            parse_create(&create(1, b"\xc3\xa9", LABEL)),
+            Err(Errno::Einval)
+        );
+        assert_eq!(
+            parse_create(&create(1, b"a\0b", LABEL)),
+            Err(Errno::Einval),
+            "bytes after the NUL"
+        );
+        let mut flagged = create(1, b"c", LABEL);
+        flagged.flags = 1.into();
+        assert_eq!(parse_create(&flagged), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn module_queries_are_by_index_or_name() {
+        let mut raw = ModuleInfo::new_zeroed();
+        raw.index = 3.into();
+        assert_eq!(parse_module_query(&raw), Ok(ModuleQuery::Index(3)));
+        raw.name[..9].copy_from_slice(b"testguest");
+        assert_eq!(parse_module_query(&raw), Ok(ModuleQuery::Name("testguest")));
+        raw.name[MODULE_NAME_LEN - 1] = b'x';
+        assert_eq!(parse_module_query(&raw), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn ranges_must_lie_in_ram() {
+        let ram = 16 * MIB;
+        assert_eq!(ram_offset(ram, RAM_BASE, ram), Ok(0));
+        assert_eq!(ram_offset(ram, RAM_BASE + MIB, 4096), Ok(MIB));
+        assert_eq!(ram_offset(ram, RAM_BASE + ram - 1, 1), Ok(ram - 1));
+        assert_eq!(ram_offset(ram, RAM_BASE + ram - 1, 2), Err(Errno::Einval));
+        assert_eq!(ram_offset(ram, RAM_BASE + ram, 0), Err(Errno::Einval));
+        assert_eq!(ram_offset(ram, RAM_BASE - 1, 1), Err(Errno::Einval));
+        assert_eq!(ram_offset(ram, u64::MAX, 2), Err(Errno::Einval));
+        assert_eq!(ram_offset(0, RAM_BASE, 1), Err(Errno::Einval), "no RAM yet");
+    }
+
+    fn share(owner: u16, user: u16, owner_ipa: u64, user_ipa: u64, size: u64) -> ShareMemory {
+        let mut raw = ShareMemory::new_zeroed();
+        raw.owner = owner.into();
+        raw.user = user.into();
+        raw.owner_ipa = owner_ipa.into();
+        raw.user_ipa = user_ipa.into();
+        raw.size = size.into();
+        raw
+    }
+
+    #[test]
+    fn shares_are_checked() {
+        let ok = share(2, 3, RAM_BASE + MIB, 0x2000_0000, 0x2000);
+        assert_eq!(
+            parse_share(&ok),
+            Ok(ShareSpec {
+                owner: 2,
+                user: 3,
+                owner_ipa: RAM_BASE + MIB,
+                user_ipa: 0x2000_0000,
+                size: 0x2000
+            })
+        );
+        let bad = [
+            share(2, 2, RAM_BASE, 0x2000_0000, 0x1000),
+            share(2, 3, RAM_BASE, 0x2000_0000, 0),
+            share(2, 3, RAM_BASE + 8, 0x2000_0000, 0x1000),
+            share(2, 3, RAM_BASE, 0x2000_0008, 0x1000),
+            share(2, 3, RAM_BASE, 0x2000_0000, 0x1008),
+            share(2, 3, RAM_BASE, SHARE_WINDOW_BASE - 0x1000, 0x2000),
+            share(
+                2,
+                3,
+                RAM_BASE,
+                SHARE_WINDOW_BASE + SHARE_WINDOW_SIZE - 0x1000,
+                0x2000,
+            ),
+            share(2, 3, RAM_BASE, u64::MAX - 0xfff, 0x2000),
+        ];
+        for (n, raw) in bad.iter().enumerate() {
+            assert_eq!(parse_share(raw), Err(Errno::Einval), "case {n}");
+        }
+        let mut padded = ok;
+        padded._pad = 1.into();
+        assert_eq!(parse_share(&padded), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn a_slot_lives_create_run_stop_destroy_reap() {
+        use Event::*;
+        use SlotState::*;
+        let mut s = Free;
+        for (event, to) in [
+            (Reserve, Creating),
+            (Publish, Created),
+            (Unpause, Running),
+            (Pause, Paused),
+            (Unpause, Running),
+            (Stop, Stopped),
+            (Restart, Running),
+            (Stop, Stopped),
+            (Destroy, Dying),
+            (Destroy, Dying),
+            (Reap, Free),
+        ] {
+            s = next(s, event).unwrap();
+            assert_eq!(s, to, "{event:?}");
+        }
+        assert_eq!(next(Creating, Abandon), Ok(Free));
+        assert_eq!(next(Created, Destroy), Ok(Dying));
+        assert_eq!(next(Paused, Stop), Ok(Stopped));
+        assert_eq!(next(Running, Destroy), Ok(Dying));
+    }
+
+    #[test]
+    fn every_other_transition_is_refused() {
+        use Event::*;
+        use SlotState::*;
+        let allowed = [
+            (Reserve, Free),
+            (Publish, Creating),
+            (Abandon, Creating),
+            (Unpause, Created),
+            (Unpause, Paused),
+            (Pause, Running),
+            (Stop, Running),
+            (Stop, Paused),
+            (Restart, Stopped),
+            (Destroy, Created),
+            (Destroy, Running),
+            (Destroy, Paused),
+            (Destroy, Stopped),
+            (Destroy, Dying),
+            (Reap, Dying),
+        ];
+        for event in [
+            Reserve, Publish, Abandon, Unpause, Pause, Stop, Restart, Destroy, Reap,
+        ] {
+            for from in SlotState::ALL {
+                let r = next(from, event);
+                if allowed.contains(&(event, from)) {
+                    assert!(r.is_ok(), "{event:?} from {from:?}");
+                    continue;
+                }
+                let want = match (event, from) {
+                    (Reserve, _) => Errno::Ebusy,
+                    (Publish | Abandon | Reap, _) => Errno::Einval,
+                    (_, Free | Creating | Dying) => Errno::Esrch,
+                    _ => Errno::Einval,
+                };
+                assert_eq!(r, Err(want), "{event:?} from {from:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn states_round_trip_and_only_built_slots_are_named() {
+        for s in SlotState::ALL {
+            assert_eq!(SlotState::from_raw(s as u8), s);
+        }
+        assert_eq!(SlotState::from_raw(99), SlotState::Free);
+        let named: Vec<_> = SlotState::ALL.iter().filter(|s| s.is_published()).collect();
+        assert_eq!(
+            named,
+            [
+                &SlotState::Created,
+                &SlotState::Running,
+                &SlotState::Paused,
+                &SlotState::Stopped
+            ]
+        );
+        assert_eq!(SlotState::Creating.abi(), None);
+        assert_eq!(SlotState::Dying.abi(), Some(DomainState::Dying));
+        // The ABI state fits the info structure's byte.
+        let mut info = DomainInfo::new_zeroed();
+        info.state = DomainState::Stopped as u8;
+        assert_eq!(
+            DomainState::try_from(u64::from(info.state)),
+            Ok(DomainState::Stopped)
+        );
+    }
+
+    #[test]
+    fn vcpu_runs_are_contiguous_and_reusable() {
+        let mut m = VcpuMap::new();
+        assert_eq!(m.alloc(2), Some(0));
+        assert_eq!(m.alloc(1), Some(2));
+        assert_eq!(m.alloc(3), Some(3));
+        assert!(m.free(0, 2));
+        assert_eq!(m.alloc(3), Some(6), "a hole of 2 does not fit 3");
+        assert_eq!(m.alloc(2), Some(0), "the hole is reused");
+        assert!(!m.free(8, 2), "only part of it is taken");
+        assert!(m.is_taken(1));
+        assert!(!m.free(9, 1));
+        assert!(!m.free(63, 2), "past the end");
+        assert_eq!(m.alloc(0), None);
+        let mut full = VcpuMap::new();
+        assert_eq!(full.alloc(64), Some(0));
+        assert_eq!(full.alloc(1), None);
+        assert!(full.free(0, 64));
+        assert!(!full.is_taken(64));
+    }
+}
