@@ -1221,10 +1221,11 @@ fn timer_due(frame: &VcpuFrame) -> bool {
 
 /// Apply posted CPU_ON requests to this pCPU's vCPUs.
 fn take_start_requests(p: usize) {
-    if !PCPUS
-        .get(p)
-        .is_some_and(|c| c.attention.swap(false, Ordering::AcqRel))
-    {
+    // A plain load first: this runs on every scheduling pass, and the flag
+    // is almost always clear (an exclusive swap costs far more).
+    if !PCPUS.get(p).is_some_and(|c| {
+        c.attention.load(Ordering::Relaxed) && c.attention.swap(false, Ordering::AcqRel)
+    }) {
         return;
     }
     // SAFETY: we are pCPU `p`.
@@ -1322,6 +1323,9 @@ fn arm_wakeup(p: usize) {
     } else {
         Some(deadline)
     });
+    // That replaced the slice timer: `switch_to` must arm it again, or a
+    // busy vCPU would never be preempted once this pCPU has idled.
+    inner.slice_armed = false;
 }
 
 fn set_hyp_timer(at: Option<u64>) {

@@ -185,6 +185,12 @@ fn finish(v: usize, next: Next) -> *mut VcpuFrame {
         Next::Block if alive() => {
             // SAFETY: owner pCPU.
             unsafe { owned(v) }.1.blocked = true;
+            // The guest may have finished with list registers since it last
+            // trapped, and an edge that arrived while one of them held its
+            // interrupt is latched in the model, not pending anywhere the
+            // wake-up checks look (`runnable`). Retiring and refilling now
+            // puts it back in a list register, where it ends the block.
+            flush_lrs(v);
             // Its timer stays in the hardware while it stays loaded; a
             // switch to another vCPU saves it (`switch_to`).
             reschedule(p)
