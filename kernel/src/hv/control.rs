@@ -22,8 +22,8 @@ use super::console::log;
 use super::trap::{copy_from_guest, copy_to_guest};
 use super::{
     advance, domain_id, domains, events, grant, ioreq, kick_owner, mac, owned, release_links,
-    stop_domain, stop_vcpus, vcpu, Domain, DomainFields, OwnerState, PcpuInner, StopReason,
-    LIVE_DOMAINS, MAX_DOMAINS, NR_PCPUS, PCPUS, STARTED,
+    request_start, stop_domain, stop_vcpus, vcpu, Domain, DomainFields, OwnerState, PcpuInner,
+    StopReason, LIVE_DOMAINS, MAX_DOMAINS, NR_PCPUS, PCPUS, STARTED,
 };
 use crate::addr::{PhysAddr, PAGE_SIZE};
 use crate::arch::aarch64::{self as arch, boot, gic, guest, mmu, Lock};
@@ -441,7 +441,9 @@ impl Control {
                 continue;
             };
             let _ = s.power.power_on(*pc, *x0);
-            kick_owner(d.first_vcpu + idx);
+            // A kick alone does not make the owner scan for power-on
+            // requests: the start must be announced.
+            request_start(d.first_vcpu + idx);
         }
         Ok(())
     }
