@@ -245,25 +245,21 @@ pub(super) fn assign_memory(
     CONTROL.lock().assign(slot, size, host, scrub)
 }
 
-/// Boot: map a static shared region (host RAM at `host`) at `guest_base`
-/// in domain `slot`, before it runs.
-pub(super) fn map_static_shared(
+/// Boot: map host memory at `host` (a static shared region, or the
+/// image's modules for the boot domain) at `guest_base` in domain `slot`,
+/// with `attrs`, before it runs.
+pub(super) fn map_static(
     slot: usize,
     guest_base: u64,
     host: u64,
     size: u64,
+    attrs: Attrs,
 ) -> Result<(), BuildError> {
     let mut ctl = CONTROL.lock();
     let d = domains().get(slot).ok_or(Errno::Esrch)?;
     let rec = ctl.slots.get_mut(slot).ok_or(Errno::Esrch)?;
     PageTable::<Stage2>::from_root(PhysAddr(d.s2_root), 1, mmu::VA_BITS)
-        .map(
-            &mut rec.tables,
-            guest_base,
-            PhysAddr(host),
-            size,
-            Attrs::RAM,
-        )
+        .map(&mut rec.tables, guest_base, PhysAddr(host), size, attrs)
         .map_err(|_| BuildError::Errno(Errno::Enomem))
 }
 
@@ -707,13 +703,25 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             check(sid, DomainPerm::Create.into())?;
             let mut ctl = CONTROL.lock();
             ctl.reap();
-            let slot = (0..MAX_DOMAINS)
-                .find(|&i| {
-                    domains()
-                        .get(i)
-                        .is_some_and(|d| d.slot_state() == SlotState::Free)
-                })
-                .ok_or(Errno::Enospc)?;
+            let free = |i: usize| {
+                domains()
+                    .get(i)
+                    .is_some_and(|d| d.slot_state() == SlotState::Free)
+            };
+            let slot = match spec.domid {
+                // Its id asked for: that slot, once the last domain in it
+                // is gone (a rebuild waits for the reap).
+                Some(id) => {
+                    let i = usize::from(id).checked_sub(1).ok_or(Errno::Einval)?;
+                    match domains().get(i).map(Domain::slot_state) {
+                        Some(SlotState::Free) => i,
+                        Some(SlotState::Dying | SlotState::Creating) => return Err(Errno::Ebusy),
+                        Some(_) => return Err(Errno::Eexist),
+                        None => return Err(Errno::Einval),
+                    }
+                }
+                None => (0..MAX_DOMAINS).find(|&i| free(i)).ok_or(Errno::Enospc)?,
+            };
             let name = spec.name.clone();
             ctl.create(slot, DomainFields::new(spec.name, sid, spec.vcpus))
                 .map_err(BuildError::errno)?;
@@ -865,6 +873,14 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
                 return Err(Errno::Ebusy);
             }
             events::install_static(ai, port_a, bi, port_b)?;
+            // An end that already runs is the peer of a domain being
+            // rebuilt: its port is connected again, and it is told so by an
+            // event on it (docs/03, "Static channels").
+            for (i, d, port) in [(ai, da, port_a), (bi, db, port_b)] {
+                if !building(d) {
+                    events::raise_port(i, port);
+                }
+            }
             Ok(0)
         }
         ControlCall::ShareMemory { arg } => {

@@ -429,6 +429,21 @@ pub fn raise_virq(di: usize, virq: u32, vcpu: u32) {
     }
 }
 
+/// Raise port `port` of domain `di` as its peer's send would: a builder
+/// bound it again to a rebuilt peer, and the domain hears so.
+pub fn raise_port(di: usize, port: u32) {
+    let Some(events) = EVENTS.get(di) else { return };
+    let mut ev = events.lock();
+    let Some(vcpu) = ev.ports.get(port).map(|p| p.vcpu) else {
+        return;
+    };
+    let inject = deliver(&mut ev, port, vcpu);
+    drop(ev);
+    if inject && domains().get(di).is_some_and(|d| d.is_running()) {
+        upcall(di, vcpu);
+    }
+}
+
 /// EVTCHNOP_send from domain `di`.
 fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
     let d = domains().get(di).ok_or(Errno::Esrch)?;
