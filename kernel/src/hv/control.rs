@@ -872,12 +872,17 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             if !building(da) && !building(db) {
                 return Err(Errno::Ebusy);
             }
-            events::install_static(ai, port_a, bi, port_b)?;
-            // An end that already runs is the peer of a domain being
-            // rebuilt: its port is connected again, and it is told so by an
-            // event on it (docs/03, "Static channels").
-            for (i, d, port) in [(ai, da, port_a), (bi, db, port_b)] {
-                if !building(d) {
+            let reconnected = events::install_static(ai, port_a, bi, port_b)?;
+            // An end that runs and was waiting for this peer (its port
+            // unbound since the peer's previous incarnation stopped) is
+            // told its peer restarted by an event on that port (docs/03,
+            // "A peer restarted"). A first bind raises nothing: a service
+            // that waits for its client is not woken by the bind.
+            for ((i, d, port), again) in [(ai, da, port_a), (bi, db, port_b)]
+                .into_iter()
+                .zip(reconnected)
+            {
+                if again && !building(d) {
                     events::raise_port(i, port);
                 }
             }

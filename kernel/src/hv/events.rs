@@ -579,8 +579,10 @@ pub fn domain_stopped(di: usize, nr_vcpus: usize) {
 
 /// Bind one static channel end pair (`xen,evtchn-v1`) before the domains
 /// run, or again after one of them restarts. A peer end that is still
-/// waiting for us is reconnected.
-pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno> {
+/// waiting for us is reconnected; the result says, per end (a, b), whether
+/// it was (its peer came back), as opposed to bound for the first time or
+/// already bound.
+pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<[bool; 2], Errno> {
     let (Some(da), Some(db)) = (domains().get(a), domains().get(b)) else {
         return Err(Errno::Esrch);
     };
@@ -596,13 +598,17 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
     // Both ends are checked before either changes, so a refused link
     // leaves both tables as they were.
     let mut install = [false; 2];
+    let mut reconnected = [false; 2];
     for (n, (ev, port, peer, pport)) in [(&*ea, pa, ib, pb), (&*eb, pb, ia, pa)]
         .into_iter()
         .enumerate()
     {
         install[n] = match ev.ports.get(port).map(|p| p.state) {
             Some(PortState::Free) => true,
-            Some(PortState::Unbound { remote }) if remote == peer => true,
+            Some(PortState::Unbound { remote }) if remote == peer => {
+                reconnected[n] = true;
+                true
+            }
             Some(PortState::Interdomain {
                 remote,
                 remote_port,
@@ -621,7 +627,7 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
     }
     ea.label(pa, la);
     eb.label(pb, lb);
-    Ok(())
+    Ok(reconnected)
 }
 
 /// `memory_op` from domain `di`.
