@@ -427,6 +427,24 @@ fn hyperlaunch_deny(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Hyperlaunch reboot: a guest whose on-crash is reboot crashes, so domB
+/// resets the system; for the boot domain the kernel passes PSCI
+/// SYSTEM_RESET to firmware (QEMU runs with -no-reboot and exits).
+fn hyperlaunch_reboot(cx: &Context) -> Result<(), Failure> {
+    let config = cx.config("hyperlaunch-reboot", 2).args(["-no-reboot"]);
+    let mut qemu = cx.boot(&config)?;
+    qemu.expect(&measured(2, "crasher"), WAIT)?;
+    qemu.expect(&shutdown("crasher", "crash"), WAIT)?;
+    qemu.expect(
+        &domb(r#"d2 crasher: on-crash = "reboot": resetting the system"#),
+        WAIT,
+    )?;
+    qemu.expect(r"tessera: d1 domb: system reset$", WAIT)?;
+    qemu.wait_exit(WAIT)?;
+    qemu.assert_absent(ALL_STOPPED, "a reset is not a power-off")?;
+    Ok(())
+}
+
 const fn test(
     name: &'static str,
     secs: u64,
@@ -460,6 +478,7 @@ const TESTS: &[SystemTest] = &[
     test("hyperlaunch", 120, hyperlaunch),
     test("hyperlaunch-restart", 120, hyperlaunch_restart),
     test("hyperlaunch-deny", 90, hyperlaunch_deny),
+    test("hyperlaunch-reboot", 90, hyperlaunch_reboot),
 ];
 
 fn main() -> ExitCode {

@@ -606,8 +606,20 @@ mod shell {
                 continue;
             };
             let id = DomainId(dc.domid);
-            let Ok(info) = ctl::domain_info(dc.domid) else {
-                continue;
+            let mark_done = |b: &mut Builder| {
+                if let Some(l) = b.life.get_mut(k) {
+                    *l = Life::Done;
+                }
+            };
+            let info = match ctl::domain_info(dc.domid) {
+                Ok(info) => info,
+                Err(e) => {
+                    // Only domB destroys what it built: a domain it cannot
+                    // see any more is not coming back.
+                    println!("domb: d{} {}: gone ({e})", dc.domid, dc.name);
+                    mark_done(b);
+                    continue;
+                }
             };
             if DomainState::try_from(u64::from(info.state)) != Ok(DomainState::Stopped) {
                 continue;
@@ -616,9 +628,7 @@ mod shell {
             let event = match ExitReason::try_from(u64::from(info.exit_reason)) {
                 Ok(ExitReason::Poweroff) => {
                     println!("domb: d{} {}: powered off", dc.domid, dc.name);
-                    if let Some(l) = b.life.get_mut(k) {
-                        *l = Life::Done;
-                    }
+                    mark_done(b);
                     continue;
                 }
                 Ok(ExitReason::Reboot) => {
@@ -629,7 +639,14 @@ mod shell {
                     println!("domb: d{} {}: crashed", dc.domid, dc.name);
                     Event::Crashed { domain: id, now }
                 }
-                _ => continue,
+                other => {
+                    println!(
+                        "domb: d{} {}: stopped ({other:?}); left stopped",
+                        dc.domid, dc.name
+                    );
+                    mark_done(b);
+                    continue;
+                }
             };
             handle(sup, event, actions);
             let life = match sup.status(id) {
