@@ -22,9 +22,10 @@ crate::abi_enum! {
     /// Domain-control sub-command, in x0. Arguments in x1.. as listed; a
     /// domain is named by its id (`d<id>` in the kernel log).
     pub enum ControlCmd: u64 {
-        /// x1 → [`CreateDomain`]. Returns the new domain's id. The domain
-        /// starts created (paused, no memory). `domain create` towards the
-        /// new domain's label.
+        /// x1 → [`CreateDomain`]. Returns the new domain's id (the one it
+        /// asked for, or the lowest free one). The domain starts created
+        /// (paused, no memory). `domain create` towards the new domain's
+        /// label.
         CreateDomain = 0,
         /// x1 = domain, x2 = bytes (a multiple of [`MEMORY_ALIGN`]), x3 = a
         /// host physical base ([`MEMORY_ANYWHERE`] for any free RAM): the
@@ -83,6 +84,13 @@ pub const NAME_LEN: usize = 32;
 pub const LABEL_LEN: usize = 64;
 /// Longest module name, NUL padded (as in the module table).
 pub const MODULE_NAME_LEN: usize = crate::image::NAME_LEN;
+/// The highest domain id (the kernel has this many domain slots).
+pub const MAX_DOMID: u16 = 16;
+/// Xen's `VIRQ_DOM_EXC`: the kernel raises it on the boot domain (the one
+/// with `functions = "boot"`, in a hyperlaunch image) whenever another
+/// domain stops, so the builder learns of a crash without polling; it then
+/// asks `GetDomainInfo` which domain stopped and why.
+pub const VIRQ_DOM_EXC: u32 = 3;
 
 /// Argument of `CreateDomain`.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -90,8 +98,13 @@ pub const MODULE_NAME_LEN: usize = crate::image::NAME_LEN;
 pub struct CreateDomain {
     /// 1..=`platform::MAX_VCPUS_PER_DOMAIN`.
     pub vcpus: U32,
+    /// The id it must have (a system description's `domid`, kept across a
+    /// rebuild so static channels find it again), 1..=[`MAX_DOMID`]; 0
+    /// takes the lowest free one. A taken id is `-EEXIST`, one whose last
+    /// domain is still being reaped `-EBUSY`.
+    pub domid: U16,
     /// No flag is defined yet: must be 0.
-    pub flags: U32,
+    pub flags: U16,
     /// Its name in the log and in `(<name>)` console lines: printable
     /// ASCII, NUL padded, not empty.
     pub name: [u8; NAME_LEN],
@@ -214,6 +227,8 @@ mod tests {
 
     #[test]
     fn layouts_have_no_hidden_offsets() {
+        assert_eq!(core::mem::offset_of!(CreateDomain, domid), 4);
+        assert_eq!(core::mem::offset_of!(CreateDomain, flags), 6);
         assert_eq!(core::mem::offset_of!(CreateDomain, name), 8);
         assert_eq!(core::mem::offset_of!(CreateDomain, label), 40);
         assert_eq!(core::mem::offset_of!(ModuleInfo, name), 16);

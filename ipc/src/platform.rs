@@ -41,6 +41,17 @@ pub const EXT_REGION_BASE: u64 = 0x3A00_0000;
 /// Size of the extended region.
 pub const EXT_REGION_SIZE: u64 = 0x0600_0000;
 
+/// The boot domain's module window (hyperlaunch): the image's module
+/// table, read-only, at this base plus the table's offset within its
+/// 2 MiB block (so it maps with 2 MiB blocks). Its guest DT's
+/// `linux,initrd-start`/`-end` give the exact range. It ends at 4 GiB,
+/// where a runtime with a 32-bit identity map stops, so the boot domain's
+/// RAM must end at or below this base.
+pub const BOOT_MODULES_BASE: u64 = 0xC000_0000;
+/// Size of the boot domain's module window.
+pub const BOOT_MODULES_SIZE: u64 = 0x4000_0000;
+const _: () = assert!(BOOT_MODULES_BASE > RAM_BASE && BOOT_MODULES_BASE.is_multiple_of(2 << 20));
+
 /// Most vCPUs one domain may have.
 pub const MAX_VCPUS_PER_DOMAIN: usize = 8;
 /// Number of SPIs the virtual distributor implements (INTIDs 32..32+N).

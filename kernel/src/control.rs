@@ -16,7 +16,7 @@
 
 use crate::addr::{GuestVa, PAGE_SIZE};
 use tessera_ipc::control::{
-    ControlCmd, CreateDomain, DomainState, ModuleInfo, ShareMemory, COPY_MAX, LABEL_LEN,
+    ControlCmd, CreateDomain, DomainState, ModuleInfo, ShareMemory, COPY_MAX, LABEL_LEN, MAX_DOMID,
     MEMORY_ALIGN, MEMORY_ANYWHERE, NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
 };
 use tessera_ipc::errno::Errno;
@@ -186,13 +186,17 @@ pub struct CreateSpec {
     /// The security context, not yet looked up in the policy.
     pub label: heapless::String<LABEL_LEN>,
     pub vcpus: usize,
+    /// The id asked for (`None`: the lowest free one).
+    pub domid: Option<u16>,
 }
 
 /// Check a `CreateDomain` copied in from the caller: a vCPU count the
-/// platform allows, no flags, a non-empty printable name and label.
+/// platform allows, an id in range (or 0), no flags, a non-empty printable
+/// name and label.
 pub fn parse_create(raw: &CreateDomain) -> Result<CreateSpec, Errno> {
     let vcpus = raw.vcpus.get() as usize;
-    if vcpus == 0 || vcpus > MAX_VCPUS_PER_DOMAIN || raw.flags.get() != 0 {
+    let domid = raw.domid.get();
+    if vcpus == 0 || vcpus > MAX_VCPUS_PER_DOMAIN || raw.flags.get() != 0 || domid > MAX_DOMID {
         return Err(Errno::Einval);
     }
     let name = padded_text(&raw.name)?;
@@ -204,6 +208,7 @@ pub fn parse_create(raw: &CreateDomain) -> Result<CreateSpec, Errno> {
         name: heapless::String::try_from(name).map_err(|_| Errno::Einval)?,
         label: heapless::String::try_from(label).map_err(|_| Errno::Einval)?,
         vcpus,
+        domid: (domid != 0).then_some(domid),
     })
 }
 
@@ -681,6 +686,16 @@ mod tests {
         let mut flagged = create(1, b"c", LABEL);
         flagged.flags = 1.into();
         assert_eq!(parse_create(&flagged), Err(Errno::Einval));
+    }
+
+    #[test]
+    fn a_create_may_ask_for_an_id() {
+        let mut raw = create(1, b"c", LABEL);
+        assert_eq!(parse_create(&raw).map(|s| s.domid), Ok(None), "0: any");
+        raw.domid = MAX_DOMID.into();
+        assert_eq!(parse_create(&raw).map(|s| s.domid), Ok(Some(MAX_DOMID)));
+        raw.domid = (MAX_DOMID + 1).into();
+        assert_eq!(parse_create(&raw), Err(Errno::Einval), "past the slots");
     }
 
     #[test]

@@ -33,6 +33,13 @@ impl Attrs {
         writable: true,
         executable: true,
     };
+    /// Read-only, never-execute normal memory (the image's modules as the
+    /// boot domain sees them).
+    pub const READ_ONLY: Attrs = Attrs {
+        mem: MemType::Normal,
+        writable: false,
+        executable: false,
+    };
     /// Read-write, never-execute device memory.
     pub const DEVICE: Attrs = Attrs {
         mem: MemType::Device,

@@ -315,6 +315,136 @@ fn domctl_deny(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
+/// domB's measurement line for domain `d<id> <name>` (no ramdisk).
+fn measured(id: u16, name: &str) -> String {
+    format!(
+        r"\(domb\) measured d{id} {name}: kernel sha256=[0-9a-f]{{64}} dtb sha256=[0-9a-f]{{64}} label sha256=[0-9a-f]{{64}}$"
+    )
+}
+
+/// A line domB prints about its work.
+fn domb(what: &str) -> String {
+    format!(r"\(domb\) domb: {what}")
+}
+
+/// Hyperlaunch: the kernel builds only the boot domain, which builds the
+/// two pingpong guests from the description -- pong, the service, before
+/// ping -- measures each, lends them a shared region from its own RAM and
+/// binds their channel. Both pass, and domB, with nothing left to
+/// supervise, powers the board off.
+fn hyperlaunch(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch", 2))?;
+    qemu.forbid(r"stage-2 fault", "no domain may fault")?;
+    qemu.forbid(r"cannot build", "domB must build every domain")?;
+    qemu.expect(
+        r"tessera: hyperlaunch: d1 domb is the boot domain; it builds the other 2 domain\(s\)",
+        WAIT,
+    )?;
+    qemu.expect(
+        r"tessera: d3 pong: created by d1 domb as system_u:system_r:pong_t",
+        WAIT,
+    )?;
+    qemu.expect(&measured(3, "pong"), WAIT)?;
+    qemu.expect(
+        r"tessera: d2 ping: created by d1 domb as system_u:system_r:ping_t",
+        WAIT,
+    )?;
+    qemu.expect(&measured(2, "ping"), WAIT)?;
+    qemu.expect(&domb("built 2 of 2 domains; supervising"), WAIT)?;
+    qemu.expect_all(
+        &[&pass("ping", "pingpong"), &pass("pong", "pingpong")],
+        WAIT,
+    )?;
+    qemu.expect(&domb("no domain left to supervise; powering off"), WAIT)?;
+    qemu.expect(ALL_STOPPED, WAIT)?;
+    qemu.wait_exit(WAIT)?;
+    Ok(())
+}
+
+/// Hyperlaunch restart: the crasher (`on-crash = "restart"`) crashes on
+/// purpose; domB destroys it, waits out the back-off and rebuilds it with
+/// the same id as generation 1 (measured again). Binding its channel again
+/// raises the peer's port, so the peer sees "peer restarted" rather than
+/// hanging; the rebuilt crasher passes, then the peer.
+fn hyperlaunch_restart(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch-restart", 2))?;
+    qemu.forbid(r"TEST restart-\S+ FAIL", "a restart test failed")?;
+    qemu.forbid(r"cannot build", "domB must build every domain")?;
+    qemu.expect(&measured(2, "peer"), WAIT)?;
+    qemu.expect(&measured(3, "crasher"), WAIT)?;
+    qemu.expect(r"\(crasher\) restart: run 1$", WAIT)?;
+    qemu.expect(&shutdown("crasher", "crash"), WAIT)?;
+    qemu.expect(&domb("d3 crasher: crashed"), WAIT)?;
+    qemu.expect(
+        &domb(r#"d3 crasher: restart in 200 ms \(on-crash = "restart"\)"#),
+        WAIT,
+    )?;
+    qemu.expect(r"tessera: d3 crasher: destroyed", WAIT)?;
+    qemu.expect(
+        r"tessera: d3 crasher: created by d1 domb as system_u:system_r:crasher_t",
+        WAIT,
+    )?;
+    qemu.expect_all(
+        &[
+            &measured(3, "crasher"),
+            &domb("d3 crasher: rebuilt as generation 1"),
+            &domb("d2: told that its peer d3 crasher restarted"),
+            r"\(peer\) restart-peer: peer restarted: port 9 is bound to d3 again",
+        ],
+        WAIT,
+    )?;
+    qemu.expect_all(
+        &[
+            r"\(crasher\) restart: run 2$",
+            &pass("crasher", "restart-crasher"),
+            &pass("peer", "restart-peer"),
+        ],
+        WAIT,
+    )?;
+    qemu.expect(ALL_STOPPED, WAIT)?;
+    qemu.wait_exit(WAIT)?;
+    Ok(())
+}
+
+/// Hyperlaunch without `domain create` for domB: the kernel refuses and
+/// logs it, domB says which domain it cannot build and why, and with
+/// nothing to supervise it powers off; no domain is ever created.
+fn hyperlaunch_deny(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch-deny", 2))?;
+    qemu.expect_all(
+        &[
+            r"tessera: avc: denied \{ create \} for source=system_u:system_r:domB_t target=system_u:system_r:domU_t class=domain",
+            &domb(r"cannot build d2 guest: create: -Eacces\(13\)"),
+        ],
+        WAIT,
+    )?;
+    qemu.expect(&domb("built 0 of 1 domains; supervising"), WAIT)?;
+    qemu.expect(&domb("no domain left to supervise; powering off"), WAIT)?;
+    qemu.expect(ALL_STOPPED, WAIT)?;
+    qemu.wait_exit(WAIT)?;
+    qemu.assert_absent(r"created by", "no domain may be created")?;
+    qemu.assert_absent(r"^\(guest\)", "the guest must never run")?;
+    Ok(())
+}
+
+/// Hyperlaunch reboot: a guest whose on-crash is reboot crashes, so domB
+/// resets the system; for the boot domain the kernel passes PSCI
+/// SYSTEM_RESET to firmware (QEMU runs with -no-reboot and exits).
+fn hyperlaunch_reboot(cx: &Context) -> Result<(), Failure> {
+    let config = cx.config("hyperlaunch-reboot", 2).args(["-no-reboot"]);
+    let mut qemu = cx.boot(&config)?;
+    qemu.expect(&measured(2, "crasher"), WAIT)?;
+    qemu.expect(&shutdown("crasher", "crash"), WAIT)?;
+    qemu.expect(
+        &domb(r#"d2 crasher: on-crash = "reboot": resetting the system"#),
+        WAIT,
+    )?;
+    qemu.expect(r"tessera: d1 domb: system reset$", WAIT)?;
+    qemu.wait_exit(WAIT)?;
+    qemu.assert_absent(ALL_STOPPED, "a reset is not a power-off")?;
+    Ok(())
+}
+
 const fn test(
     name: &'static str,
     secs: u64,
@@ -345,6 +475,10 @@ const TESTS: &[SystemTest] = &[
     test("grant-restart", 90, grant_restart),
     test("domctl", 120, domctl),
     test("domctl-deny", 90, domctl_deny),
+    test("hyperlaunch", 120, hyperlaunch),
+    test("hyperlaunch-restart", 120, hyperlaunch_restart),
+    test("hyperlaunch-deny", 90, hyperlaunch_deny),
+    test("hyperlaunch-reboot", 90, hyperlaunch_reboot),
 ];
 
 fn main() -> ExitCode {

@@ -31,7 +31,9 @@
 //! any link), and rules on types no domain of this image has. A considered
 //! rule is used when one of its pairs, in class C, is needed by a link
 //! ([`Link::needs`]): a static event channel (`event`, both ways), a static
-//! shared-memory region (`grant`, between every two users), a device model
+//! shared-memory region (`grant`, between every two users, and in a
+//! hyperlaunch image between the boot domain, which lends it from its own
+//! RAM, and each user), a device model
 //! (`ioreq` and `mmu` from server to guest; with `xen,enhanced`, also
 //! `event` and `grant` both ways for PV back ends), a service a domain uses
 //! through `functions` (xenstore: `store`, `event`, `grant`; vTPM: `vtpm`,
@@ -390,8 +392,9 @@ impl Link {
 }
 
 /// Every link of `config`: static event channels, shared memory (every
-/// pair of users), device models, services used through `functions`, and
-/// what the boot domain builds.
+/// pair of users, and the boot domain with each user, since it lends the
+/// region), device models, services used through `functions`, and what the
+/// boot domain builds.
 pub fn links(config: &SystemConfig) -> Vec<Link> {
     let mut links = Vec::new();
     for c in &config.evtchns {
@@ -402,6 +405,10 @@ pub fn links(config: &SystemConfig) -> Vec<Link> {
             b_port: c.b.port,
         });
     }
+    let boot = config
+        .domains
+        .iter()
+        .position(|d| d.functions.contains(Function::Boot));
     for region in &config.shm {
         for (i, x) in region.users.iter().enumerate() {
             for y in region.users.iter().skip(i + 1) {
@@ -409,6 +416,13 @@ pub fn links(config: &SystemConfig) -> Vec<Link> {
                     id: region.id.to_string(),
                     a: x.domain,
                     b: y.domain,
+                });
+            }
+            if let Some(boot) = boot.filter(|&b| b != x.domain) {
+                links.push(Link::SharedMemory {
+                    id: region.id.to_string(),
+                    a: boot,
+                    b: x.domain,
                 });
             }
         }
@@ -1368,6 +1382,36 @@ mod tests {
             ["error: policy: img/policy.te:11: `allow xenstore_t guest_type:vtpm command` is used \
               by no link of this image (it grants xenstore_t -> domU_t)"]
         );
+    }
+
+    #[test]
+    fn a_boot_domain_uses_grant_both_ways_with_the_users_of_a_region_it_lends() {
+        if !have_dtc() {
+            return;
+        }
+        let region = |base: &str| {
+            format!(
+                "shm@{base} {{ compatible = \"xen,domain-shared-memory-v1\"; \
+                 xen,shm-id = \"ring\"; xen,shared-mem = <0x{base} 0x1000>; }};"
+            )
+        };
+        let config = parse(&[
+            domain(
+                "domb",
+                &format!("{}\nfunctions = \"boot\";", label("domB_t")),
+            ),
+            domain("a", &region("20000000")),
+            domain("b", &region("30000000")),
+        ]);
+        let src = "user system_u; role system_r;\n\
+            attribute domain_type; attribute guest_type;\n\
+            type console_t; type domB_t, domain_type;\n\
+            type domU_t, domain_type, guest_type;\n\
+            allow domB_t self:mmu { map_read map_write };\n\
+            allow domU_t domU_t:grant { map_read map_write };\n\
+            allow domB_t guest_type:grant { map_read map_write };\n\
+            allow guest_type domB_t:grant { map_read map_write };\n";
+        assert_eq!(policy_messages(&config, src, true), Vec::<String>::new());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 
 use std::fmt;
 use tessera_policy::{split_context, EventPerm, GrantPerm, IoreqPerm, MmuPerm, Perm, Policy};
-use tessera_sysdesc::config::{DomainConfig, EvtchnEnd, SharedMem, StaticEvtchn, SystemConfig};
+use tessera_sysdesc::config::{
+    DomainConfig, EvtchnEnd, Function, SharedMem, StaticEvtchn, SystemConfig,
+};
 
 /// The context the kernel checks console access against; it refuses to
 /// boot a policy without it (`kernel/src/hv/mac.rs`).
@@ -146,6 +148,19 @@ pub enum Violation {
         /// The rules that would allow it.
         missing: Vec<MissingRule>,
     },
+    /// In a hyperlaunch image: a region the boot domain may not lend, from
+    /// its own RAM, to one of its users (the kernel checks `ShareMemory`
+    /// with the boot domain as the owner).
+    LentMemory {
+        /// `xen,shm-id`.
+        id: String,
+        /// The boot domain.
+        boot: DomainRef,
+        /// The user.
+        user: DomainRef,
+        /// The rules that would allow it.
+        missing: Vec<MissingRule>,
+    },
     /// A device model that may not serve the domain naming it.
     DeviceModel {
         /// The served domain.
@@ -165,6 +180,7 @@ impl Violation {
             self,
             Violation::EventChannel { .. }
                 | Violation::SharedMemory { .. }
+                | Violation::LentMemory { .. }
                 | Violation::DeviceModel { .. }
         )
     }
@@ -199,6 +215,17 @@ impl fmt::Display for Violation {
                 "static shared memory \"{id}\" between {} and {} is not allowed by policy: missing {}",
                 users.0,
                 users.1,
+                Rules(missing)
+            ),
+            Violation::LentMemory {
+                id,
+                boot,
+                user,
+                missing,
+            } => write!(
+                f,
+                "static shared memory \"{id}\", which the boot domain {boot} lends to {user}, \
+                 is not allowed by policy: missing {}",
                 Rules(missing)
             ),
             Violation::DeviceModel {
@@ -240,6 +267,11 @@ pub fn event_channel_perms() -> [Perm; 1] {
 /// every other user: the kernel maps the region into each user read-write.
 pub fn shared_memory_perms() -> [Perm; 2] {
     [GrantPerm::MapRead.into(), GrantPerm::MapWrite.into()]
+}
+
+/// What a boot domain needs on itself to lend its own memory.
+pub fn lender_perms() -> [Perm; 2] {
+    [MmuPerm::MapRead.into(), MmuPerm::MapWrite.into()]
 }
 
 /// A domain whose label the policy knows: its type, by number and name.
@@ -378,6 +410,37 @@ pub fn check_system(config: &SystemConfig, policy: &Policy<'_>) -> Vec<Violation
         }
     }
 
+    // A hyperlaunch image's regions live in the boot domain's RAM: it
+    // maps its own memory into each user, which needs both ways between
+    // them what users need between each other.
+    let boot = config
+        .domains
+        .iter()
+        .position(|d| d.functions.contains(Function::Boot));
+    if let Some((b, tb)) = boot.and_then(|b| Some((b, typed(b)?))) {
+        for SharedMem { id, users, .. } in &config.shm {
+            for user in users.iter().filter(|u| u.domain != b) {
+                let Some(tu) = typed(user.domain) else {
+                    continue;
+                };
+                let mut missing: Vec<MissingRule> = missing(policy, tb, tb, &lender_perms())
+                    .into_iter()
+                    .collect();
+                missing.extend(missing_both_ways(policy, tb, tu, &shared_memory_perms()));
+                if let (false, Some(boot), Some(user)) =
+                    (missing.is_empty(), domain_ref(b), domain_ref(user.domain))
+                {
+                    violations.push(Violation::LentMemory {
+                        id: id.as_str().into(),
+                        boot,
+                        user,
+                        missing,
+                    });
+                }
+            }
+        }
+    }
+
     for (guest, domain) in config.domains.iter().enumerate() {
         let Some(server) = domain.device_model else {
             continue;
@@ -448,6 +511,16 @@ mod tests {
         channels: &[Channel],
         regions: &[Region<'_>],
     ) -> SystemConfig {
+        system_built_by(None, domains, channels, regions)
+    }
+
+    /// As `system_with`, with domain `boot` (if any) the boot domain.
+    fn system_built_by(
+        boot: Option<usize>,
+        domains: &[(&str, &str)],
+        channels: &[Channel],
+        regions: &[Region<'_>],
+    ) -> SystemConfig {
         let mut buf = vec![0u8; 64 * 1024];
         let mut w = FdtWriter::new(&mut buf).unwrap();
         w.begin_node("").unwrap();
@@ -465,6 +538,9 @@ mod tests {
             w.property_u32("cpus", 1).unwrap();
             if !label.is_empty() {
                 w.property_string("xen,security-label", label).unwrap();
+            }
+            if boot == Some(index) {
+                w.property_string("functions", "boot").unwrap();
             }
             w.begin_node("module@0").unwrap();
             w.property_strings("compatible", &["multiboot,kernel", "multiboot,module"])
@@ -682,6 +758,57 @@ mod tests {
                  policy: missing allow xenstore_t devmodel_t:event bind; allow devmodel_t \
                  xenstore_t:event bind",
             ]
+        );
+    }
+
+    #[test]
+    fn a_boot_domain_needs_the_right_to_lend_each_region_to_each_user() {
+        let domains = [
+            ("domb", ctx("domB_t")),
+            ("guest", ctx("domU_t")),
+            ("dm", ctx("devmodel_t")),
+        ];
+        let domains: Vec<(&str, &str)> = domains.iter().map(|(n, l)| (*n, l.as_str())).collect();
+        let config = system_built_by(Some(0), &domains, &[], &[("ring", &[1, 2])]);
+        let policy = format!("{POLICY} type domB_t;");
+        assert_eq!(
+            messages(&config, &policy),
+            [
+                "static shared memory \"ring\" between d2 \"guest\" and d3 \"dm\" is not \
+                 allowed by policy: missing allow domU_t devmodel_t:grant map_write",
+                "static shared memory \"ring\", which the boot domain d1 \"domb\" lends to \
+                 d2 \"guest\", is not allowed by policy: missing allow domB_t domB_t:mmu { \
+                 map_read map_write }; allow domB_t domU_t:grant { map_read map_write }; allow \
+                 domU_t domB_t:grant { map_read map_write }",
+                "static shared memory \"ring\", which the boot domain d1 \"domb\" lends to \
+                 d3 \"dm\", is not allowed by policy: missing allow domB_t domB_t:mmu { \
+                 map_read map_write }; allow domB_t devmodel_t:grant { map_read map_write }; \
+                 allow devmodel_t domB_t:grant { map_read map_write }",
+            ]
+        );
+        let lending = format!(
+            "{policy}
+            allow guest devmodel_t:grant map_write;
+            allow domB_t self:mmu {{ map_read map_write }};
+            allow domB_t {{ guest service }}:grant {{ map_read map_write }};"
+        );
+        // The policy language has no target sets: one rule each.
+        let lending = lending.replace(
+            "allow domB_t { guest service }:grant { map_read map_write };",
+            "allow domB_t guest:grant { map_read map_write };
+            allow domB_t service:grant { map_read map_write };
+            allow guest domB_t:grant { map_read map_write };
+            allow service domB_t:grant { map_read map_write };",
+        );
+        assert_eq!(messages(&config, &lending), Vec::<String>::new());
+        // Without a boot domain the kernel places the region: no lending.
+        let dom0less = system_with(&domains, &[], &[("ring", &[1, 2])]);
+        assert_eq!(
+            messages(
+                &dom0less,
+                &format!("{policy} allow guest devmodel_t:grant map_write;")
+            ),
+            Vec::<String>::new()
         );
     }
 

@@ -22,6 +22,9 @@ use tessera_sysdesc::config::SystemConfig;
 pub const TESTGUEST_MODULE: &str = "testguest";
 /// The built-in module name of the device-model domain.
 pub const DEVMODEL_MODULE: &str = "devmodel";
+/// The built-in module name of the boot domain (domB), which builds the
+/// other domains of a hyperlaunch image.
+pub const DOMB_MODULE: &str = "domb";
 /// The module name that means "Debian's arm64 kernel `Image`" (fetched
 /// and cached by [`crate::linux`]).
 pub const DEBIAN_LINUX_MODULE: &str = "debian-linux";
@@ -49,6 +52,7 @@ pub const DEFAULT_POLICY: &str = "policy/default.te";
 pub struct BuiltPayloads {
     pub testguest: Vec<u8>,
     pub devmodel: Vec<u8>,
+    pub domb: Vec<u8>,
 }
 
 /// A compiled, validated system description and the policy it was checked
@@ -195,6 +199,8 @@ pub enum ModuleSource {
     TestGuest,
     /// The device model built from this workspace.
     DevModel,
+    /// The boot domain built from this workspace.
+    DomB,
     /// Debian's kernel (fetched and cached by [`crate::linux`]).
     DebianLinux,
     /// The Linux test initramfs built by [`crate::linux`].
@@ -212,6 +218,7 @@ pub fn module_source(name: &str, image_dir: &Path) -> Result<ModuleSource, Error
     match name {
         TESTGUEST_MODULE => return Ok(ModuleSource::TestGuest),
         DEVMODEL_MODULE => return Ok(ModuleSource::DevModel),
+        DOMB_MODULE => return Ok(ModuleSource::DomB),
         DEBIAN_LINUX_MODULE => return Ok(ModuleSource::DebianLinux),
         DEBIAN_INITRAMFS_MODULE => return Ok(ModuleSource::DebianInitramfs),
         _ => {}
@@ -253,6 +260,7 @@ pub fn resolve_module(
     match module_source(name, image_dir)? {
         ModuleSource::TestGuest => Ok(payloads.testguest.clone()),
         ModuleSource::DevModel => Ok(payloads.devmodel.clone()),
+        ModuleSource::DomB => Ok(payloads.domb.clone()),
         ModuleSource::DebianLinux => debian(|linux| linux.image),
         ModuleSource::DebianInitramfs => debian(|linux| linux.initramfs),
         ModuleSource::BlankDisk { mib } => Ok(vec![0; mib << 20]),
@@ -331,6 +339,7 @@ pub fn flatten_artefacts() -> Result<Artefacts, Error> {
         payloads: BuiltPayloads {
             testguest: testguest.bytes,
             devmodel: flatten_file(&release_binary(GUEST_TARGET, "tessera-devmodel"))?.bytes,
+            domb: flatten_file(&release_binary(GUEST_TARGET, "tessera-domb"))?.bytes,
         },
     })
 }
@@ -453,6 +462,7 @@ mod tests {
         BuiltPayloads {
             testguest: b"guest payload".to_vec(),
             devmodel: b"device model".to_vec(),
+            domb: b"boot domain".to_vec(),
         }
     }
 

@@ -118,6 +118,8 @@ pub fn build_binaries() -> Result<(), Error> {
         "tessera-testguest",
         "-p",
         "tessera-devmodel",
+        "-p",
+        "tessera-domb",
         "--target",
         GUEST_TARGET,
     ]))

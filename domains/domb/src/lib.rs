@@ -4,13 +4,19 @@
 //!
 //! The one idea: everything domB *decides* lives here, as plain functions
 //! over small input structs, so it is tested on the host; everything domB
-//! *does* (hypercalls, copying modules, printing) belongs to the EL1 shell.
-//! This crate depends on neither the system-description parser nor the
-//! control-hypercall ABI, which are being written alongside it.
+//! *does* (hypercalls, copying modules, printing) belongs to the EL1 shell,
+//! `src/main.rs`.
 //!
+//! - [`hyperlaunch`] reads the system description (`tessera-sysdesc`):
+//!   which domains domB builds and in which order, their links, each one's
+//!   guest device tree and `on-crash` policy, and what it refuses.
+//! - [`modules`] reads the image's module table, which the kernel maps
+//!   read-only into domB (docs/02, "Hyperlaunch").
+//! - [`layout`] places a domain's payloads and device tree in its RAM
+//!   exactly as the kernel's dom0less loader does.
 //! - [`plan`] turns the boot-ordered domain list into the ordered build
-//!   steps domB issues (create, memory, payloads, guest DTB, links, store
-//!   introduction, measurement, unpause).
+//!   steps domB issues (create, memory, payloads, guest DTB, lent regions,
+//!   links, store introduction, measurement, unpause).
 //! - [`measure`] hashes each domain's payloads, generated DTB and security
 //!   label with SHA-256 into a TCG crypto-agile event log, computes the PCR
 //!   values the log implies, replays a log, and formats the boot line.
@@ -18,37 +24,39 @@
 //!   back-off and a restart budget, or reboot the system; it also says which
 //!   peers must hear that a domain restarted.
 //!
-//! # How the EL1 shell will use it (not written yet)
-//! `src/main.rs`, built for `aarch64-unknown-none` on `tessera-rt` exactly as
-//! `domains/devmodel` is (`build = "../rt/guest-build.rs"` and a `[[bin]]`
-//! with `test = false`), will:
-//! 1. read the system description (the `sysdesc` crate) and convert each
-//!    domain and link into [`plan::DomainSpec`] / [`plan::LinkSpec`];
-//! 2. validate them with [`plan::Plan::new`], then walk
-//!    [`plan::Plan::try_for_each_step`], turning each [`plan::Step`] into a
-//!    control hypercall and stopping at the first failure;
-//! 3. on `Step::Measure`, feed the domain's bytes through a
-//!    [`measure::EventLog`] kept in a static buffer, print
-//!    [`measure::BootLine`], and hand the log to the domain's vTPM;
-//! 4. register every domain with a [`supervisor::Supervisor`] in boot order
-//!    and [`supervisor::Supervisor::link`] the ends of every link, then loop:
-//!    wait for a crash VIRQ or the timer set to
-//!    [`supervisor::Supervisor::next_deadline`], feed the matching
-//!    [`supervisor::Event`], and carry out the returned actions. A
-//!    `Rebuild` walks [`plan::Plan::try_for_each_rebuild_step`] with a fresh
-//!    event log, then tells each listed peer that its peer restarted.
+//! # How the EL1 shell uses it
+//! `src/main.rs`, built for `aarch64-unknown-none` on `tessera-rt` as
+//! `domains/devmodel` is:
+//! 1. finds the module table through its DT's initrd range, parses the
+//!    system description from it and checks it with
+//!    [`hyperlaunch::Hyperlaunch::new`];
+//! 2. validates the plan with [`plan::Plan::new`], then builds each domain
+//!    with [`plan::Plan::try_for_each_rebuild_step`] (at boot, "running"
+//!    means built earlier), turning each [`plan::Step`] into a control
+//!    hypercall; a domain whose build fails is destroyed and the rest go on;
+//! 3. on `Step::Measure`, records the domain's payload digests (from the
+//!    module table) and hashes its DTB and label into a
+//!    [`measure::EventLog`], and prints [`measure::BootLine`];
+//! 4. registers every built domain with a [`supervisor::Supervisor`] and
+//!    links the ends of every link, then sleeps until `VIRQ_DOM_EXC` (a
+//!    domain stopped) or the timer set to
+//!    [`supervisor::Supervisor::next_deadline`], feeds the matching
+//!    [`supervisor::Event`], and carries out the actions. A `Rebuild`
+//!    destroys the old domain and walks the rebuild steps again; binding a
+//!    static channel to a running peer is what tells that peer (the kernel
+//!    raises its port).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod hyperlaunch;
+pub mod layout;
 pub mod measure;
+pub mod modules;
 pub mod plan;
 pub mod supervisor;
 
 /// A domain's identifier as the kernel and Xen-compatible guests see it
-/// (Xen's `domid_t`, 16 bits).
-///
-/// It lives here until the control-hypercall ABI in `ipc/` defines the
-/// shared type; domB's logic only compares and prints it.
+/// (Xen's `domid_t`, 16 bits); domB's logic only compares and prints it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DomainId(pub u16);
 

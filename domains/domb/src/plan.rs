@@ -11,9 +11,11 @@
 //! 1. `Create` with its security label;
 //! 2. `AssignMemory`, then `CopyModule` for each payload in the order given;
 //! 3. `SetGuestDtb`;
-//! 4. `BindEvtchn` / `ShareMemory` for each link whose other end already
-//!    exists, so every link is made exactly once, after both of its ends
-//!    are created and before the later one (the client) runs;
+//! 4. `MapRegion` for each shared-memory region the builder holds for it
+//!    (in order; these need no other domain), then `BindEvtchn` /
+//!    `ShareMemory` for each link whose other end already exists, so every
+//!    link is made exactly once, after both of its ends are created and
+//!    before the later one (the client) runs;
 //! 5. `IntroduceToStore` if it uses the store and the store is running;
 //! 6. `Measure`;
 //! 7. `Unpause`.
@@ -51,6 +53,11 @@ pub struct DomainSpec<'a> {
     pub is_store: bool,
     /// This domain is introduced to the store (it has a xenstore page).
     pub uses_store: bool,
+    /// Shared-memory regions the builder keeps in its own RAM and lends
+    /// to this domain (indices into the caller's region list), mapped in
+    /// this order. A region several domains use is how two domains share
+    /// memory when neither owns it (Xen's regions with no `owner` role).
+    pub regions: &'a [usize],
 }
 
 /// What a link carries.
@@ -89,6 +96,10 @@ pub enum Step<'a> {
     },
     SetGuestDtb {
         domain: usize,
+    },
+    MapRegion {
+        domain: usize,
+        region: usize,
     },
     BindEvtchn {
         link: usize,
@@ -159,6 +170,11 @@ pub enum PlanError {
     EmptySharedMemory {
         link: usize,
     },
+    /// A region is lent to the same domain twice.
+    DuplicateRegion {
+        domain: usize,
+        region: usize,
+    },
 }
 
 impl fmt::Display for PlanError {
@@ -192,6 +208,9 @@ impl fmt::Display for PlanError {
                 "link {link}: service domain {service} boots after its client domain {client}"
             ),
             PlanError::EmptySharedMemory { link } => write!(f, "link {link} shares no memory"),
+            PlanError::DuplicateRegion { domain, region } => {
+                write!(f, "domain {domain} maps region {region} twice")
+            }
         }
     }
 }
@@ -298,6 +317,12 @@ impl<'a> Plan<'a> {
             })?;
         }
         issue(Step::SetGuestDtb { domain: index })?;
+        for &region in domain.regions {
+            issue(Step::MapRegion {
+                domain: index,
+                region,
+            })?;
+        }
         for (link_index, link) in self.links.iter().enumerate() {
             let other = if link.service == index {
                 link.client
@@ -360,6 +385,14 @@ fn check_domain(index: usize, domain: &DomainSpec<'_>) -> Result<(), PlanError> 
     if !domain.payloads.contains(&PayloadKind::Kernel) {
         return Err(PlanError::NoKernel { domain: index });
     }
+    for (position, &region) in domain.regions.iter().enumerate() {
+        if domain.regions.iter().take(position).any(|&r| r == region) {
+            return Err(PlanError::DuplicateRegion {
+                domain: index,
+                region,
+            });
+        }
+    }
     Ok(())
 }
 
@@ -421,6 +454,7 @@ mod tests {
             payloads: KERNEL_ONLY,
             is_store: false,
             uses_store: false,
+            regions: &[],
         }
     }
 
@@ -713,6 +747,58 @@ mod tests {
     }
 
     #[test]
+    fn lent_regions_are_mapped_after_the_dtb_at_boot_and_on_rebuild() {
+        let domains = [
+            DomainSpec {
+                regions: &[0],
+                ..domain("ping")
+            },
+            DomainSpec {
+                regions: &[1, 0],
+                ..domain("pong")
+            },
+        ];
+        let links = [evtchn(0, 1)];
+        let plan = Plan::new(&domains, &links).unwrap();
+        let own: Vec<_> = steps(&plan)
+            .into_iter()
+            .filter(|s| step_domains(s).contains(&1))
+            .skip(3)
+            .collect();
+        let rebuilt: Vec<_> = rebuild_steps(&plan, 1, &[true, false])
+            .into_iter()
+            .skip(3)
+            .collect();
+        let expected = [
+            Step::SetGuestDtb { domain: 1 },
+            Step::MapRegion {
+                domain: 1,
+                region: 1,
+            },
+            Step::MapRegion {
+                domain: 1,
+                region: 0,
+            },
+            Step::BindEvtchn {
+                link: 0,
+                service: 0,
+                client: 1,
+            },
+            Step::Measure { domain: 1 },
+            Step::Unpause { domain: 1 },
+        ];
+        assert_eq!(own, expected);
+        assert_eq!(rebuilt, expected);
+        // Its region needs no peer: with the peer down it is still mapped.
+        let alone = rebuild_steps(&plan, 0, &[false, false]);
+        assert!(alone.contains(&Step::MapRegion {
+            domain: 0,
+            region: 0
+        }));
+        assert!(!alone.iter().any(|s| matches!(s, Step::BindEvtchn { .. })));
+    }
+
+    #[test]
     fn bad_domains_are_refused() {
         let two_kernels = [
             PayloadKind::Kernel,
@@ -773,6 +859,16 @@ mod tests {
                 PlanError::TwoStores {
                     first: 0,
                     second: 1,
+                },
+            ),
+            (
+                DomainSpec {
+                    regions: &[3, 1, 3],
+                    ..domain("x")
+                },
+                PlanError::DuplicateRegion {
+                    domain: 1,
+                    region: 3,
                 },
             ),
         ];
@@ -861,6 +957,7 @@ mod tests {
             | Step::AssignMemory { domain, .. }
             | Step::CopyModule { domain, .. }
             | Step::SetGuestDtb { domain }
+            | Step::MapRegion { domain, .. }
             | Step::IntroduceToStore { domain, .. }
             | Step::Measure { domain }
             | Step::Unpause { domain } => vec![domain],
@@ -921,6 +1018,19 @@ mod tests {
                 last_copy = copy;
             }
             assert!(last_copy < dtb);
+            let mut last_region = dtb;
+            for &region in domain.regions {
+                let map = only(Step::MapRegion {
+                    domain: index,
+                    region,
+                });
+                assert!(
+                    map > last_region,
+                    "regions in the order given, after the DTB"
+                );
+                last_region = map;
+            }
+            assert!(last_region < measure);
             let introduction = steps.iter().position(
                 |s| matches!(s, Step::IntroduceToStore { domain, .. } if *domain == index),
             );
@@ -983,6 +1093,7 @@ mod tests {
             "d0", "d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8", "d9", "d10", "d11", "d12", "d13",
             "d14", "d15",
         ];
+        const REGION_SETS: [&[usize]; 4] = [&[], &[0], &[1, 0], &[2]];
         const PAYLOAD_SETS: [&[PayloadKind]; 4] = [
             &[PayloadKind::Kernel],
             &[PayloadKind::Kernel, PayloadKind::Ramdisk],
@@ -1010,6 +1121,7 @@ mod tests {
                         payloads: PAYLOAD_SETS[flags[i].1],
                         is_store: store == Some(i),
                         uses_store: flags[i].0,
+                        regions: REGION_SETS[flags[i].1],
                     })
                     .collect();
                 // Turn random pairs into links the plan accepts: the lower

@@ -124,6 +124,12 @@ impl fmt::Display for PolicyError {
 pub enum Event {
     /// `domain` crashed (the kernel stopped it) at `now`.
     Crashed { domain: DomainId, now: Time },
+    /// `domain` asked to be rebooted (PSCI SYSTEM_RESET or a reboot
+    /// shutdown) at `now`. It is rebuilt at once with the next generation,
+    /// whatever its `on-crash` says, as a dom0less kernel reboots one: a
+    /// reboot is not a crash, so it neither backs off nor counts against
+    /// the restart budget.
+    RebootRequested { domain: DomainId, now: Time },
     /// The clock reads `now`; restarts that are due happen.
     Tick { now: Time },
 }
@@ -347,11 +353,13 @@ impl Supervisor {
     /// accepted and ignored: the system is going down.
     pub fn handle(&mut self, event: Event) -> Result<Actions, SupervisorError> {
         let now = match event {
-            Event::Crashed { now, .. } | Event::Tick { now } => now,
+            Event::Crashed { now, .. }
+            | Event::RebootRequested { now, .. }
+            | Event::Tick { now } => now,
         };
         self.check_clock(now)?;
         let crashed = match event {
-            Event::Crashed { domain, .. } => {
+            Event::Crashed { domain, .. } | Event::RebootRequested { domain, .. } => {
                 let slot = self
                     .slot(domain)
                     .ok_or(SupervisorError::UnknownDomain(domain))?;
@@ -372,7 +380,11 @@ impl Supervisor {
         if self.rebooting {
             return Ok(actions);
         }
-        if let Some(slot) = crashed {
+        if let (Some(slot), Event::RebootRequested { .. }) = (crashed, event) {
+            if let Some(action) = self.rebuild_now(slot, now) {
+                let _ = actions.push(action);
+            }
+        } else if let Some(slot) = crashed {
             if let Some(action) = self.on_crash(slot, now) {
                 // One action per domain per event: Actions holds them all.
                 let _ = actions.push(action);
@@ -497,6 +509,23 @@ impl Supervisor {
         })
     }
 
+    /// Rebuilds the running domain in `slot` at once (a reboot it asked
+    /// for), with the next generation.
+    fn rebuild_now(&mut self, slot: usize, now: Time) -> Option<Action> {
+        let domain = self.domains.get_mut(slot)?;
+        let Some(generation) = domain.generation.checked_add(1) else {
+            return self.leave_stopped(slot, StopReason::GenerationsExhausted);
+        };
+        domain.generation = generation;
+        domain.status = Status::Running { since: now };
+        let id = domain.id;
+        Some(Action::Rebuild {
+            domain: id,
+            generation,
+            notify_peers: self.running_peers(slot),
+        })
+    }
+
     /// Rebuilds, in registration order, every domain whose restart is due.
     fn rebuild_due(&mut self, now: Time, actions: &mut Actions) {
         for slot in 0..self.domains.len() {
@@ -607,6 +636,32 @@ mod tests {
         );
         assert!(tick(&mut sup, 1_000).is_empty());
         assert_eq!(sup.generation(A), Some(0));
+    }
+
+    #[test]
+    fn a_reboot_request_rebuilds_at_once_whatever_on_crash_says() {
+        let mut sup = Supervisor::new();
+        sup.add_domain(A, OnCrash::Stop, 0).unwrap();
+        sup.add_domain(B, restart(50, 50, 1_000, 1, 1_000), 0)
+            .unwrap();
+        sup.link(A, B).unwrap();
+        let reboot = |sup: &mut Supervisor, domain, now| {
+            sup.handle(Event::RebootRequested { domain, now }).unwrap()
+        };
+        assert_eq!(reboot(&mut sup, A, 5).as_slice(), &[rebuild(A, 1, &[B])]);
+        assert_eq!(sup.status(A), Some(Status::Running { since: 5 }));
+        // Not a crash: no back-off, and the budget of one restart is
+        // still there for a real crash.
+        assert_eq!(reboot(&mut sup, B, 6).as_slice(), &[rebuild(B, 1, &[A])]);
+        assert_eq!(reboot(&mut sup, B, 7).as_slice(), &[rebuild(B, 2, &[A])]);
+        assert!(crash(&mut sup, B, 8).is_empty());
+        assert_eq!(tick(&mut sup, 58).as_slice(), &[rebuild(B, 3, &[A])]);
+        // A stopped domain cannot ask for anything.
+        crash(&mut sup, A, 60);
+        assert_eq!(
+            sup.handle(Event::RebootRequested { domain: A, now: 61 }),
+            Err(SupervisorError::NotRunning(A))
+        );
     }
 
     #[test]

@@ -68,6 +68,13 @@ pub fn create(name: &str, label: &str, vcpus: u32) -> Result<u16> {
     create_with(&create_request(name, label, vcpus))
 }
 
+/// As [`create`], with id `domid` (a system description's `domid`).
+pub fn create_as(domid: u16, name: &str, label: &str, vcpus: u32) -> Result<u16> {
+    let mut req = create_request(name, label, vcpus);
+    req.domid = domid.into();
+    create_with(&req)
+}
+
 /// Give domain `dom` `size` bytes of RAM, at host address `host` or (for
 /// `None`) wherever the kernel finds free RAM.
 pub fn assign_memory(dom: u16, size: u64, host: Option<u64>) -> Result<()> {

@@ -40,6 +40,8 @@ mod pingpong;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod psci;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod restart;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod smp;
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -94,6 +96,8 @@ mod guest {
             "domctl-build" => (crate::domctl::build, OnPass::Poweroff),
             "domctl-deny" => (crate::domctl::deny, OnPass::Poweroff),
             "built" => (crate::domctl::built, OnPass::Poweroff),
+            "restart-crasher" => (crate::restart::crasher, OnPass::Poweroff),
+            "restart-peer" => (crate::restart::peer, OnPass::Poweroff),
             "evtchn-offer" => crate::events::offer(),
             "isolation-attacker" => crate::misc::isolation_attacker(),
             "crash" => crate::misc::crash(),

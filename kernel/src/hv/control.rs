@@ -22,8 +22,8 @@ use super::console::log;
 use super::trap::{copy_from_guest, copy_to_guest};
 use super::{
     advance, domain_id, domains, events, grant, ioreq, kick_owner, mac, owned, release_links,
-    stop_domain, stop_vcpus, vcpu, Domain, DomainFields, OwnerState, PcpuInner, StopReason,
-    LIVE_DOMAINS, MAX_DOMAINS, NR_PCPUS, PCPUS, STARTED,
+    request_start, stop_domain, stop_vcpus, vcpu, Domain, DomainFields, OwnerState, PcpuInner,
+    StopReason, LIVE_DOMAINS, MAX_DOMAINS, NR_PCPUS, PCPUS, STARTED,
 };
 use crate::addr::{PhysAddr, PAGE_SIZE};
 use crate::arch::aarch64::{self as arch, boot, gic, guest, mmu, Lock};
@@ -245,25 +245,21 @@ pub(super) fn assign_memory(
     CONTROL.lock().assign(slot, size, host, scrub)
 }
 
-/// Boot: map a static shared region (host RAM at `host`) at `guest_base`
-/// in domain `slot`, before it runs.
-pub(super) fn map_static_shared(
+/// Boot: map host memory at `host` (a static shared region, or the
+/// image's modules for the boot domain) at `guest_base` in domain `slot`,
+/// with `attrs`, before it runs.
+pub(super) fn map_static(
     slot: usize,
     guest_base: u64,
     host: u64,
     size: u64,
+    attrs: Attrs,
 ) -> Result<(), BuildError> {
     let mut ctl = CONTROL.lock();
     let d = domains().get(slot).ok_or(Errno::Esrch)?;
     let rec = ctl.slots.get_mut(slot).ok_or(Errno::Esrch)?;
     PageTable::<Stage2>::from_root(PhysAddr(d.s2_root), 1, mmu::VA_BITS)
-        .map(
-            &mut rec.tables,
-            guest_base,
-            PhysAddr(host),
-            size,
-            Attrs::RAM,
-        )
+        .map(&mut rec.tables, guest_base, PhysAddr(host), size, attrs)
         .map_err(|_| BuildError::Errno(Errno::Enomem))
 }
 
@@ -441,7 +437,9 @@ impl Control {
                 continue;
             };
             let _ = s.power.power_on(*pc, *x0);
-            kick_owner(d.first_vcpu + idx);
+            // A kick alone does not make the owner scan for power-on
+            // requests: the start must be announced.
+            request_start(d.first_vcpu + idx);
         }
         Ok(())
     }
@@ -705,13 +703,25 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             check(sid, DomainPerm::Create.into())?;
             let mut ctl = CONTROL.lock();
             ctl.reap();
-            let slot = (0..MAX_DOMAINS)
-                .find(|&i| {
-                    domains()
-                        .get(i)
-                        .is_some_and(|d| d.slot_state() == SlotState::Free)
-                })
-                .ok_or(Errno::Enospc)?;
+            let free = |i: usize| {
+                domains()
+                    .get(i)
+                    .is_some_and(|d| d.slot_state() == SlotState::Free)
+            };
+            let slot = match spec.domid {
+                // Its id asked for: that slot, once the last domain in it
+                // is gone (a rebuild waits for the reap).
+                Some(id) => {
+                    let i = usize::from(id).checked_sub(1).ok_or(Errno::Einval)?;
+                    match domains().get(i).map(Domain::slot_state) {
+                        Some(SlotState::Free) => i,
+                        Some(SlotState::Dying | SlotState::Creating) => return Err(Errno::Ebusy),
+                        Some(_) => return Err(Errno::Eexist),
+                        None => return Err(Errno::Einval),
+                    }
+                }
+                None => (0..MAX_DOMAINS).find(|&i| free(i)).ok_or(Errno::Enospc)?,
+            };
             let name = spec.name.clone();
             ctl.create(slot, DomainFields::new(spec.name, sid, spec.vcpus))
                 .map_err(BuildError::errno)?;
@@ -862,7 +872,20 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             if !building(da) && !building(db) {
                 return Err(Errno::Ebusy);
             }
-            events::install_static(ai, port_a, bi, port_b)?;
+            let reconnected = events::install_static(ai, port_a, bi, port_b)?;
+            // An end that runs and was waiting for this peer (its port
+            // unbound since the peer's previous incarnation stopped) is
+            // told its peer restarted by an event on that port (docs/03,
+            // "A peer restarted"). A first bind raises nothing: a service
+            // that waits for its client is not woken by the bind.
+            for ((i, d, port), again) in [(ai, da, port_a), (bi, db, port_b)]
+                .into_iter()
+                .zip(reconnected)
+            {
+                if again && !building(d) {
+                    events::raise_port(i, port);
+                }
+            }
             Ok(0)
         }
         ControlCall::ShareMemory { arg } => {

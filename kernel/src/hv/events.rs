@@ -429,6 +429,21 @@ pub fn raise_virq(di: usize, virq: u32, vcpu: u32) {
     }
 }
 
+/// Raise port `port` of domain `di` as its peer's send would: a builder
+/// bound it again to a rebuilt peer, and the domain hears so.
+pub fn raise_port(di: usize, port: u32) {
+    let Some(events) = EVENTS.get(di) else { return };
+    let mut ev = events.lock();
+    let Some(vcpu) = ev.ports.get(port).map(|p| p.vcpu) else {
+        return;
+    };
+    let inject = deliver(&mut ev, port, vcpu);
+    drop(ev);
+    if inject && domains().get(di).is_some_and(|d| d.is_running()) {
+        upcall(di, vcpu);
+    }
+}
+
 /// EVTCHNOP_send from domain `di`.
 fn send(p: usize, di: usize, port: u32) -> Result<(), Errno> {
     let d = domains().get(di).ok_or(Errno::Esrch)?;
@@ -564,8 +579,10 @@ pub fn domain_stopped(di: usize, nr_vcpus: usize) {
 
 /// Bind one static channel end pair (`xen,evtchn-v1`) before the domains
 /// run, or again after one of them restarts. A peer end that is still
-/// waiting for us is reconnected.
-pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno> {
+/// waiting for us is reconnected; the result says, per end (a, b), whether
+/// it was (its peer came back), as opposed to bound for the first time or
+/// already bound.
+pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<[bool; 2], Errno> {
     let (Some(da), Some(db)) = (domains().get(a), domains().get(b)) else {
         return Err(Errno::Esrch);
     };
@@ -581,13 +598,17 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
     // Both ends are checked before either changes, so a refused link
     // leaves both tables as they were.
     let mut install = [false; 2];
+    let mut reconnected = [false; 2];
     for (n, (ev, port, peer, pport)) in [(&*ea, pa, ib, pb), (&*eb, pb, ia, pa)]
         .into_iter()
         .enumerate()
     {
         install[n] = match ev.ports.get(port).map(|p| p.state) {
             Some(PortState::Free) => true,
-            Some(PortState::Unbound { remote }) if remote == peer => true,
+            Some(PortState::Unbound { remote }) if remote == peer => {
+                reconnected[n] = true;
+                true
+            }
             Some(PortState::Interdomain {
                 remote,
                 remote_port,
@@ -606,7 +627,7 @@ pub fn install_static(a: usize, pa: u32, b: usize, pb: u32) -> Result<(), Errno>
     }
     ea.label(pa, la);
     eb.label(pb, lb);
-    Ok(())
+    Ok(reconnected)
 }
 
 /// `memory_op` from domain `di`.

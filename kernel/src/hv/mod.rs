@@ -17,6 +17,7 @@ mod trap;
 
 use crate::addr::{PhysAddr, BLOCK_2M, PAGE_SIZE};
 use crate::arch::aarch64::{self as arch, boot, gic, guest, guest::VcpuFrame, mmu};
+use crate::pagetable::Attrs;
 use console::{log, LineBuffer};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{
@@ -33,12 +34,14 @@ use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::RunQueue;
 use tessera_kernel::vgic::{LrState, Vgic};
 use tessera_policy::{EventPerm, GrantPerm, Sid};
-use tessera_sysdesc::config::{self, DomainConfig};
+use tessera_sysdesc::config::{self, DomainConfig, Function};
 use tessera_sysdesc::guest_dt::{self, GuestDtParams};
 use zerocopy::FromBytes;
 
 /// Most domains.
 pub const MAX_DOMAINS: usize = config::MAX_DOMAINS;
+// A builder may ask for any id up to `MAX_DOMID`: one slot per id.
+const _: () = assert!(MAX_DOMAINS == tessera_ipc::control::MAX_DOMID as usize);
 /// Most vCPUs in the whole system.
 pub const MAX_VCPUS: usize = 64;
 const _: () = assert!(MAX_VCPUS == tessera_kernel::control::VcpuMap::CAPACITY);
@@ -114,6 +117,9 @@ pub struct DomainFields {
     /// Static shared-memory regions mapped into this domain, for its DT:
     /// (id, guest base, size).
     shm: heapless::Vec<(heapless::String<{ config::MAX_SHM_ID }>, u64, u64), MAX_SHM_PER_DOMAIN>,
+    /// The boot domain only: the image's module table, mapped read-only at
+    /// this IPA, which its DT names as its initrd.
+    modules: Option<(u64, &'static [u8])>,
 }
 
 impl DomainFields {
@@ -137,6 +143,7 @@ impl DomainFields {
             served: heapless::Vec::new(),
             xen_enhanced: false,
             shm: heapless::Vec::new(),
+            modules: None,
         }
     }
 }
@@ -335,6 +342,8 @@ static PSCI_SMC: AtomicBool = AtomicBool::new(true);
 static GICR: AtomicU64 = AtomicU64::new(0);
 static GICR_SIZE: AtomicU64 = AtomicU64::new(0);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
+/// The boot domain's index in a hyperlaunch image (`usize::MAX`: none).
+static BOOT_DOMAIN: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// The time slice in counter ticks, computed once at boot.
 static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
 
@@ -343,6 +352,12 @@ static SLICE_TICKS: AtomicU64 = AtomicU64::new(0);
 /// returns only published ones.
 pub fn domains() -> &'static [Domain] {
     DOMAINS.get().map(|d| d.as_slice()).unwrap_or(&[])
+}
+
+/// The boot domain's index, in a hyperlaunch image.
+pub fn boot_domain() -> Option<usize> {
+    let b = BOOT_DOMAIN.load(Ordering::Acquire);
+    (b != usize::MAX).then_some(b)
 }
 
 /// The domain index of domain id `id` (ids are index + 1, as logged
@@ -588,13 +603,46 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     };
     DOMAINS.call_once(|| core::array::from_fn(|i| Domain::empty(i, placeholder)));
     control::init(&ram, &reserved, table, ncpu);
-    let shm = place_shared_memory(&cfg);
+    let boot = cfg
+        .domains
+        .iter()
+        .position(|d| d.functions.contains(Function::Boot));
+    // In a hyperlaunch image the boot domain places shared memory itself.
+    let shm = match boot {
+        Some(_) => heapless::Vec::new(),
+        None => place_shared_memory(&cfg),
+    };
     match control::alloc_ram(BLOCK_2M) {
         Some(base) => grant::reserve(base),
         None => halt_with(format_args!("no free host RAM for the grant tables")),
     }
+    match boot {
+        Some(b) => start_boot_domain(b, &cfg, &table, image),
+        None => start_dom0less(&cfg, &shm, &table),
+    }
+
+    // Secondary pCPUs start only now, so they see the finished domains.
+    for (i, cpu) in PCPUS.iter().enumerate().take(ncpu).skip(1) {
+        let m = cpu.mpidr.load(Ordering::Relaxed);
+        let r = arch::firmware_call(
+            PSCI_SMC.load(Ordering::Relaxed),
+            0xC400_0003,
+            m,
+            boot::secondary_entry as *const () as u64,
+            i as u64,
+        );
+        if r != 0 {
+            log!("pcpu{} did not start (PSCI {})", i, r as i64);
+        }
+    }
+    scheduler_entry(0)
+}
+
+/// Dom0less: build every domain of the description, wire their static
+/// links, and start them all.
+fn start_dom0less(cfg: &config::SystemConfig, shm: &[ShmPlacement], table: &ModuleTable<'static>) {
     for (i, dc) in cfg.domains.iter().enumerate() {
-        if let Err(e) = build_domain(i, dc, &cfg, &shm, &table) {
+        if let Err(e) = build_domain(i, i, dc, cfg, shm, table, None) {
             halt_with(format_args!("cannot build domain {}: {}", dc.name, e));
         }
     }
@@ -615,22 +663,76 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
             halt_with(format_args!("cannot start d{}: {:?}", i + 1, e));
         }
     }
+}
 
-    // Secondary pCPUs start only now, so they see the finished domains.
-    for (i, cpu) in PCPUS.iter().enumerate().take(ncpu).skip(1) {
-        let m = cpu.mpidr.load(Ordering::Relaxed);
-        let r = arch::firmware_call(
-            PSCI_SMC.load(Ordering::Relaxed),
-            0xC400_0003,
-            m,
-            boot::secondary_entry as *const () as u64,
-            i as u64,
-        );
-        if r != 0 {
-            log!("pcpu{} did not start (PSCI {})", i, r as i64);
-        }
+/// Hyperlaunch: build and start only the boot domain, description domain
+/// `b`, in the slot of its `domid`; it builds every other domain through
+/// the control hypercalls. It sees the image's module table (`image`)
+/// read-only as its initrd, and hears of every other domain's stop by
+/// `VIRQ_DOM_EXC` (docs/02, "Hyperlaunch").
+fn start_boot_domain(
+    b: usize,
+    cfg: &config::SystemConfig,
+    table: &ModuleTable<'static>,
+    image: &'static [u8],
+) {
+    let Some(dc) = cfg.domains.get(b) else {
+        halt_with(format_args!("no boot domain"))
+    };
+    if let Err(why) = check_boot_domain(b, cfg) {
+        halt_with(format_args!(
+            "cannot build boot domain {}: {}",
+            dc.name, why
+        ));
     }
-    scheduler_entry(0)
+    let slot = usize::from(dc.domid).saturating_sub(1);
+    if let Err(e) = build_domain(slot, b, dc, cfg, &[], table, Some(image)) {
+        halt_with(format_args!("cannot build boot domain {}: {}", dc.name, e));
+    }
+    STATIC_EVTCHNS.call_once(heapless::Vec::new);
+    BOOT_DOMAIN.store(slot, Ordering::Release);
+    log!(
+        "hyperlaunch: d{} {} is the boot domain; it builds the other {} domain(s)",
+        dc.domid,
+        dc.name,
+        cfg.domains.len() - 1
+    );
+    if let Err(e) = control::unpause(slot) {
+        halt_with(format_args!("cannot start d{}: {:?}", dc.domid, e));
+    }
+}
+
+/// What a boot domain may not have: everything the kernel would have to
+/// set up for it besides its RAM and payload. Its initrd is the module
+/// table, and it builds every link itself.
+fn check_boot_domain(b: usize, cfg: &config::SystemConfig) -> Result<(), &'static str> {
+    let dc = cfg.domains.get(b).ok_or("no such domain")?;
+    if dc.ramdisk.is_some() {
+        return Err("a boot domain has no ramdisk: its initrd is the image's module table");
+    }
+    if dc.device_model.is_some() || cfg.domains.iter().any(|d| d.device_model == Some(b)) {
+        return Err("a boot domain neither has nor is a device model");
+    }
+    if cfg.evtchns_of(b).next().is_some() || cfg.shm_of(b).next().is_some() {
+        return Err("a boot domain has no static event channel or shared memory");
+    }
+    let end = platform::RAM_BASE.saturating_add(dc.memory_bytes);
+    if end > platform::BOOT_MODULES_BASE {
+        return Err("a boot domain's RAM must end below its module window (at most 2 GiB)");
+    }
+    Ok(())
+}
+
+/// Where the boot domain sees `image`: in its module window, at the same
+/// offset within a 2 MiB block as in host memory, so block mappings work.
+fn module_window(image: &'static [u8]) -> Result<u64, &'static str> {
+    let pa = image.as_ptr() as u64;
+    let ipa = platform::BOOT_MODULES_BASE + pa % BLOCK_2M;
+    let len = (image.len() as u64).next_multiple_of(PAGE_SIZE);
+    if ipa + len > platform::BOOT_MODULES_BASE + platform::BOOT_MODULES_SIZE {
+        return Err("the image's modules do not fit the boot domain's module window");
+    }
+    Ok(ipa)
 }
 
 static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -758,16 +860,19 @@ fn init_this_cpu(p: usize) {
     STARTED.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Build domain `i` of the system description the way a builder would:
-/// create it, give it memory, map its static shared memory, load it and
-/// set its vCPU context, with the same functions the control hypercalls
-/// use (`control.rs`); it starts with the others, through `Unpause`.
+/// Build domain `i` of the system description in slot `slot` the way a
+/// builder would: create it, give it memory, map its static shared memory
+/// (and, for the boot domain, the image's `modules` read-only), load it
+/// and set its vCPU context, with the same functions the control
+/// hypercalls use (`control.rs`); it starts through `Unpause`.
 fn build_domain(
+    slot: usize,
     i: usize,
     dc: &DomainConfig,
     cfg: &config::SystemConfig,
     shm_at: &[ShmPlacement],
     table: &ModuleTable<'static>,
+    modules: Option<&'static [u8]>,
 ) -> Result<(), &'static str> {
     let size = dc.memory_bytes;
     if size < 2 * GUEST_DTB_RESERVE {
@@ -834,6 +939,10 @@ fn build_domain(
         .ok_or("its xen,security-label is not a context of the policy")?;
     let entry = platform::RAM_BASE + load_offset;
     let dtb_ipa = platform::RAM_BASE + size - GUEST_DTB_RESERVE;
+    let modules = match modules {
+        Some(image) => Some((module_window(image)?, image)),
+        None => None,
+    };
     let fields = DomainFields {
         entry,
         dtb_ipa,
@@ -846,27 +955,33 @@ fn build_domain(
         served,
         xen_enhanced: dc.xen_enhanced,
         shm,
+        modules,
         ..DomainFields::new(dc.name.clone(), sid, dc.vcpus as usize)
     };
-    control::create_in(i, fields).map_err(|e| e.why())?;
+    control::create_in(slot, fields).map_err(|e| e.why())?;
     let host = dc.static_mem.as_ref().map(|m| m.base);
-    control::assign_memory(i, size, host, false).map_err(|e| match e {
+    control::assign_memory(slot, size, host, false).map_err(|e| match e {
         control::BuildError::Memory(_) if host.is_some() => "xen,static-mem is not free host RAM",
         control::BuildError::Memory(_) => "not enough free host RAM",
         other => other.why(),
     })?;
-    let d = domains().get(i).ok_or("no such domain slot")?;
+    let d = domains().get(slot).ok_or("no such domain slot")?;
     for (region, placed) in cfg.shm.iter().zip(shm_at) {
         let Some(user) = region.users.iter().find(|u| u.domain == i) else {
             continue;
         };
         if placed.allowed.get(i).copied().unwrap_or(false) {
-            control::map_static_shared(i, user.guest_base, placed.host, region.size)
+            control::map_static(slot, user.guest_base, placed.host, region.size, Attrs::RAM)
                 .map_err(|_| "cannot map a shared-memory region")?;
         }
     }
+    if let Some((ipa, image)) = d.modules {
+        let len = (image.len() as u64).next_multiple_of(PAGE_SIZE);
+        control::map_static(slot, ipa, image.as_ptr() as u64, len, Attrs::READ_ONLY)
+            .map_err(|_| "cannot map the module table")?;
+    }
     load_domain(d)?;
-    control::set_vcpu_context(i, 0, entry, dtb_ipa).map_err(|e| e.why())
+    control::set_vcpu_context(slot, 0, entry, dtb_ipa).map_err(|e| e.why())
 }
 
 /// (Re)load a domain's RAM: the payload at its load offset, the initrd below
@@ -920,11 +1035,13 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
         unsafe { arch::copy_to_poc(dst, data) };
     };
     copy(at, d.payload);
-    let initrd = initrd_at.map(|(start, r)| {
-        copy(start, r);
-        let ipa = platform::RAM_BASE + start;
-        (ipa, ipa + r.len() as u64)
-    });
+    let initrd = initrd_at
+        .map(|(start, r)| {
+            copy(start, r);
+            let ipa = platform::RAM_BASE + start;
+            (ipa, ipa + r.len() as u64)
+        })
+        .or(d.modules.map(|(ipa, m)| (ipa, ipa + m.len() as u64)));
     // SAFETY: the DTB area `[dtb_off, size)` is the domain's RAM (see the
     // gaps' comment), just zeroed, and nothing else refers to it.
     let out = unsafe {
@@ -1071,6 +1188,15 @@ fn advance(d: &Domain, event: Event) -> Result<SlotState, Errno> {
 /// kernel built it itself). Safe to call from any pCPU.
 pub fn stop_domain(di: usize, why: StopReason) {
     let Some(d) = domains().get(di) else { return };
+    // The boot domain built the others: none of them could outlive its
+    // restart, so its reboot (PSCI SYSTEM_RESET, or the one it asks for on
+    // behalf of an `on-crash = "reboot"` domain) resets the machine.
+    if matches!(why, StopReason::Reboot) && boot_domain() == Some(di) {
+        log!("d{} {}: system reset", d.id, d.name);
+        let reset = tessera_ipc::psci::Function::SystemReset as u64;
+        arch::firmware_call(PSCI_SMC.load(Ordering::Relaxed), reset, 0, 0, 0);
+        arch::halt();
+    }
     if advance(d, Event::Stop).is_err() {
         return;
     }
@@ -1088,6 +1214,11 @@ pub fn stop_domain(di: usize, why: StopReason) {
     }
     stop_vcpus(d);
     release_links(di, d);
+    // The boot domain learns of every other domain's stop, as Xen's dom0
+    // does (VIRQ_DOM_EXC), and asks `GetDomainInfo` why.
+    if let Some(b) = boot_domain().filter(|&b| b != di) {
+        events::raise_virq(b, tessera_ipc::control::VIRQ_DOM_EXC, 0);
+    }
     // A domain a builder made has no image here: its builder restarts it.
     if let (StopReason::Reboot, false) = (why, d.payload.is_empty()) {
         // Let the other pCPUs leave the domain's vCPUs before reloading.
