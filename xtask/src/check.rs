@@ -4,7 +4,7 @@
 //!
 //! The one idea: a finding is about the image as it would boot on a stated
 //! board (`Board`: pCPUs and RAM, by default what `cargo xtask run` gives
-//! QEMU), computed from the same `SystemConfig` the kernel and domB parse and
+//! QEMU for this image), computed from the same `SystemConfig` the kernel and domB parse and
 //! the same policy questions the kernel asks. The checks, each a function
 //! with its own negative tests:
 //!
@@ -19,8 +19,9 @@
 //! - **memory**: fixed host ranges lie in board RAM and do not overlap, each
 //!   domain has the 4 MiB the kernel needs, and everything the kernel
 //!   allocates fits in board RAM;
-//! - **pcpus**: pins name pCPUs the board has, no pCPU is pinned twice, and
-//!   a pinned domain has a pin for every vCPU;
+//! - **pcpus**: pins name pCPUs the board has, no pCPU is pinned twice, a
+//!   pinned domain has a pin for every vCPU, and pinned domains (which own
+//!   their pCPUs) leave a pCPU for the unpinned ones;
 //! - **boot order**: `SystemConfig::boot_order` finds no cycle.
 //!
 //! What counts as an unused rule, exactly: an `allow S T:C` statement is
@@ -79,11 +80,48 @@ pub struct Board {
 }
 
 impl Board {
-    /// What `cargo xtask run` boots: `-smp 2 -m 1G`.
+    /// What `cargo xtask run` boots an image without pins on: `-smp 2 -m 1G`.
     pub const RUN: Board = Board {
         cpus: crate::tools::RUN_SMP,
         ram: crate::tools::RUN_MEMORY_MIB << 20,
     };
+
+    /// What `cargo xtask run` boots `config` on: [`Board::RUN`] with at
+    /// least the pCPUs its pins need ([`pcpus_needed`]), so an image that
+    /// pins a partition to pCPU 2 gets `-smp 3`.
+    pub fn for_image(config: &SystemConfig) -> Board {
+        Board {
+            cpus: Board::RUN.cpus.max(pcpus_needed(config)),
+            ..Board::RUN
+        }
+    }
+
+    /// [`Board::for_image`] for `<image_dir>/system.dts`, or [`Board::RUN`]
+    /// when it does not compile or parse (the build or check says why).
+    pub fn for_image_dir(image_dir: &Path) -> Board {
+        compile_dts(&image_dir.join("system.dts"))
+            .ok()
+            .and_then(|dtb| parse_system(&dtb).ok())
+            .map_or(Board::RUN, |config| Board::for_image(&config))
+    }
+}
+
+/// The fewest pCPUs on which `config`'s pins can be honoured as the kernel
+/// places vCPUs (`tessera_kernel::placement`): every pinned pCPU, and one
+/// more if pinned domains would own them all while some domain is not
+/// pinned. 1 for an image without pins.
+pub fn pcpus_needed(config: &SystemConfig) -> u32 {
+    let pins: BTreeSet<u32> = config
+        .domains
+        .iter()
+        .flat_map(|d| d.pcpus.iter().copied())
+        .collect();
+    let Some(&highest) = pins.last() else {
+        return 1;
+    };
+    let unpinned = config.domains.iter().any(|d| d.pcpus.is_empty());
+    let all_owned = pins.len() as u64 == u64::from(highest) + 1;
+    highest + 1 + u32::from(unpinned && all_owned)
 }
 
 /// A `--ram` size: `<N>G` or `<N>M`, N > 0.
@@ -672,6 +710,22 @@ pub fn check_pcpus(config: &SystemConfig, board: &Board) -> Vec<Finding> {
             }
         }
     }
+    // A pinned domain owns its pCPUs: the kernel places no other vCPU there
+    // and refuses an image that leaves an unpinned domain nowhere to run.
+    let owned = owner.iter().filter(|o| o.is_some()).count();
+    let unpinned = config.domains.iter().position(|d| d.pcpus.is_empty());
+    if let (Some(i), true) = (unpinned, owned as u64 >= u64::from(board.cpus)) {
+        if let Some(d) = config.domains.get(i) {
+            findings.push(Finding::error(
+                "pcpus",
+                format!(
+                    "{} is not pinned, but pinned domains own all {} pCPUs: none is left for it",
+                    DomainRef::new(i, d),
+                    board.cpus
+                ),
+            ));
+        }
+    }
     findings
 }
 
@@ -1121,12 +1175,66 @@ mod tests {
             messages(&check_pcpus(&shared, &four)),
             ["error: pcpus: d1 \"safety\" and d2 \"hmi\" are both pinned to pCPU 1"]
         );
+        let crowded = parse(&[
+            domain("dm", ""),
+            domain("a", "tessera,pcpus = <0>;"),
+            domain("b", "tessera,pcpus = <1>;"),
+        ]);
+        assert_eq!(
+            messages(&check_pcpus(&crowded, &Board::RUN)),
+            ["error: pcpus: d1 \"dm\" is not pinned, but pinned domains own all 2 pCPUs: none is \
+              left for it"]
+        );
+        let three = Board {
+            cpus: 3,
+            ..Board::RUN
+        };
+        assert_eq!(
+            messages(&check_pcpus(&crowded, &three)),
+            Vec::<String>::new()
+        );
         let short = parse(&[two("safety", "0")]);
         assert_eq!(
             messages(&check_pcpus(&short, &four)),
             ["error: pcpus: d1 \"safety\" has 2 vCPUs but tessera,pcpus pins only 1: vCPUs would \
               share a pCPU"]
         );
+    }
+
+    #[test]
+    fn run_gives_an_image_the_pcpus_its_pins_need() {
+        if !have_dtc() {
+            return;
+        }
+        let none = parse(&[domain("a", ""), domain("b", "")]);
+        assert_eq!(pcpus_needed(&none), 1);
+        assert_eq!(Board::for_image(&none), Board::RUN);
+        // The automotive ECU: safety owns pCPU 2, the others share 0 and 1.
+        let ecu = parse(&[
+            domain("dm", ""),
+            domain("linux", ""),
+            domain("safety", "tessera,pcpus = <2>;"),
+        ]);
+        assert_eq!(pcpus_needed(&ecu), 3);
+        assert_eq!(Board::for_image(&ecu).cpus, 3);
+        assert_eq!(Board::for_image(&ecu).ram, Board::RUN.ram);
+        // Pins on 0 and 1 and an unpinned domain: a third pCPU for it.
+        let crowded = parse(&[
+            domain("dm", ""),
+            domain("a", "tessera,pcpus = <0>;"),
+            domain("b", "tessera,pcpus = <1>;"),
+        ]);
+        assert_eq!(pcpus_needed(&crowded), 3);
+        // Every domain pinned: exactly the pins.
+        let pinned = parse(&[
+            domain("a", "tessera,pcpus = <0>;"),
+            domain("b", "tessera,pcpus = <1>;"),
+        ]);
+        assert_eq!(pcpus_needed(&pinned), 2);
+        // A hole below the pins is left for the unpinned domains.
+        let hole = parse(&[domain("dm", ""), domain("a", "tessera,pcpus = <3>;")]);
+        assert_eq!(pcpus_needed(&hole), 4);
+        assert_eq!(Board::for_image_dir(Path::new("/nonexistent")), Board::RUN);
     }
 
     #[test]

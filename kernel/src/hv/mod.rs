@@ -25,10 +25,11 @@ use core::sync::atomic::{
 use tessera_ipc::control::ExitReason;
 use tessera_ipc::errno::Errno;
 use tessera_ipc::image::{Arm64ImageHeader, ModuleKind, ARM64_IMAGE_MAGIC};
-use tessera_ipc::platform;
+use tessera_ipc::platform::{self, MAX_VCPUS_PER_DOMAIN};
 use tessera_kernel::control::{self as control_core, Event, SlotState};
 use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
 use tessera_kernel::image::ModuleTable;
+use tessera_kernel::placement::Placement;
 use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::RunQueue;
 use tessera_kernel::vgic::{LrState, Vgic};
@@ -114,6 +115,9 @@ pub struct DomainFields {
     /// Static shared-memory regions mapped into this domain, for its DT:
     /// (id, guest base, size).
     shm: heapless::Vec<(heapless::String<{ config::MAX_SHM_ID }>, u64, u64), MAX_SHM_PER_DOMAIN>,
+    /// `tessera,pcpus`: the pCPUs it owns, vCPU i on `pins[i % len]`;
+    /// empty when it is not pinned (`tessera_kernel::placement`).
+    pins: heapless::Vec<u32, MAX_VCPUS_PER_DOMAIN>,
 }
 
 impl DomainFields {
@@ -137,6 +141,7 @@ impl DomainFields {
             served: heapless::Vec::new(),
             xen_enhanced: false,
             shm: heapless::Vec::new(),
+            pins: heapless::Vec::new(),
         }
     }
 }
@@ -587,7 +592,8 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         halt_with(format_args!("no policy"))
     };
     DOMAINS.call_once(|| core::array::from_fn(|i| Domain::empty(i, placeholder)));
-    control::init(&ram, &reserved, table, ncpu);
+    let placement = plan_placement(&cfg, ncpu);
+    control::init(&ram, &reserved, table, placement);
     let shm = place_shared_memory(&cfg);
     match control::alloc_ram(BLOCK_2M) {
         Some(base) => grant::reserve(base),
@@ -631,6 +637,34 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         }
     }
     scheduler_entry(0)
+}
+
+/// Check every domain's `tessera,pcpus` against the board before any
+/// domain exists, and log which pCPUs pinned domains own. A pin the board
+/// cannot honour refuses the image: one line naming the domain, then halt.
+fn plan_placement(cfg: &config::SystemConfig, ncpu: usize) -> Placement {
+    let pins = cfg.domains.iter().map(|d| d.pcpus.as_slice());
+    let placement = match Placement::plan(ncpu, pins) {
+        Ok(p) => p,
+        Err(e) => {
+            let name = |i: usize| cfg.domains.get(i).map_or("?", |d| d.name.as_str());
+            halt_with(format_args!("cannot place vCPUs: {}", e.named(name)))
+        }
+    };
+    for p in 0..placement.pcpus() {
+        if let Some(d) = placement
+            .owner(p)
+            .and_then(|i| cfg.domains.get(i).map(|d| (i, d)))
+        {
+            log!(
+                "pcpu{} belongs to d{} {} (tessera,pcpus): no other domain runs there",
+                p,
+                d.0 + 1,
+                d.1.name
+            );
+        }
+    }
+    placement
 }
 
 static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -846,6 +880,7 @@ fn build_domain(
         served,
         xen_enhanced: dc.xen_enhanced,
         shm,
+        pins: dc.pcpus.clone(),
         ..DomainFields::new(dc.name.clone(), sid, dc.vcpus as usize)
     };
     control::create_in(i, fields).map_err(|e| e.why())?;
