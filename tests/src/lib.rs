@@ -11,6 +11,7 @@ pub mod hostdtb;
 pub mod linux;
 pub mod qemu;
 pub mod runner;
+pub mod safety;
 
 pub use qemu::{lit, Failure, Line, Qemu, QemuConfig};
 pub use runner::{run_main, Context, SystemTest};
