@@ -77,13 +77,17 @@ impl<'a, F: Fn(usize) -> &'a str> fmt::Display for NamedPlacementError<F> {
                 domain,
                 pcpu,
                 pcpus,
-            } => write!(
-                f,
-                "{}: tessera,pcpus pins a vCPU to pCPU {pcpu}, but the board has {pcpus} pCPUs \
-                 (0-{})",
-                who(domain),
-                pcpus.saturating_sub(1)
-            ),
+            } => {
+                write!(
+                    f,
+                    "{}: tessera,pcpus pins a vCPU to pCPU {pcpu}, but the board has only ",
+                    who(domain)
+                )?;
+                match pcpus {
+                    0 | 1 => write!(f, "pCPU 0"),
+                    n => write!(f, "pCPUs 0-{}", n - 1),
+                }
+            }
             PlacementError::PinnedTwice {
                 pcpu,
                 first,
@@ -328,12 +332,16 @@ mod tests {
         assert_eq!(e.domain(), 2);
         assert_eq!(
             message(e),
-            "d3 \"safety\": tessera,pcpus pins a vCPU to pCPU 2, but the board has 2 pCPUs (0-1)"
+            "d3 \"safety\": tessera,pcpus pins a vCPU to pCPU 2, but the board has only pCPUs 0-1"
         );
         assert!(matches!(
             plan(8, &[&[63]]),
             Err(PlacementError::NoSuchPcpu { pcpu: 63, .. })
         ));
+        assert_eq!(
+            message(plan(1, &[&[1]]).unwrap_err()),
+            "d1 \"devmodel\": tessera,pcpus pins a vCPU to pCPU 1, but the board has only pCPU 0"
+        );
         // pcpu_of never places on a pCPU the board lacks either.
         assert_eq!(Placement::unpinned(2).pcpu_of(&[5], 0, 0), None);
     }

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hostdtb;
+pub mod image;
 pub mod linux;
 pub mod qemu;
 pub mod runner;

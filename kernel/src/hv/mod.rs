@@ -552,7 +552,7 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         None => table.verify_all(),
     };
     if let Err(e) = verified {
-        halt_with(format_args!("bad unified image: {e}"));
+        halt_with(format_args!("bad unified image: {}", table.describe(e)));
     }
     let system = match table.first(ModuleKind::SystemDtb) {
         Ok(m) => m.data,
