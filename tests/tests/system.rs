@@ -240,6 +240,27 @@ fn pins_no_room(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `images/dom0less-example`, a tree written as Xen's ImageBuilder writes
+/// one (modules named only by `reg`, `vpl011` with no device model, the
+/// domains in the reverse order libfdt leaves them), boots unchanged: its
+/// modules come from the image's `modules.map`, domU1 passes its test and
+/// powers off, domU0 ticks on.
+fn dom0less_example(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("dom0less-example", 2))?;
+    qemu.forbid(r"stage-2 fault", "no domain may fault")?;
+    qemu.expect_all(
+        &[
+            r"tessera: d1 domU1: vcpu0 on pcpu0$",
+            r"tessera: d2 domU0: vcpu0 on pcpu1$",
+            &pass("domU1", "hypercalls"),
+            &shutdown("domU1", "poweroff"),
+        ],
+        WAIT,
+    )?;
+    qemu.expect_count(r"^\(domU0\) TICKER \d+ ", 2, WAIT)?;
+    Ok(())
+}
+
 /// One domain exercises every event-channel sub-command on its own ports:
 /// IPI, VIRQ and loopback delivery through the upcall, masking, status,
 /// close and reset, and every error path.
@@ -430,6 +451,7 @@ const TESTS: &[SystemTest] = &[
     test("corrupt-module", 90, corrupt_module_refused),
     test("pins-refused", 90, pins_refused),
     test("pins-no-room", 90, pins_no_room),
+    test("dom0less-example", 90, dom0less_example),
     test("evtchn-local", 90, evtchn_local),
     test("pingpong", 120, pingpong),
     test("evtchn-deny", 90, evtchn_deny),

@@ -22,7 +22,10 @@
 //! - **pcpus**: pins name pCPUs the board has, no pCPU is pinned twice, a
 //!   pinned domain has a pin for every vCPU, and pinned domains (which own
 //!   their pCPUs) leave a pCPU for the unpinned ones;
-//! - **boot order**: `SystemConfig::boot_order` finds no cycle.
+//! - **boot order**: `SystemConfig::boot_order` finds no cycle;
+//! - **console** (warning only): a domain asks for `vpl011` with no device
+//!   model to emulate it, as a tree written for Xen does; it boots with no
+//!   PL011.
 //!
 //! What counts as an unused rule, exactly: an `allow S T:C` statement is
 //! considered only through the (s, t) type pairs it expands to where s and t
@@ -56,7 +59,9 @@ use tessera_sysdesc::config::{
 
 use crate::error::{io, Error};
 use crate::mac::{check_system, DomainRef};
-use crate::system::{compile_policy, module_source, modules_of, policy_source, POLICY_SOURCE};
+use crate::system::{
+    compile_policy, module_source, modules_of, policy_source, unserved_vpl011, POLICY_SOURCE,
+};
 use crate::tools::{compile_dts, find_program, output};
 
 /// Host RAM starts here on QEMU `virt`, the board images boot on.
@@ -233,6 +238,11 @@ pub fn check_image(image_dir: &Path, board: &Board) -> Report {
     findings.extend(check_memory(&config, board));
     findings.extend(check_pcpus(&config, board));
     findings.extend(check_boot_order(&config));
+    findings.extend(
+        unserved_vpl011(&config)
+            .into_iter()
+            .map(|w| Finding::warning("console", w)),
+    );
     Report {
         findings,
         dot: Some(system_dot(&config, &domain_types(&config))),
@@ -1199,6 +1209,26 @@ mod tests {
             ["error: pcpus: d1 \"safety\" has 2 vCPUs but tessera,pcpus pins only 1: vCPUs would \
               share a pCPU"]
         );
+    }
+
+    #[test]
+    fn a_vpl011_nobody_emulates_is_a_warning() {
+        if !have_dtc() {
+            return;
+        }
+        let xen = parse(&[domain("domU0", "vpl011 = <0x1>;"), domain("other", "")]);
+        assert_eq!(
+            unserved_vpl011(&xen),
+            [
+                "d1 \"domU0\" has vpl011 but no tessera,device-model: no PL011 is emulated, its \
+              console is the hypervisor console (console_io)"
+            ]
+        );
+        let served = parse(&[
+            domain("dm", ""),
+            domain("g", "vpl011; tessera,device-model = \"dm\";"),
+        ]);
+        assert!(unserved_vpl011(&served).is_empty());
     }
 
     #[test]
