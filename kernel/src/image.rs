@@ -210,6 +210,39 @@ impl<'a> ModuleTable<'a> {
             .find(|m| m.kind == kind)
             .ok_or(ImageError::Missing)
     }
+
+    /// `error` as the boot log says it, naming the module a checksum
+    /// failure is about (its name is in the entry, which was bounds-checked
+    /// when the table was parsed): `module entry 2 "testguest" fails its
+    /// SHA-256 check`.
+    pub fn describe(&self, error: ImageError) -> DescribedError<'a> {
+        let name = match error {
+            ImageError::Corrupt(n) => self.entries.get(n).map(ModuleEntry::name_bytes),
+            _ => None,
+        };
+        DescribedError { error, name }
+    }
+}
+
+/// An [`ImageError`] with the name of the module it is about, if any; see
+/// [`ModuleTable::describe`].
+pub struct DescribedError<'a> {
+    error: ImageError,
+    name: Option<&'a [u8]>,
+}
+
+impl core::fmt::Display for DescribedError<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match (self.error, self.name) {
+            (ImageError::Corrupt(n), Some(name)) => {
+                // The name comes from the image: printed as text only if
+                // it is text.
+                let name = core::str::from_utf8(name).unwrap_or("<not UTF-8>");
+                write!(f, "module entry {n} {name:?} fails its SHA-256 check")
+            }
+            (error, _) => write!(f, "{error}"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -316,9 +349,42 @@ mod tests {
         let mut img = build(&[(ModuleKind::Kernel, "guest", b"code")]);
         let last = img.iter().rposition(|&b| b == b'e').unwrap();
         img[last] = b'E';
+        let table = ModuleTable::parse(&img).unwrap();
+        assert_eq!(table.verify_all(), Err(ImageError::Corrupt(0)));
         assert_eq!(
-            ModuleTable::parse(&img).unwrap().verify_all(),
-            Err(ImageError::Corrupt(0))
+            table.describe(ImageError::Corrupt(0)).to_string(),
+            "module entry 0 \"guest\" fails its SHA-256 check"
+        );
+    }
+
+    #[test]
+    fn a_failure_is_described_with_the_module_name_when_there_is_one() {
+        let mut img = build(&[
+            (ModuleKind::SystemDtb, "system.dtb", b"dt"),
+            (ModuleKind::Kernel, "badname", b"code"),
+        ]);
+        // Entry 1's name, made not UTF-8.
+        let name_at = core::mem::size_of::<TableHeader>()
+            + core::mem::size_of::<ModuleEntry>()
+            + core::mem::offset_of!(ModuleEntry, name);
+        img[name_at + 3] = 0xff;
+        let table = ModuleTable::parse(&img).unwrap();
+        assert_eq!(
+            table.describe(ImageError::Corrupt(1)).to_string(),
+            "module entry 1 \"<not UTF-8>\" fails its SHA-256 check"
+        );
+        assert_eq!(
+            table.describe(ImageError::Corrupt(0)).to_string(),
+            "module entry 0 \"system.dtb\" fails its SHA-256 check"
+        );
+        // No such entry, or an error about no one module: as it is.
+        assert_eq!(
+            table.describe(ImageError::Corrupt(7)).to_string(),
+            "module entry 7 fails its SHA-256 check"
+        );
+        assert_eq!(
+            table.describe(ImageError::BadMagic).to_string(),
+            "no module table (bad magic)"
         );
     }
 

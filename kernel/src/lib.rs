@@ -1,8 +1,9 @@
 //! The portable half of the Tessera EL2 kernel.
 //!
 //! Everything here builds for the host and is unit-tested there: stage-2
-//! tables over fake memory, the scheduler, hypercall decoding, PSCI state,
-//! the virtual GIC's register model and the host-DT parser. The system
+//! tables over fake memory, the scheduler and vCPU placement, hypercall
+//! decoding, PSCI state, the virtual GIC's register model and the host-DT
+//! parser. The system
 //! description (parser, validation, guest DTs) is its own crate,
 //! `tessera-sysdesc`, shared with domB and xtask.
 //! Arch code (`arch/`) sits behind small traits; only the aarch64 binary
@@ -22,6 +23,7 @@ pub mod hypercall;
 pub mod idregs;
 pub mod image;
 pub mod pagetable;
+pub mod placement;
 pub mod power;
 pub mod ram;
 pub mod sched;

@@ -1,21 +1,13 @@
 //! Per-pCPU round-robin scheduling.
 //!
-//! vCPUs are placed on pCPUs once, at domain build time: 1:1 while there are
-//! enough pCPUs, otherwise spread evenly. Each pCPU then only ever runs its
-//! own vCPUs, so a vCPU's register state is touched by one pCPU alone and no
-//! lock guards it. Time-slicing is round robin among the runnable ones.
+//! vCPUs are placed on pCPUs once, at domain build time (`placement`: a
+//! pinned domain on the pCPUs it owns, the others spread over the rest).
+//! Each pCPU then only ever runs its own vCPUs, so a vCPU's register state
+//! is touched by one pCPU alone and no lock guards it. Time-slicing is round
+//! robin among the runnable ones.
 
 /// Most vCPUs one pCPU can host.
 pub const MAX_VCPUS_PER_PCPU: usize = 32;
-
-/// Which pCPU the `n`th vCPU (counting all domains in build order) runs on.
-pub const fn place(n: usize, pcpus: usize) -> usize {
-    if pcpus == 0 {
-        0
-    } else {
-        n % pcpus
-    }
-}
 
 /// The vCPUs of one pCPU, by global vCPU index, and whose turn it is.
 pub struct RunQueue {
@@ -98,16 +90,6 @@ impl Default for RunQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn placement_is_one_to_one_then_round_robin() {
-        assert_eq!((0..2).map(|n| place(n, 2)).collect::<Vec<_>>(), [0, 1]);
-        assert_eq!(
-            (0..8).map(|n| place(n, 2)).collect::<Vec<_>>(),
-            [0, 1, 0, 1, 0, 1, 0, 1]
-        );
-        assert_eq!(place(3, 0), 0);
-    }
 
     #[test]
     fn round_robin_skips_blocked_and_wraps() {

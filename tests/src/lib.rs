@@ -8,9 +8,11 @@
 #![forbid(unsafe_code)]
 
 pub mod hostdtb;
+pub mod image;
 pub mod linux;
 pub mod qemu;
 pub mod runner;
+pub mod safety;
 
 pub use qemu::{lit, Failure, Line, Qemu, QemuConfig};
 pub use runner::{run_main, Context, SystemTest};

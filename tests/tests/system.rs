@@ -9,7 +9,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 use tessera_system_tests::hostdtb::broken_host_dtb;
-use tessera_system_tests::{run_main, Context, Failure, Line, Qemu, SystemTest};
+use tessera_system_tests::image::corrupt_module;
+use tessera_system_tests::{lit, run_main, Context, Failure, Line, Qemu, SystemTest};
 
 /// Bare-metal tests finish in seconds; this is for a slow CI machine.
 const WAIT: Duration = Duration::from_secs(60);
@@ -148,6 +149,115 @@ fn bad_host_dtb(cx: &Context) -> Result<(), Failure> {
     // Give a panic (or a domain starting anyway) a moment to show.
     qemu.settle(Duration::from_secs(2))?;
     qemu.assert_absent(r"^\(", "no domain may start on a bad host DTB")?;
+    Ok(())
+}
+
+/// A copy of a good image with one byte of its `testguest` module flipped:
+/// the kernel checks every module's SHA-256 before using any, refuses the
+/// image with one line naming the module, and starts no domain.
+fn corrupt_module_refused(cx: &Context) -> Result<(), Failure> {
+    let good = cx.image("hypercalls");
+    let mut bytes =
+        std::fs::read(&good).map_err(|e| Failure::new(format!("{}: {e}", good.display())))?;
+    let index = corrupt_module(&mut bytes, "testguest")?;
+    let dir = cx.scratch();
+    std::fs::create_dir_all(&dir).map_err(|e| Failure::new(format!("{}: {e}", dir.display())))?;
+    let bad = dir.join("corrupt-tessera.img");
+    std::fs::write(&bad, &bytes).map_err(|e| Failure::new(format!("{}: {e}", bad.display())))?;
+    let mut config = cx.config("hypercalls", 2);
+    config.kernel = bad;
+    let mut qemu = cx.boot(&config)?;
+    qemu.expect(
+        &lit(&format!(
+            "tessera: bad unified image: module entry {index} \"testguest\" fails its SHA-256 \
+             check; halting"
+        )),
+        WAIT,
+    )?;
+    qemu.settle(Duration::from_secs(2))?;
+    qemu.assert_absent(r"^\(", "no domain may start from a corrupt image")?;
+    qemu.assert_absent(r"vcpu\d+ on pcpu", "no domain may even be built")?;
+    Ok(())
+}
+
+/// The kernel refuses pins it cannot honour before it builds any domain,
+/// with one line naming the domain, even though the image was packed
+/// (`cargo xtask build` does not check pins; an image may come from other
+/// tools): `tests/images/pins-refused` pins two domains to pCPU 1.
+fn pins_refused(cx: &Context) -> Result<(), Failure> {
+    let refused = |smp: u32, why: &str| -> Result<(), Failure> {
+        let mut qemu = cx.boot(&cx.config("pins-refused", smp))?;
+        qemu.expect(
+            &lit(&format!("tessera: cannot place vCPUs: {why}; halting")),
+            WAIT,
+        )?;
+        qemu.settle(Duration::from_secs(2))?;
+        qemu.assert_absent(r"^\(", "no domain may start")?;
+        qemu.assert_absent(r"vcpu\d+ on pcpu", "no domain may even be built")?;
+        Ok(())
+    };
+    refused(
+        2,
+        "d2 \"b\": tessera,pcpus pins a vCPU to pCPU 1, which d1 \"a\" already owns (a \
+         pinned domain has its pCPUs to itself)",
+    )?;
+    refused(
+        1,
+        "d1 \"a\": tessera,pcpus pins a vCPU to pCPU 1, but the board has only pCPU 0",
+    )
+}
+
+/// `tests/images/pins-no-room`: a owns pCPU 0, b owns pCPU 1, c is not
+/// pinned. On two pCPUs nothing is left for c and the image is refused;
+/// on three, c runs on pCPU 2, the only one nobody owns, and all pass.
+fn pins_no_room(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("pins-no-room", 2))?;
+    qemu.expect(
+        &lit(
+            "tessera: cannot place vCPUs: d3 \"c\" is not pinned, but pinned domains own all 2 \
+             pCPUs: none is left for it (tessera,pcpus); halting",
+        ),
+        WAIT,
+    )?;
+    qemu.settle(Duration::from_secs(2))?;
+    qemu.assert_absent(r"^\(", "no domain may start")?;
+    drop(qemu);
+    let mut qemu = cx.boot(&cx.config("pins-no-room", 3))?;
+    qemu.expect_all(
+        &[
+            r"tessera: pcpu0 belongs to d1 a \(tessera,pcpus\)",
+            r"tessera: pcpu1 belongs to d2 b \(tessera,pcpus\)",
+            r"tessera: d1 a: vcpu0 on pcpu0$",
+            r"tessera: d2 b: vcpu0 on pcpu1$",
+            r"tessera: d3 c: vcpu0 on pcpu2$",
+            &pass("a", "hypercalls"),
+            &pass("b", "hypercalls"),
+            &pass("c", "hypercalls"),
+        ],
+        WAIT,
+    )?;
+    qemu.expect(ALL_STOPPED, WAIT)?;
+    Ok(())
+}
+
+/// `images/dom0less-example`, a tree written as Xen's ImageBuilder writes
+/// one (modules named only by `reg`, `vpl011` with no device model, the
+/// domains in the reverse order libfdt leaves them), boots unchanged: its
+/// modules come from the image's `modules.map`, domU1 passes its test and
+/// powers off, domU0 ticks on.
+fn dom0less_example(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("dom0less-example", 2))?;
+    qemu.forbid(r"stage-2 fault", "no domain may fault")?;
+    qemu.expect_all(
+        &[
+            r"tessera: d1 domU1: vcpu0 on pcpu0$",
+            r"tessera: d2 domU0: vcpu0 on pcpu1$",
+            &pass("domU1", "hypercalls"),
+            &shutdown("domU1", "poweroff"),
+        ],
+        WAIT,
+    )?;
+    qemu.expect_count(r"^\(domU0\) TICKER \d+ ", 2, WAIT)?;
     Ok(())
 }
 
@@ -468,6 +578,10 @@ const TESTS: &[SystemTest] = &[
     test("cpu-max", 120, cpu_max),
     test("shutdown-modes", 90, shutdown_modes),
     test("bad-host-dtb", 90, bad_host_dtb),
+    test("corrupt-module", 90, corrupt_module_refused),
+    test("pins-refused", 90, pins_refused),
+    test("pins-no-room", 90, pins_no_room),
+    test("dom0less-example", 90, dom0less_example),
     test("evtchn-local", 90, evtchn_local),
     test("pingpong", 120, pingpong),
     test("evtchn-deny", 90, evtchn_deny),

@@ -4,7 +4,7 @@
 //!
 //! The one idea: a finding is about the image as it would boot on a stated
 //! board (`Board`: pCPUs and RAM, by default what `cargo xtask run` gives
-//! QEMU), computed from the same `SystemConfig` the kernel and domB parse and
+//! QEMU for this image), computed from the same `SystemConfig` the kernel and domB parse and
 //! the same policy questions the kernel asks. The checks, each a function
 //! with its own negative tests:
 //!
@@ -19,9 +19,13 @@
 //! - **memory**: fixed host ranges lie in board RAM and do not overlap, each
 //!   domain has the 4 MiB the kernel needs, and everything the kernel
 //!   allocates fits in board RAM;
-//! - **pcpus**: pins name pCPUs the board has, no pCPU is pinned twice, and
-//!   a pinned domain has a pin for every vCPU;
-//! - **boot order**: `SystemConfig::boot_order` finds no cycle.
+//! - **pcpus**: pins name pCPUs the board has, no pCPU is pinned twice, a
+//!   pinned domain has a pin for every vCPU, and pinned domains (which own
+//!   their pCPUs) leave a pCPU for the unpinned ones;
+//! - **boot order**: `SystemConfig::boot_order` finds no cycle;
+//! - **console** (warning only): a domain asks for `vpl011` with no device
+//!   model to emulate it, as a tree written for Xen does; it boots with no
+//!   PL011.
 //!
 //! What counts as an unused rule, exactly: an `allow S T:C` statement is
 //! considered only through the (s, t) type pairs it expands to where s and t
@@ -57,7 +61,9 @@ use tessera_sysdesc::config::{
 
 use crate::error::{io, Error};
 use crate::mac::{check_system, DomainRef};
-use crate::system::{compile_policy, module_source, modules_of, policy_source, POLICY_SOURCE};
+use crate::system::{
+    compile_policy, module_source, modules_of, policy_source, unserved_vpl011, POLICY_SOURCE,
+};
 use crate::tools::{compile_dts, find_program, output};
 
 /// Host RAM starts here on QEMU `virt`, the board images boot on.
@@ -81,11 +87,48 @@ pub struct Board {
 }
 
 impl Board {
-    /// What `cargo xtask run` boots: `-smp 2 -m 1G`.
+    /// What `cargo xtask run` boots an image without pins on: `-smp 2 -m 1G`.
     pub const RUN: Board = Board {
         cpus: crate::tools::RUN_SMP,
         ram: crate::tools::RUN_MEMORY_MIB << 20,
     };
+
+    /// What `cargo xtask run` boots `config` on: [`Board::RUN`] with at
+    /// least the pCPUs its pins need ([`pcpus_needed`]), so an image that
+    /// pins a partition to pCPU 2 gets `-smp 3`.
+    pub fn for_image(config: &SystemConfig) -> Board {
+        Board {
+            cpus: Board::RUN.cpus.max(pcpus_needed(config)),
+            ..Board::RUN
+        }
+    }
+
+    /// [`Board::for_image`] for `<image_dir>/system.dts`, or [`Board::RUN`]
+    /// when it does not compile or parse (the build or check says why).
+    pub fn for_image_dir(image_dir: &Path) -> Board {
+        compile_dts(&image_dir.join("system.dts"))
+            .ok()
+            .and_then(|dtb| parse_system(&dtb).ok())
+            .map_or(Board::RUN, |config| Board::for_image(&config))
+    }
+}
+
+/// The fewest pCPUs on which `config`'s pins can be honoured as the kernel
+/// places vCPUs (`tessera_kernel::placement`): every pinned pCPU, and one
+/// more if pinned domains would own them all while some domain is not
+/// pinned. 1 for an image without pins.
+pub fn pcpus_needed(config: &SystemConfig) -> u32 {
+    let pins: BTreeSet<u32> = config
+        .domains
+        .iter()
+        .flat_map(|d| d.pcpus.iter().copied())
+        .collect();
+    let Some(&highest) = pins.last() else {
+        return 1;
+    };
+    let unpinned = config.domains.iter().any(|d| d.pcpus.is_empty());
+    let all_owned = pins.len() as u64 == u64::from(highest) + 1;
+    highest + 1 + u32::from(unpinned && all_owned)
 }
 
 /// A `--ram` size: `<N>G` or `<N>M`, N > 0.
@@ -197,6 +240,11 @@ pub fn check_image(image_dir: &Path, board: &Board) -> Report {
     findings.extend(check_memory(&config, board));
     findings.extend(check_pcpus(&config, board));
     findings.extend(check_boot_order(&config));
+    findings.extend(
+        unserved_vpl011(&config)
+            .into_iter()
+            .map(|w| Finding::warning("console", w)),
+    );
     Report {
         findings,
         dot: Some(system_dot(&config, &domain_types(&config))),
@@ -686,6 +734,22 @@ pub fn check_pcpus(config: &SystemConfig, board: &Board) -> Vec<Finding> {
             }
         }
     }
+    // A pinned domain owns its pCPUs: the kernel places no other vCPU there
+    // and refuses an image that leaves an unpinned domain nowhere to run.
+    let owned = owner.iter().filter(|o| o.is_some()).count();
+    let unpinned = config.domains.iter().position(|d| d.pcpus.is_empty());
+    if let (Some(i), true) = (unpinned, owned as u64 >= u64::from(board.cpus)) {
+        if let Some(d) = config.domains.get(i) {
+            findings.push(Finding::error(
+                "pcpus",
+                format!(
+                    "{} is not pinned, but pinned domains own all {} pCPUs: none is left for it",
+                    DomainRef::new(i, d),
+                    board.cpus
+                ),
+            ));
+        }
+    }
     findings
 }
 
@@ -1135,12 +1199,86 @@ mod tests {
             messages(&check_pcpus(&shared, &four)),
             ["error: pcpus: d1 \"safety\" and d2 \"hmi\" are both pinned to pCPU 1"]
         );
+        let crowded = parse(&[
+            domain("dm", ""),
+            domain("a", "tessera,pcpus = <0>;"),
+            domain("b", "tessera,pcpus = <1>;"),
+        ]);
+        assert_eq!(
+            messages(&check_pcpus(&crowded, &Board::RUN)),
+            ["error: pcpus: d1 \"dm\" is not pinned, but pinned domains own all 2 pCPUs: none is \
+              left for it"]
+        );
+        let three = Board {
+            cpus: 3,
+            ..Board::RUN
+        };
+        assert_eq!(
+            messages(&check_pcpus(&crowded, &three)),
+            Vec::<String>::new()
+        );
         let short = parse(&[two("safety", "0")]);
         assert_eq!(
             messages(&check_pcpus(&short, &four)),
             ["error: pcpus: d1 \"safety\" has 2 vCPUs but tessera,pcpus pins only 1: vCPUs would \
               share a pCPU"]
         );
+    }
+
+    #[test]
+    fn a_vpl011_nobody_emulates_is_a_warning() {
+        if !have_dtc() {
+            return;
+        }
+        let xen = parse(&[domain("domU0", "vpl011 = <0x1>;"), domain("other", "")]);
+        assert_eq!(
+            unserved_vpl011(&xen),
+            [
+                "d1 \"domU0\" has vpl011 but no tessera,device-model: no PL011 is emulated, its \
+              console is the hypervisor console (console_io)"
+            ]
+        );
+        let served = parse(&[
+            domain("dm", ""),
+            domain("g", "vpl011; tessera,device-model = \"dm\";"),
+        ]);
+        assert!(unserved_vpl011(&served).is_empty());
+    }
+
+    #[test]
+    fn run_gives_an_image_the_pcpus_its_pins_need() {
+        if !have_dtc() {
+            return;
+        }
+        let none = parse(&[domain("a", ""), domain("b", "")]);
+        assert_eq!(pcpus_needed(&none), 1);
+        assert_eq!(Board::for_image(&none), Board::RUN);
+        // The automotive ECU: safety owns pCPU 2, the others share 0 and 1.
+        let ecu = parse(&[
+            domain("dm", ""),
+            domain("linux", ""),
+            domain("safety", "tessera,pcpus = <2>;"),
+        ]);
+        assert_eq!(pcpus_needed(&ecu), 3);
+        assert_eq!(Board::for_image(&ecu).cpus, 3);
+        assert_eq!(Board::for_image(&ecu).ram, Board::RUN.ram);
+        // Pins on 0 and 1 and an unpinned domain: a third pCPU for it.
+        let crowded = parse(&[
+            domain("dm", ""),
+            domain("a", "tessera,pcpus = <0>;"),
+            domain("b", "tessera,pcpus = <1>;"),
+        ]);
+        assert_eq!(pcpus_needed(&crowded), 3);
+        // Every domain pinned: exactly the pins.
+        let pinned = parse(&[
+            domain("a", "tessera,pcpus = <0>;"),
+            domain("b", "tessera,pcpus = <1>;"),
+        ]);
+        assert_eq!(pcpus_needed(&pinned), 2);
+        // A hole below the pins is left for the unpinned domains.
+        let hole = parse(&[domain("dm", ""), domain("a", "tessera,pcpus = <3>;")]);
+        assert_eq!(pcpus_needed(&hole), 4);
+        assert_eq!(Board::for_image_dir(Path::new("/nonexistent")), Board::RUN);
     }
 
     #[test]

@@ -25,9 +25,11 @@ commands:
                                validate without booting (memory, pCPU pins, policy links and
                                unused rules, modules, boot order), one line per finding, for a
                                board of N pCPUs and SIZE RAM (default: what `run` gives QEMU,
-                               2 and 1G); writes target/images/<name>/system.dot (and .svg)
+                               1G and 2 pCPUs or more if the image's pins need them); writes
+                               target/images/<name>/system.dot (and .svg)
   run [IMAGE_DIR] [--smp N] [--cpu CPU] [-- QEMU_ARGS...]
-                               build, then boot under QEMU (serial on this terminal; Ctrl-A X quits)
+                               build, then boot under QEMU (serial on this terminal; Ctrl-A X
+                               quits); -smp is 2, or what the image's tessera,pcpus need
   test                         host unit tests, every image's system tests under QEMU, then
                                the Debian Linux tests (natively on QEMU)
   bench                        instruction counts per operation, under Tessera and native
@@ -118,22 +120,24 @@ fn memory_arg(mib: u64) -> String {
 }
 
 fn check(args: &[String]) -> Result<(), Error> {
-    let mut board = xtask::check::Board::RUN;
+    let (mut cpus, mut ram) = (None, None);
     let mut image = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--cpus" => {
-                board.cpus = it
+                cpus = it
                     .next()
                     .and_then(|n| n.parse::<u32>().ok())
                     .filter(|n| *n > 0)
+                    .map(Some)
                     .ok_or_else(|| Error::Usage("--cpus needs a positive number".into()))?
             }
             "--ram" => {
-                board.ram = it
+                ram = it
                     .next()
                     .and_then(|r| xtask::check::parse_ram(r))
+                    .map(Some)
                     .ok_or_else(|| Error::Usage("--ram needs a size such as 1G or 512M".into()))?
             }
             flag if flag.starts_with('-') => {
@@ -149,6 +153,10 @@ fn check(args: &[String]) -> Result<(), Error> {
     }
     let dir = image_dir(image.as_deref())?;
     ensure_setup()?;
+    // By default, the board `run` would boot this image on.
+    let mut board = xtask::check::Board::for_image_dir(&dir);
+    board.cpus = cpus.unwrap_or(board.cpus);
+    board.ram = ram.unwrap_or(board.ram);
     let report = xtask::check::check_image(&dir, &board);
     for finding in &report.findings {
         println!("{finding}");
@@ -193,17 +201,18 @@ fn run_qemu(args: &[String]) -> Result<(), Error> {
         Some(split) => (&args[..split], &args[split + 1..]),
         None => (args, &[][..]),
     };
-    let mut smp = xtask::tools::RUN_SMP.to_string();
+    let mut smp = None;
     let mut cpu = "cortex-a72".to_string();
     let mut image = None;
     let mut it = ours.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--smp" => {
-                smp = it
-                    .next()
-                    .ok_or_else(|| Error::Usage("--smp needs a number".into()))?
-                    .clone()
+                smp = Some(
+                    it.next()
+                        .ok_or_else(|| Error::Usage("--smp needs a number".into()))?
+                        .clone(),
+                )
             }
             "--cpu" => {
                 cpu = it
@@ -222,12 +231,17 @@ fn run_qemu(args: &[String]) -> Result<(), Error> {
             }
         }
     }
-    if smp.parse::<u32>().map_or(true, |n| n == 0) {
+    if let Some(smp) = smp
+        .as_ref()
+        .filter(|s| s.parse::<u32>().map_or(true, |n| n == 0))
+    {
         return Err(Error::Usage(format!(
             "--smp needs a positive number, not `{smp}`"
         )));
     }
     let dir = image_dir(image.as_deref())?;
+    // By default, 2 pCPUs or as many as the image's tessera,pcpus need.
+    let smp = smp.unwrap_or_else(|| xtask::check::Board::for_image_dir(&dir).cpus.to_string());
     ensure_setup()?;
     load_description(&dir)?;
     let img = build_one(&dir, &build_artefacts()?)?;
@@ -259,18 +273,27 @@ fn run_qemu(args: &[String]) -> Result<(), Error> {
     })
 }
 
-/// Every image directory that tests use: the default image, then
-/// `tests/images/*`.
+/// Every image directory that tests use: the deployments in `images/*`
+/// (the default image first), then `tests/images/*`.
 fn test_image_dirs() -> Result<Vec<PathBuf>, Error> {
     let root = repo_root();
-    let tests = root.join("tests").join("images");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&tests)
-        .map_err(xtask::error::io(&tests))?
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|dir| dir.join("system.dts").is_file())
-        .collect();
-    dirs.sort();
-    dirs.insert(0, root.join(DEFAULT_IMAGE));
+    let image_dirs = |parent: PathBuf| -> Result<Vec<PathBuf>, Error> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&parent)
+            .map_err(xtask::error::io(&parent))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|dir| dir.join("system.dts").is_file())
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    };
+    let default = root.join(DEFAULT_IMAGE);
+    let mut dirs = vec![default.clone()];
+    dirs.extend(
+        image_dirs(root.join("images"))?
+            .into_iter()
+            .filter(|dir| *dir != default),
+    );
+    dirs.extend(image_dirs(root.join("tests").join("images"))?);
     Ok(dirs)
 }
 

@@ -47,6 +47,10 @@ pub const POLICY_SOURCE: &str = "policy.te";
 /// The policy an image without its own `policy.te` gets, from the repository
 /// root.
 pub const DEFAULT_POLICY: &str = "policy/default.te";
+/// Next to `system.dts`: which module each `reg` load address names, for
+/// module nodes written as Xen's dom0less trees write them (no
+/// `tessera,module`; see [`parse_module_map`]).
+pub const MODULE_MAP: &str = "modules.map";
 
 /// Payloads built from the workspace, by module name.
 pub struct BuiltPayloads {
@@ -139,6 +143,11 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
                 dts.display()
             )
         })
+        .chain(
+            unserved_vpl011(&config)
+                .into_iter()
+                .map(|w| format!("{}: {w}", dts.display())),
+        )
         .collect();
     Ok(Description {
         dtb,
@@ -147,6 +156,25 @@ pub fn load_description(image_dir: &Path) -> Result<Description, Error> {
         modules,
         warnings,
     })
+}
+
+/// One line per domain that asks for `vpl011` with no device model to
+/// emulate it (a tree written for Xen): it boots with no PL011 and writes
+/// to the hypervisor console.
+pub fn unserved_vpl011(config: &SystemConfig) -> Vec<String> {
+    config
+        .domains
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.vpl011_unserved)
+        .map(|(i, d)| {
+            format!(
+                "{} has vpl011 but no tessera,device-model: no PL011 is emulated, its console \
+                 is the hypervisor console (console_io)",
+                crate::mac::DomainRef::new(i, d)
+            )
+        })
+        .collect()
 }
 
 /// Every module `config` names, with its kind, in first-use order. A name
@@ -215,6 +243,9 @@ pub enum ModuleSource {
 /// a built-in payload, a blank disk, or a file next to `system.dts` that
 /// exists. `cargo xtask check` uses this to report a missing module.
 pub fn module_source(name: &str, image_dir: &Path) -> Result<ModuleSource, Error> {
+    if let Some(address) = tessera_sysdesc::config::load_address_of(name) {
+        return reg_module_source(name, address, image_dir);
+    }
     match name {
         TESTGUEST_MODULE => return Ok(ModuleSource::TestGuest),
         DEVMODEL_MODULE => return Ok(ModuleSource::DevModel),
@@ -240,6 +271,73 @@ pub fn module_source(name: &str, image_dir: &Path) -> Result<ModuleSource, Error
         });
     }
     Ok(ModuleSource::File(path))
+}
+
+/// Parses a module map: one `<address> <module>` pair per line, the
+/// address as a boot loader's load command gives it (`0x42e00000`, or
+/// decimal), the module as `tessera,module` would name it (a built-in
+/// payload or a file next to `system.dts`). `#` starts a comment; blank
+/// lines are ignored. These are exactly the pairs of the load commands in
+/// the boot script ImageBuilder writes with the tree (`tftpb 0x42e00000
+/// Image`). An error names the line.
+pub fn parse_module_map(text: &str) -> Result<Vec<(u64, String)>, String> {
+    let mut map: Vec<(u64, String)> = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let at = |why: String| format!("{MODULE_MAP}:{}: {why}", n + 1);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let [address, module] = words.as_slice() else {
+            return Err(at(format!("expected `<address> <module>`, found `{line}`")));
+        };
+        let parsed = match address
+            .strip_prefix("0x")
+            .or_else(|| address.strip_prefix("0X"))
+        {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => address.parse::<u64>().ok(),
+        };
+        let Some(address_value) = parsed else {
+            return Err(at(format!("`{address}` is not an address")));
+        };
+        if tessera_sysdesc::config::load_address_of(module).is_some() {
+            return Err(at(format!(
+                "`{module}` is itself a reg name; map the address to a payload"
+            )));
+        }
+        if let Some((_, other)) = map.iter().find(|(a, _)| *a == address_value) {
+            return Err(at(format!(
+                "{address_value:#x} is mapped twice (to `{other}` and `{module}`)"
+            )));
+        }
+        map.push((address_value, (*module).to_string()));
+    }
+    Ok(map)
+}
+
+/// Where the module a node names by `reg` at `address` comes from: the
+/// module the image's `modules.map` maps that address to.
+fn reg_module_source(name: &str, address: u64, image_dir: &Path) -> Result<ModuleSource, Error> {
+    let bad = |reason: String| Error::BadModule {
+        name: name.into(),
+        reason,
+    };
+    let path = image_dir.join(MODULE_MAP);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        bad(format!(
+            "a module node names it by reg only (no tessera,module), so {} must map {address:#x} \
+             to a payload: {e}",
+            path.display()
+        ))
+    })?;
+    let map = parse_module_map(&text).map_err(|e| bad(format!("{} ({e})", path.display())))?;
+    let (_, module) = map
+        .iter()
+        .find(|(a, _)| *a == address)
+        .ok_or_else(|| bad(format!("{} does not map {address:#x}", path.display())))?;
+    module_source(module, image_dir)
 }
 
 /// Finds the bytes of module `name`: a workspace payload, a Debian Linux
@@ -388,6 +486,173 @@ mod tests {
     use crate::pack::{read_table, table_offset};
     use crate::tools::{find_program, DTC};
     use tessera_policy::Policy;
+    use tessera_sysdesc::config::ModuleSpec;
+
+    #[test]
+    fn a_module_map_pairs_load_addresses_with_payloads() {
+        let map = parse_module_map(
+            "# ImageBuilder's load commands\n\
+             0x42e00000 testguest   # domU0\n\
+             \n\
+             1124073472\tdebian-linux\n\
+             0X43200000 initrd.cpio\n",
+        )
+        .unwrap();
+        assert_eq!(
+            map,
+            [
+                (0x42e0_0000, "testguest".to_string()),
+                (0x4300_0000, "debian-linux".to_string()),
+                (0x4320_0000, "initrd.cpio".to_string()),
+            ]
+        );
+        assert_eq!(parse_module_map(""), Ok(vec![]));
+    }
+
+    #[test]
+    fn module_map_errors_name_the_line() {
+        for (text, why) in [
+            (
+                "0x1000\n",
+                "modules.map:1: expected `<address> <module>`, found `0x1000`",
+            ),
+            (
+                "\n0x1000 a b\n",
+                "modules.map:2: expected `<address> <module>`",
+            ),
+            ("0xfoo a\n", "modules.map:1: `0xfoo` is not an address"),
+            ("-1 a\n", "modules.map:1: `-1` is not an address"),
+            ("0x10000000000000000 a\n", "is not an address"),
+            (
+                "0x1000 a\n4096 b\n",
+                "modules.map:2: 0x1000 is mapped twice (to `a` and `b`)",
+            ),
+            ("0x1000 reg@0x2000\n", "`reg@0x2000` is itself a reg name"),
+        ] {
+            let e = parse_module_map(text).unwrap_err();
+            assert!(e.contains(why), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_reg_named_module_resolves_through_the_map() {
+        let dir = TempDir::new("regmap");
+        std::fs::write(dir.0.join("Image"), b"kernel").unwrap();
+        let reg = |a: u64| ModuleSpec::from_load_address(a).name.to_string();
+        let missing = module_source(&reg(0x4200_0000), &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("names it by reg only") && missing.contains("modules.map"),
+            "{missing}"
+        );
+        std::fs::write(
+            dir.0.join(MODULE_MAP),
+            "0x42000000 Image\n0x44000000 testguest\n0x46000000 nothing-here\n",
+        )
+        .unwrap();
+        assert_eq!(
+            module_source(&reg(0x4200_0000), &dir.0).unwrap(),
+            ModuleSource::File(dir.0.join("Image"))
+        );
+        assert_eq!(
+            module_source(&reg(0x4400_0000), &dir.0).unwrap(),
+            ModuleSource::TestGuest
+        );
+        let unmapped = module_source(&reg(0x4800_0000), &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(unmapped.contains("does not map 0x48000000"), "{unmapped}");
+        assert!(matches!(
+            module_source(&reg(0x4600_0000), &dir.0),
+            Err(Error::UnknownModule { .. })
+        ));
+        std::fs::write(dir.0.join(MODULE_MAP), "garbage\n").unwrap();
+        let bad = module_source(&reg(0x4200_0000), &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(bad.contains("modules.map:1: expected"), "{bad}");
+    }
+
+    /// Builds a DTB the way ImageBuilder's `uboot-script-gen` does when it
+    /// edits a device tree itself (`FDTEDIT`): its `dt_set` calls are
+    /// `fdtput FILE -p -t x|i|s PATH PROP VALUE...`, creating nodes as
+    /// needed. These are its calls for the config in
+    /// `images/dom0less-example/system.dts`, in its order (domain by domain:
+    /// the node, then the kernel module named `module$addr`).
+    fn imagebuilder_tree(dir: &Path) -> Vec<u8> {
+        let file = dir.join("imagebuilder.dtb");
+        std::fs::write(dir.join("board.dts"), "/dts-v1/;\n/ { chosen { }; };\n").unwrap();
+        std::fs::write(&file, compile_dts(&dir.join("board.dts")).unwrap()).unwrap();
+        let fdtput = |ty: &str, path: &str, prop: &str, values: &[&str]| {
+            let status = std::process::Command::new("fdtput")
+                .arg(&file)
+                .args(["-p", "-t", ty, path, prop])
+                .args(values)
+                .status()
+                .unwrap();
+            assert!(status.success(), "fdtput {path} {prop}");
+        };
+        fdtput("x", "/chosen", "#address-cells", &["0x2"]);
+        fdtput("x", "/chosen", "#size-cells", &["0x2"]);
+        fdtput(
+            "s",
+            "/chosen",
+            "xen,xen-bootargs",
+            &["console=dtuart dtuart=serial0 bootscrub=0 vwfi=native sched=null"],
+        );
+        for (i, addr, cmd) in [
+            (0, "0x40400000", "console=ttyAMA0 test=ticker"),
+            (1, "0x40600000", "console=ttyAMA0 test=hypercalls"),
+        ] {
+            let domain = format!("/chosen/domU{i}");
+            fdtput("s", &domain, "compatible", &["xen,domain"]);
+            fdtput("x", &domain, "#address-cells", &["0x2"]);
+            fdtput("x", &domain, "#size-cells", &["0x2"]);
+            fdtput("i", &domain, "memory", &["0", "16384"]);
+            fdtput("i", &domain, "cpus", &["1"]);
+            fdtput("x", &domain, "vpl011", &["0x1"]);
+            let module = format!("{domain}/module{addr}");
+            fdtput(
+                "s",
+                &module,
+                "compatible",
+                &["multiboot,kernel", "multiboot,module"],
+            );
+            fdtput("x", &module, "reg", &["0x0", addr, "0x0", "0x44000"]);
+            fdtput("s", &module, "bootargs", &[cmd]);
+        }
+        std::fs::read(&file).unwrap()
+    }
+
+    #[test]
+    fn the_dom0less_example_is_what_imagebuilder_writes() {
+        if !have_dtc() || find_program("fdtput").is_none() {
+            eprintln!("skipped: dtc and fdtput are needed (run scripts/setup.sh)");
+            return;
+        }
+        let dir = TempDir::new("imagebuilder");
+        let generated = tessera_sysdesc::config::parse_system(&imagebuilder_tree(&dir.0)).unwrap();
+        let example = crate::repo_root().join("images").join("dom0less-example");
+        let ours = tessera_sysdesc::config::parse_system(
+            &compile_dts(&example.join("system.dts")).unwrap(),
+        )
+        .unwrap();
+        // The same system, node names of modules aside (Tessera reads none).
+        assert_eq!(generated, ours);
+        // libfdt puts each new node first: ImageBuilder's domU1 is d1.
+        assert_eq!(ours.domains[0].name.as_str(), "domU1");
+        assert_eq!(ours.domains[1].kernel.load_address(), Some(0x4040_0000));
+        assert!(ours.domains.iter().all(|d| d.vpl011_unserved && !d.vpl011));
+        // And every module it names resolves through the example's map.
+        for name in ours.module_names() {
+            assert_eq!(
+                module_source(name, &example).unwrap(),
+                ModuleSource::TestGuest,
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn blank_disks_are_named_by_size_in_mib() {

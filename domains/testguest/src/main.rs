@@ -7,7 +7,8 @@
 //! lines never start with `TEST `. With the bootargs word `native` the same
 //! binary runs on bare QEMU (no hypervisor) for baselines.
 //!
-//! On the host this is an empty program, so the workspace builds and lints.
+//! On the host this is an empty program, so the workspace builds and lints;
+//! `cargo test -p tessera-testguest` runs the host tests of its pure parts.
 #![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_std, no_main)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 // A failure reason is a fixed 200-byte buffer because there is no allocator
@@ -20,6 +21,8 @@ mod check;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod bench;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod control_loop;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod domctl;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod events;
@@ -31,6 +34,9 @@ mod hypercalls;
 mod interrupts;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod ipc_bench;
+// Pure arithmetic: on the host only for its unit tests.
+#[cfg(any(test, all(target_arch = "aarch64", target_os = "none")))]
+mod jitter;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod link;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
@@ -103,6 +109,7 @@ mod guest {
             "crash" => crate::misc::crash(),
             "reboot" => crate::misc::reboot(),
             "ticker" => crate::interrupts::ticker(),
+            "control-loop" => crate::control_loop::run(),
             _ => {
                 print_result(name, Err("unknown test"));
                 tessera_rt::exit(ShutdownReason::Crash)

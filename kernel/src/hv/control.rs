@@ -37,8 +37,9 @@ use tessera_kernel::control::{
     self as core_control, ControlCall, Event, ModuleQuery, ShareSpec, SlotState, VcpuMap,
 };
 use tessera_kernel::image::ModuleTable;
+use tessera_kernel::placement::Placement;
 use tessera_kernel::ram::{RamError, RamMap};
-use tessera_kernel::sched::{self, MAX_VCPUS_PER_PCPU};
+use tessera_kernel::sched::MAX_VCPUS_PER_PCPU;
 use tessera_kernel::vgic::Vgic;
 use tessera_policy::{DomainPerm, EventPerm, GrantPerm, MmuPerm, Perm, Sid};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
@@ -172,7 +173,9 @@ struct Share {
 struct Control {
     ram: Option<RamMap>,
     vcpus: VcpuMap,
-    ncpu: usize,
+    /// Where vCPUs go: pinned domains on the pCPUs they own, the others
+    /// round robin over the rest.
+    placement: Placement,
     slots: [SlotRecord; MAX_DOMAINS],
     shares: heapless::Vec<Share, MAX_SHARES>,
 }
@@ -180,7 +183,7 @@ struct Control {
 static CONTROL: Lock<Control> = Lock::new(Control {
     ram: None,
     vcpus: VcpuMap::new(),
-    ncpu: 1,
+    placement: Placement::unpinned(1),
     slots: [const {
         SlotRecord {
             contexts: [None; MAX_VCPUS_PER_DOMAIN],
@@ -199,12 +202,13 @@ static CONTROL: Lock<Control> = Lock::new(Control {
 static MODULES: spin::Once<ModuleTable<'static>> = spin::Once::new();
 
 /// Boot: the host's RAM with what is reserved, the module table, and the
-/// number of pCPUs. Halts if the RAM map cannot hold them.
+/// pCPUs with the ones pinned domains own. Halts if the RAM map cannot
+/// hold them.
 pub(super) fn init(
     ram: &[(u64, u64)],
     reserved: &[(u64, u64)],
     table: ModuleTable<'static>,
-    ncpu: usize,
+    placement: Placement,
 ) {
     let map = match RamMap::new(ram, reserved) {
         Ok(m) => m,
@@ -212,7 +216,7 @@ pub(super) fn init(
     };
     let mut ctl = CONTROL.lock();
     ctl.ram = Some(map);
-    ctl.ncpu = ncpu.max(1);
+    ctl.placement = placement;
     MODULES.call_once(|| table);
 }
 
@@ -293,10 +297,17 @@ impl Control {
         }
         let mut probe = self.vcpus;
         let first = probe.alloc(n).ok_or(Errno::Enospc)?;
+        // A pinned vCPU on its pin, the rest off every pinned pCPU; none
+        // left for an unpinned one is no room.
+        let mut pcpus = [0usize; MAX_VCPUS_PER_DOMAIN];
+        for (idx, p) in pcpus.iter_mut().enumerate().take(n) {
+            *p = self
+                .placement
+                .pcpu_of(&fields.pins, first, idx)
+                .ok_or(Errno::Enospc)?;
+        }
         for (p, mb) in MAILBOXES.iter().enumerate() {
-            let adding = (first..first + n)
-                .filter(|&v| sched::place(v, self.ncpu) == p)
-                .count();
+            let adding = pcpus.iter().take(n).filter(|&&q| q == p).count();
             if mb.placed.load(Ordering::Relaxed) + adding > MAX_VCPUS_PER_PCPU {
                 return Err(Errno::Enospc.into());
             }
@@ -325,9 +336,8 @@ impl Control {
         rec.contexts = [None; MAX_VCPUS_PER_DOMAIN];
         events::init_domain(slot, n);
         grant::init_domain(slot);
-        for idx in 0..n {
+        for (idx, &p) in pcpus.iter().enumerate().take(n) {
             let v = first + idx;
-            let p = sched::place(v, self.ncpu);
             let Some(s) = vcpu(v) else { continue };
             s.domain.store(slot, Ordering::Relaxed);
             s.index.store(idx, Ordering::Relaxed);

@@ -26,10 +26,11 @@ use core::sync::atomic::{
 use tessera_ipc::control::ExitReason;
 use tessera_ipc::errno::Errno;
 use tessera_ipc::image::{Arm64ImageHeader, ModuleKind, ARM64_IMAGE_MAGIC};
-use tessera_ipc::platform;
+use tessera_ipc::platform::{self, MAX_VCPUS_PER_DOMAIN};
 use tessera_kernel::control::{self as control_core, Event, SlotState};
 use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
 use tessera_kernel::image::ModuleTable;
+use tessera_kernel::placement::Placement;
 use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::RunQueue;
 use tessera_kernel::vgic::{LrState, Vgic};
@@ -120,6 +121,9 @@ pub struct DomainFields {
     /// The boot domain only: the image's module table, mapped read-only at
     /// this IPA, which its DT names as its initrd.
     modules: Option<(u64, &'static [u8])>,
+    /// `tessera,pcpus`: the pCPUs it owns, vCPU i on `pins[i % len]`;
+    /// empty when it is not pinned (`tessera_kernel::placement`).
+    pins: heapless::Vec<u32, MAX_VCPUS_PER_DOMAIN>,
 }
 
 impl DomainFields {
@@ -144,6 +148,7 @@ impl DomainFields {
             xen_enhanced: false,
             shm: heapless::Vec::new(),
             modules: None,
+            pins: heapless::Vec::new(),
         }
     }
 }
@@ -562,7 +567,7 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         None => table.verify_all(),
     };
     if let Err(e) = verified {
-        halt_with(format_args!("bad unified image: {e}"));
+        halt_with(format_args!("bad unified image: {}", table.describe(e)));
     }
     let system = match table.first(ModuleKind::SystemDtb) {
         Ok(m) => m.data,
@@ -602,7 +607,8 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         halt_with(format_args!("no policy"))
     };
     DOMAINS.call_once(|| core::array::from_fn(|i| Domain::empty(i, placeholder)));
-    control::init(&ram, &reserved, table, ncpu);
+    let placement = plan_placement(&cfg, ncpu);
+    control::init(&ram, &reserved, table, placement);
     let boot = cfg
         .domains
         .iter()
@@ -733,6 +739,34 @@ fn module_window(image: &'static [u8]) -> Result<u64, &'static str> {
         return Err("the image's modules do not fit the boot domain's module window");
     }
     Ok(ipa)
+}
+
+/// Check every domain's `tessera,pcpus` against the board before any
+/// domain exists, and log which pCPUs pinned domains own. A pin the board
+/// cannot honour refuses the image: one line naming the domain, then halt.
+fn plan_placement(cfg: &config::SystemConfig, ncpu: usize) -> Placement {
+    let pins = cfg.domains.iter().map(|d| d.pcpus.as_slice());
+    let placement = match Placement::plan(ncpu, pins) {
+        Ok(p) => p,
+        Err(e) => {
+            let name = |i: usize| cfg.domains.get(i).map_or("?", |d| d.name.as_str());
+            halt_with(format_args!("cannot place vCPUs: {}", e.named(name)))
+        }
+    };
+    for p in 0..placement.pcpus() {
+        if let Some(d) = placement
+            .owner(p)
+            .and_then(|i| cfg.domains.get(i).map(|d| (i, d)))
+        {
+            log!(
+                "pcpu{} belongs to d{} {} (tessera,pcpus): no other domain runs there",
+                p,
+                d.0 + 1,
+                d.1.name
+            );
+        }
+    }
+    placement
 }
 
 static EL2_ROOT: AtomicU64 = AtomicU64::new(0);
@@ -956,6 +990,7 @@ fn build_domain(
         xen_enhanced: dc.xen_enhanced,
         shm,
         modules,
+        pins: dc.pcpus.clone(),
         ..DomainFields::new(dc.name.clone(), sid, dc.vcpus as usize)
     };
     control::create_in(slot, fields).map_err(|e| e.why())?;

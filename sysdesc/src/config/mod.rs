@@ -2,6 +2,14 @@
 //! compiled `system.dts` (Xen's dom0less binding under `/chosen`, plus the
 //! `tessera,module` extension naming an entry of the image's module table).
 //!
+//! A module node without `tessera,module` names its payload the way Xen's
+//! dom0less trees (and ImageBuilder, which writes them) do: by `reg`, the
+//! address a boot loader put it at. Tessera loads nothing from there (every
+//! payload is in the unified image); the address only identifies the
+//! module, which is packed under the name `reg@<address>`
+//! ([`ModuleSpec::load_address`]) and which `cargo xtask build` finds in
+//! the image's `modules.map`.
+//!
 //! The one idea: everything is validated here, once, into plain bounded
 //! values. Code downstream (domain building, the image packer) works from a
 //! `SystemConfig` that is already known good, and a bad description fails
@@ -79,6 +87,7 @@ const P_COMPATIBLE: &str = "compatible";
 const P_MEMORY: &str = "memory";
 const P_CPUS: &str = "cpus";
 const P_MODULE: &str = "tessera,module";
+const P_REG: &str = "reg";
 const P_BOOTARGS: &str = "bootargs";
 const P_LABEL: &str = "xen,security-label";
 const P_STATIC_MEM: &str = "xen,static-mem";
@@ -161,6 +170,13 @@ pub struct DomainConfig {
     pub static_mem: Option<MemRange>,
     /// Whether the domain gets an emulated PL011 (from its device model).
     pub vpl011: bool,
+    /// `vpl011` was asked for, but no `tessera,device-model` says who
+    /// emulates it: a tree written for Xen, whose hypervisor emulates the
+    /// PL011 itself (ImageBuilder sets `vpl011` on every domain). Tessera's
+    /// kernel emulates no device, so such a domain gets no PL011 (`vpl011`
+    /// is false) and its console is the hypervisor console (`console_io`);
+    /// `cargo xtask build` and `check` warn.
+    pub vpl011_unserved: bool,
     /// `tessera,device-model = "<domain name>"`: the domain (index) whose
     /// IOREQ server emulates this one's devices.
     pub device_model: Option<usize>,
@@ -242,6 +258,40 @@ pub struct ShmUser {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModuleSpec {
     pub name: heapless::String<MAX_MODULE_NAME>,
+}
+
+/// The module-table name of a module a node names only by `reg` is this
+/// prefix and the address in lower-case hex: `reg@0x42e00000`.
+pub const REG_MODULE_PREFIX: &str = "reg@0x";
+
+impl ModuleSpec {
+    /// The module named by `reg` at this address, as [`REG_MODULE_PREFIX`]
+    /// spells it.
+    pub fn from_load_address(address: u64) -> Self {
+        let mut name = heapless::String::new();
+        // "reg@0x" and at most 16 hex digits always fit in MAX_MODULE_NAME.
+        let _ = fmt::Write::write_fmt(&mut name, format_args!("{REG_MODULE_PREFIX}{address:x}"));
+        ModuleSpec { name }
+    }
+
+    /// The `reg` address this module was named by, if it was (a
+    /// `tessera,module` name is never read as one, whatever it says).
+    pub fn load_address(&self) -> Option<u64> {
+        load_address_of(&self.name)
+    }
+}
+
+/// The `reg` address in a module name made by
+/// [`ModuleSpec::from_load_address`], if `name` is one.
+pub fn load_address_of(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix(REG_MODULE_PREFIX)?;
+    let canonical = !hex.is_empty()
+        && hex.len() <= 16
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && (hex == "0" || !hex.starts_with('0'));
+    canonical
+        .then(|| u64::from_str_radix(hex, 16).ok())
+        .flatten()
 }
 
 /// A range of physical memory.
@@ -373,6 +423,23 @@ pub enum ConfigErrorKind {
         other: NodePath,
     },
     ModuleNameMissing,
+    /// A module's `reg` (read when it has no `tessera,module`) is not one
+    /// `<address size>` pair in the domain node's cells.
+    ModuleRegBadLength {
+        len: usize,
+        address_cells: u32,
+        size_cells: u32,
+    },
+    /// The domain node's `#address-cells` / `#size-cells` are not 1 or 2,
+    /// so a module's `reg` cannot be read.
+    ModuleRegCells {
+        address_cells: u32,
+        size_cells: u32,
+    },
+    /// A module's `reg` gives it no bytes.
+    ModuleRegEmpty {
+        address: u64,
+    },
     /// `tessera,module` is not a single NUL-terminated UTF-8 string.
     ModuleNameNotString,
     ModuleNameEmpty,
@@ -430,7 +497,8 @@ pub enum ConfigErrorKind {
     VirtioUnknown,
     /// More than `MAX_VIRTIO` `tessera,virtio` entries.
     VirtioTooMany,
-    /// Emulated devices (`vpl011`, `tessera,virtio`) but no device model.
+    /// `tessera,virtio` devices but no device model. (A lone `vpl011` is
+    /// accepted: see `DomainConfig::vpl011_unserved`.)
     DevicesWithoutDeviceModel,
     /// `/chosen` `tessera,policy-mode` is not `"enforcing"` or `"permissive"`.
     PolicyModeInvalid,
@@ -644,7 +712,31 @@ impl fmt::Display for ConfigErrorKind {
             Self::DuplicateRamdisk { other } => {
                 write!(f, "second \"multiboot,ramdisk\" module (first is {other})")
             }
-            Self::ModuleNameMissing => f.write_str("missing (module-table entry name)"),
+            Self::ModuleNameMissing => f.write_str(
+                "missing (module-table entry name); or give the module a reg, as Xen's \
+                 dom0less trees do, and map its address to a file in modules.map",
+            ),
+            Self::ModuleRegBadLength {
+                len,
+                address_cells,
+                size_cells,
+            } => write!(
+                f,
+                "{len} bytes, expected one <address size> pair of {} bytes (the domain node \
+                 has #address-cells = {address_cells}, #size-cells = {size_cells})",
+                (address_cells + size_cells) * 4
+            ),
+            Self::ModuleRegCells {
+                address_cells,
+                size_cells,
+            } => write!(
+                f,
+                "the domain node has #address-cells = {address_cells}, #size-cells = \
+                 {size_cells}; a module's reg needs 1 or 2 of each"
+            ),
+            Self::ModuleRegEmpty { address } => {
+                write!(f, "the module at {address:#x} has size 0")
+            }
             Self::ModuleNameNotString => f.write_str("not a NUL-terminated UTF-8 string"),
             Self::ModuleNameEmpty => f.write_str("empty module name"),
             Self::ModuleNameTooLong { len } => write!(
@@ -694,7 +786,7 @@ impl fmt::Display for ConfigErrorKind {
             }
             Self::VirtioTooMany => write!(f, "more than {MAX_VIRTIO} devices"),
             Self::DevicesWithoutDeviceModel => f.write_str(
-                "emulated devices need a device model: add tessera,device-model = \"<domain>\"",
+                "virtio devices need a device model: add tessera,device-model = \"<domain>\"",
             ),
             Self::PolicyModeInvalid => f.write_str("expected \"enforcing\" or \"permissive\""),
             Self::DomidBadLength { len } => write!(f, "{len} bytes, expected one cell"),
@@ -961,6 +1053,7 @@ fn parse_domain(
         security_label,
         static_mem,
         vpl011: prop(node, P_VPL011).is_some(),
+        vpl011_unserved: false,
         device_model: None,
         virtio: parse_virtio(node, path)?,
         xen_enhanced,
@@ -1041,12 +1134,18 @@ fn resolve_device_models(
             }
         };
         let d = &mut domains[i];
-        if server.is_none() && (d.vpl011 || !d.virtio.is_empty()) {
+        if server.is_none() && !d.virtio.is_empty() {
             return Err(error(
                 path,
                 None,
                 ConfigErrorKind::DevicesWithoutDeviceModel,
             ));
+        }
+        // A lone `vpl011` is how a Xen dom0less tree asks for a console
+        // (Xen emulates it): accepted, as no PL011 (see `vpl011_unserved`).
+        if server.is_none() && d.vpl011 {
+            d.vpl011 = false;
+            d.vpl011_unserved = true;
         }
         d.device_model = server;
         if let Some(served_by) = server.and_then(|s| domains.get_mut(s)) {
@@ -1112,6 +1211,8 @@ struct Modules {
 }
 
 fn parse_modules(node: &Node<'_, '_>, path: &NodePath) -> Result<Modules, ConfigError> {
+    // A module's `reg` is in the cells its domain node sets.
+    let cells = dtb::Cells::of(node);
     let mut kernel: Option<(ModuleSpec, NodePath)> = None;
     let mut ramdisk: Option<(ModuleSpec, NodePath)> = None;
     let mut bootargs = heapless::String::new();
@@ -1127,7 +1228,7 @@ fn parse_modules(node: &Node<'_, '_>, path: &NodePath) -> Result<Modules, Config
                 ));
             }
             bootargs = parse_bootargs(&child, &child_path)?;
-            kernel = Some((parse_module_name(&child, &child_path)?, child_path));
+            kernel = Some((parse_module_name(&child, &child_path, cells)?, child_path));
         } else if is_compatible(&child, "multiboot,ramdisk") {
             if let Some((_, other)) = &ramdisk {
                 let other = other.clone();
@@ -1137,7 +1238,7 @@ fn parse_modules(node: &Node<'_, '_>, path: &NodePath) -> Result<Modules, Config
                     ConfigErrorKind::DuplicateRamdisk { other },
                 ));
             }
-            ramdisk = Some((parse_module_name(&child, &child_path)?, child_path));
+            ramdisk = Some((parse_module_name(&child, &child_path, cells)?, child_path));
         }
     }
     let (kernel, _) = kernel.ok_or_else(|| error(path, None, ConfigErrorKind::MissingKernel))?;
@@ -1148,9 +1249,20 @@ fn parse_modules(node: &Node<'_, '_>, path: &NodePath) -> Result<Modules, Config
     })
 }
 
-fn parse_module_name(node: &Node<'_, '_>, path: &NodePath) -> Result<ModuleSpec, ConfigError> {
+/// The module a module node names: its `tessera,module`, or else the
+/// address in its `reg` (read with the domain node's `cells`).
+fn parse_module_name(
+    node: &Node<'_, '_>,
+    path: &NodePath,
+    cells: dtb::Cells,
+) -> Result<ModuleSpec, ConfigError> {
     let fail = |kind| error(path, Some(P_MODULE), kind);
-    let value = prop(node, P_MODULE).ok_or_else(|| fail(ConfigErrorKind::ModuleNameMissing))?;
+    let Some(value) = prop(node, P_MODULE) else {
+        return match prop(node, P_REG) {
+            Some(reg) => parse_module_reg(reg, path, cells),
+            None => Err(fail(ConfigErrorKind::ModuleNameMissing)),
+        };
+    };
     let text = string_value(value).ok_or_else(|| fail(ConfigErrorKind::ModuleNameNotString))?;
     if text.is_empty() {
         return Err(fail(ConfigErrorKind::ModuleNameEmpty));
@@ -1158,6 +1270,40 @@ fn parse_module_name(node: &Node<'_, '_>, path: &NodePath) -> Result<ModuleSpec,
     let name = heapless::String::try_from(text)
         .map_err(|_| fail(ConfigErrorKind::ModuleNameTooLong { len: text.len() }))?;
     Ok(ModuleSpec { name })
+}
+
+/// A module named by `reg = <address size>`: Xen's dom0less form, where a
+/// boot loader has put the module at `address`.
+fn parse_module_reg(
+    reg: &[u8],
+    path: &NodePath,
+    cells: dtb::Cells,
+) -> Result<ModuleSpec, ConfigError> {
+    let fail = |kind| error(path, Some(P_REG), kind);
+    let (address_cells, size_cells) = (cells.address, cells.size);
+    if !(1..=2).contains(&address_cells) || !(1..=2).contains(&size_cells) {
+        return Err(fail(ConfigErrorKind::ModuleRegCells {
+            address_cells,
+            size_cells,
+        }));
+    }
+    let bad_length = || {
+        fail(ConfigErrorKind::ModuleRegBadLength {
+            len: reg.len(),
+            address_cells,
+            size_cells,
+        })
+    };
+    if reg.len() != (address_cells + size_cells) as usize * 4 {
+        return Err(bad_length());
+    }
+    let address = dtb::cells_value(reg, 0, address_cells).ok_or_else(bad_length)?;
+    let size =
+        dtb::cells_value(reg, address_cells as usize * 4, size_cells).ok_or_else(bad_length)?;
+    if size == 0 {
+        return Err(fail(ConfigErrorKind::ModuleRegEmpty { address }));
+    }
+    Ok(ModuleSpec::from_load_address(address))
 }
 
 fn parse_bootargs(

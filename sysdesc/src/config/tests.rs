@@ -438,7 +438,7 @@ fn module_errors() {
     let p = Some(P_MODULE);
     let with_kernel = |m: Module| d().modules(vec![m]);
     expect_error(
-        with_kernel(Module::kernel("k").unset(P_MODULE)),
+        with_kernel(Module::kernel("k").unset(P_MODULE).unset(P_REG)),
         kernel_at,
         p,
         ConfigErrorKind::ModuleNameMissing,
@@ -476,6 +476,148 @@ fn module_errors() {
         p,
         ConfigErrorKind::ModuleNameMissing,
     );
+}
+
+/// A kernel and a ramdisk named only by `reg`, as ImageBuilder writes them,
+/// in a domain node with the given cells.
+fn reg_domain(address_cells: u32, size_cells: u32, kernel_reg: &[u32]) -> Domain {
+    let reg = |m: Module, v: &[u32]| m.unset(P_MODULE).set(P_REG, cells(v));
+    Domain::new("d")
+        .set("#address-cells", cells(&[address_cells]))
+        .set("#size-cells", cells(&[size_cells]))
+        .modules(vec![
+            reg(Module::kernel("k"), kernel_reg),
+            reg(Module::ramdisk("r"), &[0, 0x4b00_0000, 0, 0x10]),
+        ])
+}
+
+#[test]
+fn a_module_without_tessera_module_is_named_by_its_reg_address() {
+    // ImageBuilder: #address-cells = #size-cells = 2.
+    let cfg = parse(&[reg_domain(2, 2, &[0x0, 0x4a00_0000, 0x0, 0x00ff_ffff])]).unwrap();
+    let d = &cfg.domains[0];
+    assert_eq!(d.kernel.name.as_str(), "reg@0x4a000000");
+    assert_eq!(d.kernel.load_address(), Some(0x4a00_0000));
+    assert_eq!(d.ramdisk.as_ref().unwrap().name.as_str(), "reg@0x4b000000");
+    assert_eq!(
+        d.bootargs.as_str(),
+        "test=psci",
+        "bootargs still come from the node"
+    );
+    // Xen's booting.txt example: two address cells, one size cell.
+    let mut two_one = reg_domain(2, 1, &[0x1, 0x4a00_0000, 0x00ff_ffff]);
+    two_one.modules.truncate(1);
+    let cfg = parse(&[two_one]).unwrap();
+    assert_eq!(cfg.domains[0].kernel.load_address(), Some(0x1_4a00_0000));
+    let mut one_one = reg_domain(1, 1, &[0x4200_0000, 0x1000]);
+    one_one.modules.truncate(1);
+    assert_eq!(
+        parse(&[one_one]).unwrap().domains[0].kernel.name.as_str(),
+        "reg@0x42000000"
+    );
+    // With both, tessera,module names the module and reg is not read.
+    let both = Domain::new("d").modules(vec![Module::kernel("testguest").set(P_REG, cells(&[7]))]);
+    let cfg = parse(&[both]).unwrap();
+    assert_eq!(cfg.domains[0].kernel.name.as_str(), "testguest");
+    assert_eq!(cfg.domains[0].kernel.load_address(), None);
+}
+
+#[test]
+fn reg_module_errors() {
+    let at = "/chosen/d/module@0";
+    let p = Some(P_REG);
+    let mut bad = reg_domain(2, 2, &[0, 0x4a00_0000, 0x10]);
+    bad.modules.truncate(1);
+    let e = expect_error(
+        bad,
+        at,
+        p,
+        ConfigErrorKind::ModuleRegBadLength {
+            len: 12,
+            address_cells: 2,
+            size_cells: 2,
+        },
+    );
+    assert!(
+        e.to_string()
+            .contains("expected one <address size> pair of 16 bytes"),
+        "{e}"
+    );
+    // A domain node without cells gets the devicetree defaults (2 and 1).
+    let defaults = Domain::new("d").modules(vec![Module::kernel("k").unset(P_MODULE)]);
+    expect_error(
+        defaults,
+        at,
+        p,
+        ConfigErrorKind::ModuleRegBadLength {
+            len: 16,
+            address_cells: 2,
+            size_cells: 1,
+        },
+    );
+    let mut three = reg_domain(3, 2, &[0, 0, 0x4a00_0000, 0, 0x10]);
+    three.modules.truncate(1);
+    expect_error(
+        three,
+        at,
+        p,
+        ConfigErrorKind::ModuleRegCells {
+            address_cells: 3,
+            size_cells: 2,
+        },
+    );
+    let mut no_size = reg_domain(1, 0, &[0x4a00_0000]);
+    no_size.modules.truncate(1);
+    expect_error(
+        no_size,
+        at,
+        p,
+        ConfigErrorKind::ModuleRegCells {
+            address_cells: 1,
+            size_cells: 0,
+        },
+    );
+    let mut empty = reg_domain(2, 2, &[0, 0x4a00_0000, 0, 0]);
+    empty.modules.truncate(1);
+    let e = expect_error(
+        empty,
+        at,
+        p,
+        ConfigErrorKind::ModuleRegEmpty {
+            address: 0x4a00_0000,
+        },
+    );
+    assert!(
+        e.to_string()
+            .contains("the module at 0x4a000000 has size 0"),
+        "{e}"
+    );
+    // Neither name nor reg: the message says both ways.
+    let none = Domain::new("d").modules(vec![Module::kernel("k").unset(P_MODULE).unset(P_REG)]);
+    let e = expect_error(none, at, Some(P_MODULE), ConfigErrorKind::ModuleNameMissing);
+    assert!(e.to_string().contains("modules.map"), "{e}");
+}
+
+#[test]
+fn only_canonical_reg_names_carry_an_address() {
+    assert_eq!(load_address_of("reg@0x0"), Some(0));
+    assert_eq!(load_address_of("reg@0xffffffffffffffff"), Some(u64::MAX));
+    assert_eq!(
+        ModuleSpec::from_load_address(u64::MAX).name.as_str(),
+        "reg@0xffffffffffffffff"
+    );
+    for name in [
+        "testguest",
+        "reg@0x",
+        "reg@0x0042",
+        "reg@0xABC",
+        "reg@0x1g",
+        "reg@0x10000000000000000",
+        "reg@42",
+        "Reg@0x42",
+    ] {
+        assert_eq!(load_address_of(name), None, "{name}");
+    }
 }
 
 #[test]
@@ -1415,6 +1557,25 @@ fn device_model_and_virtio() {
 }
 
 #[test]
+fn a_vpl011_with_no_device_model_is_a_xen_tree_and_gets_no_pl011() {
+    // ImageBuilder writes `vpl011 = <0x1>` on every domain; Xen emulates it.
+    let cfg = parse(&[Domain::new("domU0").set(P_VPL011, cells(&[1]))]).unwrap();
+    let d = &cfg.domains[0];
+    assert!(!d.vpl011, "nobody emulates it");
+    assert!(d.vpl011_unserved);
+    assert_eq!(d.device_model, None);
+    // Served by a device model, it is the usual emulated PL011.
+    let cfg = parse(&[
+        Domain::new("dm"),
+        Domain::new("g")
+            .set(P_VPL011, vec![])
+            .set(P_DEVICE_MODEL, string("dm")),
+    ])
+    .unwrap();
+    assert!(cfg.domains[1].vpl011 && !cfg.domains[1].vpl011_unserved);
+}
+
+#[test]
 fn device_model_errors() {
     let dm = Domain::new("dm");
     let with = |prop: &'static str, v: Vec<u8>| {
@@ -1466,11 +1627,6 @@ fn device_model_errors() {
             with(P_VIRTIO, strings(&["rng"; MAX_VIRTIO + 1])),
             Some(P_VIRTIO),
             ConfigErrorKind::VirtioTooMany,
-        ),
-        (
-            Domain::new("g").set(P_VPL011, vec![]),
-            None,
-            ConfigErrorKind::DevicesWithoutDeviceModel,
         ),
         (
             Domain::new("g").set(P_VIRTIO, strings(&["rng"])),
