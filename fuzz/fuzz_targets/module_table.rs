@@ -3,7 +3,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use tessera_ipc::image::ModuleKind;
-use tessera_kernel::image::ModuleTable;
+use tessera_kernel::image::{ModuleTable, VerifyModules};
 
 fuzz_target!(|bytes: &[u8]| {
     if let Ok(table) = ModuleTable::parse(bytes) {

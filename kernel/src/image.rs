@@ -12,35 +12,28 @@
 use sha2::digest::generic_array::GenericArray;
 #[cfg(test)]
 use sha2::{Digest, Sha256};
-use tessera_ipc::image::{ModuleEntry, ModuleKind, TableHeader, TABLE_MAGIC, TABLE_VERSION};
-use zerocopy::FromBytes;
+pub use tessera_ipc::image::{Module, ModuleTable, TableError};
 
-/// Why the module table or a module was refused.
+/// Why the image was refused at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImageError {
-    /// Fewer bytes than a header.
-    Truncated,
-    /// The magic is not `TSRAMODS`.
-    BadMagic,
-    /// A table version this kernel does not understand.
-    BadVersion(u32),
-    /// Entry `n` points outside the table or has an unknown kind.
-    BadEntry(usize),
+    /// The table itself is malformed.
+    Table(TableError),
     /// Entry `n` failed its checksum.
     Corrupt(usize),
-    /// No module with the requested name.
-    Missing,
+}
+
+impl From<TableError> for ImageError {
+    fn from(e: TableError) -> Self {
+        Self::Table(e)
+    }
 }
 
 impl core::fmt::Display for ImageError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            Self::Truncated => write!(f, "module table truncated"),
-            Self::BadMagic => write!(f, "no module table (bad magic)"),
-            Self::BadVersion(v) => write!(f, "module table version {v} not supported"),
-            Self::BadEntry(n) => write!(f, "module entry {n} is out of bounds or of unknown kind"),
+            Self::Table(e) => write!(f, "{e}"),
             Self::Corrupt(n) => write!(f, "module entry {n} fails its SHA-256 check"),
-            Self::Missing => write!(f, "module not found"),
         }
     }
 }
@@ -94,138 +87,52 @@ pub fn sha256_with(mut compress: impl FnMut(&mut [u32; 8], &[u8]), data: &[u8]) 
     out
 }
 
-/// A validated module: its kind, name and bytes.
-#[derive(Clone, Copy, Debug)]
-pub struct Module<'a> {
-    pub kind: ModuleKind,
-    pub name: &'a [u8],
-    pub data: &'a [u8],
-}
-
-/// A module table whose header and entry bounds have been checked.
-#[derive(Clone, Copy)]
-pub struct ModuleTable<'a> {
-    bytes: &'a [u8],
-    entries: &'a [ModuleEntry],
-}
-
-impl<'a> ModuleTable<'a> {
-    /// Parse and bounds-check the table at the start of `bytes` (which may
-    /// extend past the table's end). Checksums are verified by [`Self::verify_all`].
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, ImageError> {
-        let (header, rest) =
-            TableHeader::read_from_prefix(bytes).map_err(|_| ImageError::Truncated)?;
-        if header.magic != TABLE_MAGIC {
-            return Err(ImageError::BadMagic);
-        }
-        if header.version.get() != TABLE_VERSION {
-            return Err(ImageError::BadVersion(header.version.get()));
-        }
-        let total = usize::try_from(header.total_size.get()).map_err(|_| ImageError::Truncated)?;
-        let bytes = bytes.get(..total).ok_or(ImageError::Truncated)?;
-        let count = header.count.get() as usize;
-        let (entries, _) = <[ModuleEntry]>::ref_from_prefix_with_elems(rest, count)
-            .map_err(|_| ImageError::Truncated)?;
-        for (n, e) in entries.iter().enumerate() {
-            let start = usize::try_from(e.offset.get()).map_err(|_| ImageError::BadEntry(n))?;
-            let len = usize::try_from(e.size.get()).map_err(|_| ImageError::BadEntry(n))?;
-            let end = start.checked_add(len).ok_or(ImageError::BadEntry(n))?;
-            if end > bytes.len() || ModuleKind::try_from(u64::from(e.kind.get())).is_err() {
-                return Err(ImageError::BadEntry(n));
-            }
-        }
-        Ok(Self { bytes, entries })
-    }
-
-    /// Number of modules.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// The whole table's size in bytes, modules included.
-    pub fn total_size(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// Module `n`, if the table has that many.
-    pub fn get(&self, n: usize) -> Option<Module<'a>> {
-        self.module(n)
-    }
-
-    /// The index of the first module named `name`, of any kind.
-    pub fn position(&self, name: &str) -> Option<usize> {
-        (0..self.entries.len()).find(|&n| self.module(n).is_some_and(|m| m.name == name.as_bytes()))
-    }
-
-    fn module(&self, n: usize) -> Option<Module<'a>> {
-        let e = self.entries.get(n)?;
-        let start = usize::try_from(e.offset.get()).ok()?;
-        let len = usize::try_from(e.size.get()).ok()?;
-        let data = self.bytes.get(start..start.checked_add(len)?)?;
-        let kind = ModuleKind::try_from(u64::from(e.kind.get())).ok()?;
-        Some(Module {
-            kind,
-            name: e.name_bytes(),
-            data,
-        })
-    }
-
-    /// Verify every module's SHA-256. Done once at boot, before any module is used.
-    pub fn verify_all(&self) -> Result<(), ImageError> {
+/// What the kernel adds to the shared table reader: the checksums, which it
+/// verifies once at boot before any module is used, and the boot log's
+/// wording of a refusal.
+pub trait VerifyModules<'a> {
+    /// Verify every module's SHA-256 in software.
+    fn verify_all(&self) -> Result<(), ImageError> {
         self.verify_all_with(sha256_compress_soft)
     }
 
     /// [`Self::verify_all`] with `compress` as SHA-256's block function
     /// (see [`sha256_with`]).
-    pub fn verify_all_with(
+    fn verify_all_with(&self, compress: impl FnMut(&mut [u32; 8], &[u8]))
+        -> Result<(), ImageError>;
+
+    /// `error` as the boot log says it, naming the module a checksum
+    /// failure is about: `module entry 2 "testguest" fails its SHA-256
+    /// check`.
+    fn describe(&self, error: ImageError) -> DescribedError<'a>;
+}
+
+impl<'a> VerifyModules<'a> for ModuleTable<'a> {
+    fn verify_all_with(
         &self,
         mut compress: impl FnMut(&mut [u32; 8], &[u8]),
     ) -> Result<(), ImageError> {
-        for (n, e) in self.entries.iter().enumerate() {
-            let m = self.module(n).ok_or(ImageError::BadEntry(n))?;
-            if sha256_with(&mut compress, m.data) != e.sha256 {
+        for n in 0..self.len() {
+            // `parse` checked every entry, so `get` cannot fail here.
+            let m = self.get(n).ok_or(TableError::BadEntry(n))?;
+            if sha256_with(&mut compress, m.data) != m.sha256 {
                 return Err(ImageError::Corrupt(n));
             }
         }
         Ok(())
     }
 
-    /// The first module of `kind` named `name`.
-    pub fn find(&self, kind: ModuleKind, name: &str) -> Result<Module<'a>, ImageError> {
-        (0..self.entries.len())
-            .filter_map(|n| self.module(n))
-            .find(|m| m.kind == kind && m.name == name.as_bytes())
-            .ok_or(ImageError::Missing)
-    }
-
-    /// The first module of `kind`, whatever its name.
-    pub fn first(&self, kind: ModuleKind) -> Result<Module<'a>, ImageError> {
-        (0..self.entries.len())
-            .filter_map(|n| self.module(n))
-            .find(|m| m.kind == kind)
-            .ok_or(ImageError::Missing)
-    }
-
-    /// `error` as the boot log says it, naming the module a checksum
-    /// failure is about (its name is in the entry, which was bounds-checked
-    /// when the table was parsed): `module entry 2 "testguest" fails its
-    /// SHA-256 check`.
-    pub fn describe(&self, error: ImageError) -> DescribedError<'a> {
+    fn describe(&self, error: ImageError) -> DescribedError<'a> {
         let name = match error {
-            ImageError::Corrupt(n) => self.entries.get(n).map(ModuleEntry::name_bytes),
-            _ => None,
+            ImageError::Corrupt(n) => self.get(n).map(|m| m.name),
+            ImageError::Table(_) => None,
         };
         DescribedError { error, name }
     }
 }
 
 /// An [`ImageError`] with the name of the module it is about, if any; see
-/// [`ModuleTable::describe`].
+/// [`VerifyModules::describe`].
 pub struct DescribedError<'a> {
     error: ImageError,
     name: Option<&'a [u8]>,
@@ -248,7 +155,9 @@ impl core::fmt::Display for DescribedError<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_ipc::image::NAME_LEN;
+    use tessera_ipc::image::{
+        ModuleEntry, ModuleKind, TableHeader, NAME_LEN, TABLE_MAGIC, TABLE_VERSION,
+    };
     use zerocopy::IntoBytes;
 
     /// Builds a table the way xtask does, for tests.
@@ -302,14 +211,8 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.find(ModuleKind::Kernel, "guest").unwrap().data, b"code");
         assert_eq!(t.first(ModuleKind::SystemDtb).unwrap().name, b"system.dtb");
-        assert_eq!(
-            t.find(ModuleKind::Kernel, "other").unwrap_err(),
-            ImageError::Missing
-        );
-        assert_eq!(
-            t.find(ModuleKind::Ramdisk, "guest").unwrap_err(),
-            ImageError::Missing
-        );
+        assert_eq!(t.find(ModuleKind::Kernel, "other"), None);
+        assert_eq!(t.find(ModuleKind::Ramdisk, "guest"), None);
         assert_eq!(t.position("guest"), Some(1));
         assert_eq!(t.position("other"), None);
         assert_eq!(t.get(1).map(|m| m.data), Some(&b"code"[..]));
@@ -383,7 +286,9 @@ mod tests {
             "module entry 7 fails its SHA-256 check"
         );
         assert_eq!(
-            table.describe(ImageError::BadMagic).to_string(),
+            table
+                .describe(ImageError::Table(TableError::BadMagic))
+                .to_string(),
             "no module table (bad magic)"
         );
     }
@@ -393,35 +298,35 @@ mod tests {
         let img = build(&[(ModuleKind::Kernel, "guest", b"code")]);
         assert_eq!(
             ModuleTable::parse(&img[..10]).err(),
-            Some(ImageError::Truncated)
+            Some(TableError::Truncated)
         );
         let mut bad = img.clone();
         bad[0] = b'X';
-        assert_eq!(ModuleTable::parse(&bad).err(), Some(ImageError::BadMagic));
+        assert_eq!(ModuleTable::parse(&bad).err(), Some(TableError::BadMagic));
         let mut bad = img.clone();
         bad[8] = 9;
         assert_eq!(
             ModuleTable::parse(&bad).err(),
-            Some(ImageError::BadVersion(9))
+            Some(TableError::BadVersion(9))
         );
         let mut bad = img.clone();
         bad[24 + 16] = 0xff; // size of entry 0 now runs past the end
         assert_eq!(
             ModuleTable::parse(&bad).err(),
-            Some(ImageError::BadEntry(0))
+            Some(TableError::BadEntry(0))
         );
         let mut bad = img.clone();
         bad[24] = 77; // unknown kind
         assert_eq!(
             ModuleTable::parse(&bad).err(),
-            Some(ImageError::BadEntry(0))
+            Some(TableError::BadEntry(0))
         );
         let mut bad = img.clone();
         bad[12] = 200; // count far beyond the bytes present
-        assert_eq!(ModuleTable::parse(&bad).err(), Some(ImageError::Truncated));
+        assert_eq!(ModuleTable::parse(&bad).err(), Some(TableError::Truncated));
         assert_eq!(
             ModuleTable::parse(&img[..img.len() - 1]).err(),
-            Some(ImageError::Truncated)
+            Some(TableError::Truncated)
         );
     }
 }

@@ -21,7 +21,9 @@ mod shell {
     use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use tessera_domb::hyperlaunch::{self, Hyperlaunch};
     use tessera_domb::layout::{self, Layout, LayoutError};
-    use tessera_domb::measure::{BootLine, Component, EventLog, MeasureError, DOMAIN_LOG_SIZE};
+    use tessera_domb::measure::{
+        BootLine, Component, EventLog, MeasureError, Sha256Digest, DOMAIN_LOG_SIZE,
+    };
     use tessera_domb::modules::{Module, ModuleTable};
     use tessera_domb::plan::{Plan, Step};
     use tessera_domb::supervisor::{self, Action, Event, Status, Supervisor};
@@ -325,11 +327,13 @@ mod shell {
         fn measure(&self, t: &mut Target<'_>) -> Result<(), Failure> {
             let kernel = Component::Payload(PayloadKind::Kernel);
             t.log
-                .record(kernel, t.payloads.kernel.sha256)
+                .record(kernel, Sha256Digest(t.payloads.kernel.sha256))
                 .map_err(Failure::Measure)?;
             if let Some(r) = t.payloads.ramdisk {
                 let ramdisk = Component::Payload(PayloadKind::Ramdisk);
-                t.log.record(ramdisk, r.sha256).map_err(Failure::Measure)?;
+                t.log
+                    .record(ramdisk, Sha256Digest(r.sha256))
+                    .map_err(Failure::Measure)?;
             }
             let dtb = GUEST_DTB.lock();
             let bytes = dtb.get(..t.dtb_len).unwrap_or_default();

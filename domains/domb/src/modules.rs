@@ -10,115 +10,12 @@
 //! description, a payload's arm64 `Image` header); copying a payload into
 //! a domain is the kernel's `CopyModule`, by the index found here.
 
+pub use tessera_ipc::image::{Module, ModuleTable, TableError};
+
+#[cfg(test)]
 use crate::measure::Sha256Digest;
-use core::fmt;
+#[cfg(test)]
 use tessera_ipc::image::{ModuleEntry, ModuleKind, TableHeader, TABLE_MAGIC, TABLE_VERSION};
-use zerocopy::FromBytes;
-
-/// One module: where it is in the table, what it is, and its bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Module<'a> {
-    /// Its index in the table: what `ModuleInfo` and `CopyModule` name.
-    pub index: usize,
-    pub kind: ModuleKind,
-    pub name: &'a [u8],
-    pub data: &'a [u8],
-    /// The SHA-256 the table records, which the kernel checked at boot.
-    pub sha256: Sha256Digest,
-}
-
-/// Why the window does not hold a usable table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TableError {
-    /// Shorter than its header, its entries or its stated size.
-    Truncated,
-    BadMagic,
-    BadVersion(u32),
-    /// Entry `n` points outside the table or has an unknown kind.
-    BadEntry(usize),
-}
-
-impl fmt::Display for TableError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TableError::Truncated => f.write_str("the module table is truncated"),
-            TableError::BadMagic => f.write_str("no module table (bad magic)"),
-            TableError::BadVersion(v) => write!(f, "module table version {v} is not known"),
-            TableError::BadEntry(n) => write!(f, "module table entry {n} is invalid"),
-        }
-    }
-}
-
-/// A module table whose header and every entry have been bounds-checked.
-#[derive(Clone, Copy, Debug)]
-pub struct ModuleTable<'a> {
-    bytes: &'a [u8],
-    entries: &'a [ModuleEntry],
-}
-
-impl<'a> ModuleTable<'a> {
-    /// Checks the table at the start of `bytes`, which may run past it.
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, TableError> {
-        let (header, rest) =
-            TableHeader::read_from_prefix(bytes).map_err(|_| TableError::Truncated)?;
-        if header.magic != TABLE_MAGIC {
-            return Err(TableError::BadMagic);
-        }
-        if header.version.get() != TABLE_VERSION {
-            return Err(TableError::BadVersion(header.version.get()));
-        }
-        let total = usize::try_from(header.total_size.get()).map_err(|_| TableError::Truncated)?;
-        let bytes = bytes.get(..total).ok_or(TableError::Truncated)?;
-        let count = usize::try_from(header.count.get()).map_err(|_| TableError::Truncated)?;
-        let (entries, _) = <[ModuleEntry]>::ref_from_prefix_with_elems(rest, count)
-            .map_err(|_| TableError::Truncated)?;
-        let table = Self { bytes, entries };
-        for n in 0..entries.len() {
-            table.get(n).ok_or(TableError::BadEntry(n))?;
-        }
-        Ok(table)
-    }
-
-    /// Number of modules.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether the table has no module.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    /// Module `n`.
-    pub fn get(&self, n: usize) -> Option<Module<'a>> {
-        let e = self.entries.get(n)?;
-        let start = usize::try_from(e.offset.get()).ok()?;
-        let len = usize::try_from(e.size.get()).ok()?;
-        let data = self.bytes.get(start..start.checked_add(len)?)?;
-        let kind = ModuleKind::try_from(u64::from(e.kind.get())).ok()?;
-        Some(Module {
-            index: n,
-            kind,
-            name: e.name_bytes(),
-            data,
-            sha256: Sha256Digest(e.sha256),
-        })
-    }
-
-    /// The first module of `kind` named `name`.
-    pub fn find(&self, kind: ModuleKind, name: &str) -> Option<Module<'a>> {
-        (0..self.len())
-            .filter_map(|n| self.get(n))
-            .find(|m| m.kind == kind && m.name == name.as_bytes())
-    }
-
-    /// The first module of `kind`, whatever its name.
-    pub fn first(&self, kind: ModuleKind) -> Option<Module<'a>> {
-        (0..self.len())
-            .filter_map(|n| self.get(n))
-            .find(|m| m.kind == kind)
-    }
-}
 
 /// Builds a table the way `cargo xtask build` packs one, for tests.
 #[cfg(test)]
@@ -181,7 +78,10 @@ mod tests {
         assert_eq!(table.len(), 4);
         let kernel = table.find(ModuleKind::Kernel, "testguest").unwrap();
         assert_eq!((kernel.index, kernel.data), (2, b"kernel image".as_slice()));
-        assert_eq!(kernel.sha256, Sha256Digest::of(b"kernel image"));
+        assert_eq!(
+            Sha256Digest(kernel.sha256),
+            Sha256Digest::of(b"kernel image")
+        );
         let ramdisk = table.find(ModuleKind::Ramdisk, "testguest").unwrap();
         assert_eq!((ramdisk.index, ramdisk.data), (3, b"a ramdisk".as_slice()));
         assert_eq!(

@@ -29,7 +29,7 @@ use tessera_ipc::image::{Arm64ImageHeader, ModuleKind, ARM64_IMAGE_MAGIC};
 use tessera_ipc::platform::{self, MAX_VCPUS_PER_DOMAIN};
 use tessera_kernel::control::{self as control_core, Event, SlotState};
 use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
-use tessera_kernel::image::ModuleTable;
+use tessera_kernel::image::{ModuleTable, VerifyModules};
 use tessera_kernel::placement::Placement;
 use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::RunQueue;
@@ -569,17 +569,17 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     if let Err(e) = verified {
         halt_with(format_args!("bad unified image: {}", table.describe(e)));
     }
-    let system = match table.first(ModuleKind::SystemDtb) {
-        Ok(m) => m.data,
-        Err(e) => halt_with(format_args!("bad unified image: system description: {e}")),
+    let Some(system) = table.first(ModuleKind::SystemDtb).map(|m| m.data) else {
+        halt_with(format_args!(
+            "bad unified image: system description: module not found"
+        ))
     };
     let cfg = match config::parse_system(system) {
         Ok(c) => c,
         Err(e) => halt_with(format_args!("bad system description: {e}")),
     };
-    let policy = match table.first(ModuleKind::Policy) {
-        Ok(m) => m.data,
-        Err(e) => halt_with(format_args!("bad unified image: policy: {e}")),
+    let Some(policy) = table.first(ModuleKind::Policy).map(|m| m.data) else {
+        halt_with(format_args!("bad unified image: policy: module not found"))
     };
     let enforcing = cfg.policy_enforcing;
     if let Err(e) = mac::install(policy, enforcing) {
@@ -932,7 +932,7 @@ fn build_domain(
 
     let payload = table
         .find(ModuleKind::Kernel, &dc.kernel.name)
-        .map_err(|_| "kernel module missing from the image")?
+        .ok_or("kernel module missing from the image")?
         .data;
     let (load_offset, image_size) = match Arm64ImageHeader::read_from_prefix(payload) {
         Ok((h, _)) if h.magic.get() == ARM64_IMAGE_MAGIC => {
@@ -944,7 +944,7 @@ fn build_domain(
         Some(r) => Some(
             table
                 .find(ModuleKind::Ramdisk, &r.name)
-                .map_err(|_| "ramdisk module missing from the image")?
+                .ok_or("ramdisk module missing from the image")?
                 .data,
         ),
         None => None,

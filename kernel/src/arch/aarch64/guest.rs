@@ -380,31 +380,23 @@ pub fn stage2_publish() {
 /// TLBI acts on the VMID in VTTBR_EL2, so another domain's table is loaded
 /// for the duration and the current one put back.
 pub fn flush_stage2_page(root: u64, vmid: u16, ipa: u64) {
-    let want = root | (u64::from(vmid) << 48);
-    let current = read_sysreg!("vttbr_el2");
-    if current != want {
-        write_sysreg!("vttbr_el2", want);
-        isb();
-    }
-    // SAFETY: TLB maintenance only drops cached translations; the barriers
-    // order it after the cleared descriptor and before anything that relies
-    // on the page being unreachable.
-    unsafe {
-        core::arch::asm!(
-            "dsb ishst",
-            "tlbi ipas2e1is, {page}",
-            "dsb ish",
-            "tlbi vmalle1is",
-            "dsb ish",
-            "isb",
-            page = in(reg) ipa >> 12,
-            options(nostack),
-        )
-    };
-    if current != want {
-        write_sysreg!("vttbr_el2", current);
-        isb();
-    }
+    with_vmid(root, vmid, || {
+        // SAFETY: TLB maintenance only drops cached translations; the
+        // barriers order it after the cleared descriptor and before
+        // anything that relies on the page being unreachable.
+        unsafe {
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi ipas2e1is, {page}",
+                "dsb ish",
+                "tlbi vmalle1is",
+                "dsb ish",
+                "isb",
+                page = in(reg) ipa >> 12,
+                options(nostack),
+            )
+        };
+    });
 }
 
 /// Invalidate everything any PE's TLB holds for VMID `vmid` (stage 1 and
@@ -413,24 +405,32 @@ pub fn flush_stage2_page(root: u64, vmid: u16, ipa: u64) {
 /// (Arm ARM, VMSAv8-64 "TLB maintenance"). As in [`flush_stage2_page`], the
 /// VMID is loaded for the duration.
 pub fn flush_stage2_all(root: u64, vmid: u16) {
+    with_vmid(root, vmid, || {
+        // SAFETY: TLB maintenance only drops cached translations; the
+        // barriers order it after the cleared descriptors and before
+        // anything that relies on them being gone.
+        unsafe {
+            core::arch::asm!(
+                "dsb ishst",
+                "tlbi vmalls12e1is",
+                "dsb ish",
+                "isb",
+                options(nostack),
+            )
+        };
+    });
+}
+
+/// Run `f` (TLB maintenance, which acts on the VMID in VTTBR_EL2) with the
+/// stage 2 `root`/`vmid` loaded, then put the current one back.
+fn with_vmid(root: u64, vmid: u16, f: impl FnOnce()) {
     let want = root | (u64::from(vmid) << 48);
     let current = read_sysreg!("vttbr_el2");
     if current != want {
         write_sysreg!("vttbr_el2", want);
         isb();
     }
-    // SAFETY: TLB maintenance only drops cached translations; the barriers
-    // order it after the cleared descriptors and before anything that
-    // relies on them being gone.
-    unsafe {
-        core::arch::asm!(
-            "dsb ishst",
-            "tlbi vmalls12e1is",
-            "dsb ish",
-            "isb",
-            options(nostack),
-        )
-    };
+    f();
     if current != want {
         write_sysreg!("vttbr_el2", current);
         isb();
