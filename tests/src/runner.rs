@@ -149,6 +149,16 @@ pub fn run_main(tests: &[SystemTest]) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     };
+    if !images.is_dir() {
+        // cargo runs tests from the package directory, so a relative path
+        // given from the workspace root lands here.
+        println!(
+            "system tests FAILED: {IMAGES_ENV}={} is not a directory (from {}); give an absolute path",
+            images.display(),
+            std::env::current_dir().unwrap_or_default().display()
+        );
+        return ExitCode::FAILURE;
+    }
     if !on_path(QEMU) {
         println!("system tests FAILED: {QEMU} is not installed (run scripts/setup.sh)");
         return ExitCode::FAILURE;
