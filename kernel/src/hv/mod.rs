@@ -1653,6 +1653,16 @@ fn fill_lrs(v: usize, slot: &Vcpu, own: &mut OwnerState) {
         }
     }
     own.lr_used &= !retired;
+    // An interrupt triggered again while still in a register (the virtual
+    // timer firing before the guest deactivated its last tick) goes into
+    // that register, so the guest's deactivation delivers it without a trap.
+    for n in 0..gic::NR_LRS {
+        if own.lr_used & (1 << n) != 0 {
+            if let Some(lr) = vgic.fold_retrigger(idx, own.lr_intid[n], || gic::read_lr(n)) {
+                gic::write_lr(n, lr);
+            }
+        }
+    }
     // Fill the free list registers. Only when they run out before the model
     // does can something deliverable be left for an underflow interrupt.
     let mut drained = false;

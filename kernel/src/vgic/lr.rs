@@ -54,6 +54,11 @@ pub(super) const fn lr_value_with_group(intid: u32, priority: u8, group1: bool) 
         | (intid as u64 & LR_VINTID_MASK)
 }
 
+/// `lr` with its State field replaced.
+pub(super) const fn with_state(lr: u64, state: LrState) -> u64 {
+    (lr & !(0b11 << LR_STATE_SHIFT)) | (state.bits() << LR_STATE_SHIFT)
+}
+
 impl Vgic {
     /// The ICH_LR<n>_EL2 value for a virtual, Group 1, pending interrupt:
     /// State = pending, HW = 0, Group = 1, `priority`, vINTID = `intid`.

@@ -452,6 +452,52 @@ impl Vgic {
         }
     }
 
+    /// `intid`, held by a list register of `vcpu` whose value is `lr`, may
+    /// have been triggered again since it went in (the register is read
+    /// through `read_lr`, only if so) (`inject` latches such a
+    /// trigger, since one vINTID must never be in two LRs). Fold that trigger
+    /// into the register: an active one becomes active and pending, so the
+    /// hardware delivers it again as soon as the guest deactivates it, with
+    /// no exit. Left latched in the model, it would wait for the guest's next
+    /// trap, and a guest that does not trap (a busy loop whose only wake-up
+    /// is this very timer tick) would never see it. A trigger that finds the
+    /// register still pending merges with it, as on hardware.
+    ///
+    /// Returns the value to write back when it changes. Only latched
+    /// triggers fold; a level-sensitive line that stays high is resampled
+    /// when the register retires. Invalid arguments change nothing.
+    pub fn fold_retrigger(
+        &mut self,
+        vcpu: usize,
+        intid: u32,
+        read_lr: impl FnOnce() -> u64,
+    ) -> Option<u64> {
+        let (bank, bit) = self.bank_for_mut(vcpu, intid)?;
+        if bank.latch & bank.in_lr & bit == 0 {
+            return None;
+        }
+        // Read the register only now: the common case has no trigger.
+        let lr = read_lr();
+        let (held, state) = Self::lr_decode(lr);
+        if held != intid {
+            return None;
+        }
+        bank.latch &= !bit;
+        match state {
+            // The register retired under us; `lr_retired` will see the
+            // trigger as pending again, so keep it latched.
+            LrState::Invalid => {
+                bank.latch |= bit;
+                None
+            }
+            LrState::Pending | LrState::PendingActive => None,
+            LrState::Active => {
+                bank.lr_pending |= bit;
+                Some(lr::with_state(lr, LrState::PendingActive))
+            }
+        }
+    }
+
     /// Record the state the kernel read back from the list register holding
     /// `intid` (on exit from the guest), so that ISPENDR/ISACTIVER reads show
     /// it. `LrState::Invalid` is the same as `lr_retired`.

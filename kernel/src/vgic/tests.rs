@@ -327,6 +327,63 @@ fn in_flight_retrigger_is_remembered() {
     g.lr_sync(usize::MAX, 0, LrState::Pending);
 }
 
+/// The lost-tick case: the virtual timer fires again while its previous
+/// copy is active in a list register. The trigger must go into that register
+/// (active -> active and pending), not stay latched in the model, where only
+/// a later guest exit would find it.
+#[test]
+fn retrigger_folds_into_an_active_lr() {
+    let mut g = Vgic::new(1);
+    enable_all(&mut g);
+    assert_eq!(g.inject(0, 27), Some(0));
+    let (intid, prio) = g.next_deliverable(0).unwrap();
+    let pending = Vgic::lr_value(intid, prio);
+    g.mark_in_lr(0, 27);
+    // Nothing latched: nothing to fold.
+    let active = lr::with_state(pending, LrState::Active);
+    assert_eq!(g.fold_retrigger(0, 27, || active), None);
+    // Triggered again while the guest handles it.
+    assert_eq!(g.inject(0, 27), None);
+    let folded = g
+        .fold_retrigger(0, 27, || active)
+        .expect("folded into the LR");
+    assert_eq!(Vgic::lr_decode(folded), (27, LrState::PendingActive));
+    assert_eq!(
+        folded & !(0b11 << 62),
+        active & !(0b11 << 62),
+        "only the state changes"
+    );
+    assert_eq!(g.fold_retrigger(0, 27, || folded), None, "consumed");
+    // The register now carries it: retiring leaves nothing in the model.
+    g.lr_retired(0, 27);
+    assert!(!g.has_deliverable(0));
+    assert_eq!(r32(&mut g, rd(0), SGI_BASE + 0x200) & (1 << 27), 0);
+
+    // A trigger that finds the register still pending merges with it.
+    assert_eq!(g.inject(0, 27), Some(0));
+    g.mark_in_lr(0, 27);
+    assert_eq!(g.inject(0, 27), None);
+    assert_eq!(g.fold_retrigger(0, 27, || pending), None);
+    g.lr_retired(0, 27);
+    assert!(!g.has_deliverable(0), "merged, not delivered twice");
+
+    // A register that no longer holds the interrupt (or has retired) leaves
+    // the trigger latched for `lr_retired`.
+    assert_eq!(g.inject(0, 27), Some(0));
+    g.mark_in_lr(0, 27);
+    assert_eq!(g.inject(0, 27), None);
+    assert_eq!(g.fold_retrigger(0, 27, || Vgic::lr_value(30, 0)), None);
+    assert_eq!(
+        g.fold_retrigger(0, 27, || lr::with_state(pending, LrState::Invalid)),
+        None
+    );
+    g.lr_retired(0, 27);
+    assert_eq!(g.next_deliverable(0), Some((27, prio)));
+    // Bad arguments change nothing.
+    assert_eq!(g.fold_retrigger(3, 27, || active), None);
+    assert_eq!(g.fold_retrigger(0, u32::MAX, || active), None);
+}
+
 #[test]
 fn enable_disable_and_kick_masks() {
     let mut g = Vgic::new(4);
