@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod boot_all;
 pub mod check;
 pub mod error;
 pub mod flat;

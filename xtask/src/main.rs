@@ -32,7 +32,8 @@ commands:
                                quits); -smp is 2, or what the image's tessera,pcpus need
   test                         host unit tests, every image's system tests under QEMU, then
                                the Debian Linux tests (natively on QEMU)
-  bench                        instruction counts per operation, under Tessera and native
+  bench [NAME...]              instruction counts per operation, under Tessera and native
+                               (all benchmarks, or the ones named)
   payloads [--refetch]         fetch Debian's arm64 kernel and busybox with apt (cached, checksummed)
                                and build target/payloads/linux/{Image,initramfs.cpio}
   fuzz <TARGET> [ARGS...]      cargo fuzz run TARGET in fuzz/";
@@ -581,16 +582,27 @@ fn native_config(bench: &Benchmark, logs: &Path) -> Result<Option<QemuConfig>, E
     Ok(Some(config.log(log).deadline(BENCH_TIMEOUT)))
 }
 
+/// The benchmarks that are not a `BENCHMARKS` entry.
+const OTHER_BENCHMARKS: [&str; 4] = ["linux_boot", "boot_all", "safety_jitter", "avc_hit"];
+
 fn bench(args: &[String]) -> Result<(), Error> {
-    if !args.is_empty() {
-        return Err(Error::Usage(format!("bench takes no arguments\n\n{USAGE}")));
+    let known = |n: &str| OTHER_BENCHMARKS.contains(&n) || BENCHMARKS.iter().any(|b| b.name == n);
+    if let Some(bad) = args.iter().find(|a| !known(a)) {
+        let mut names: Vec<&str> = BENCHMARKS.iter().map(|b| b.name).collect();
+        names.extend(OTHER_BENCHMARKS);
+        return Err(Error::Usage(format!(
+            "no benchmark named {bad:?}; there are: {}\n\n{USAGE}",
+            names.join(" ")
+        )));
     }
+    // No names: all of them.
+    let wanted = |n: &str| args.is_empty() || args.iter().any(|a| a == n);
     ensure_setup()?;
     let artefacts = build_artefacts()?;
     let tests = repo_root().join("tests").join("images");
     let logs = repo_root().join("target").join("bench");
     let mut errors = Vec::new();
-    for bench in BENCHMARKS {
+    for bench in BENCHMARKS.iter().filter(|b| wanted(b.name)) {
         let image = build_one(&tests.join(bench.image), &artefacts)?;
         let tessera = QemuConfig::tessera(&image)
             .smp(bench.smp)
@@ -630,12 +642,28 @@ fn bench(args: &[String]) -> Result<(), Error> {
             show(native.as_ref().map(|n| n.instructions))
         );
     }
-    if let Err(e) = linux_boot(&artefacts, &logs) {
-        println!("BENCH name=linux_boot tessera=- native=- ratio=- unit=s");
-        errors.push(e);
+    if wanted("linux_boot") {
+        if let Err(e) = linux_boot(&artefacts, &logs) {
+            println!("BENCH name=linux_boot tessera=- native=- ratio=- unit=s");
+            errors.push(e);
+        }
     }
-    if let Err(e) = avc_hit() {
-        errors.push(e);
+    if wanted("boot_all") {
+        if let Err(e) = boot_all(&artefacts, &logs) {
+            println!("BENCH name=boot_all tessera=- native=- ratio=- unit=instructions");
+            errors.push(e);
+        }
+    }
+    if wanted("safety_jitter") {
+        if let Err(e) = safety_jitter(&artefacts, &logs) {
+            println!("BENCH name=safety_jitter tessera=- native=- ratio=- unit=us");
+            errors.push(e);
+        }
+    }
+    if wanted("avc_hit") {
+        if let Err(e) = avc_hit() {
+            errors.push(e);
+        }
     }
     if errors.is_empty() {
         return Ok(());
@@ -693,6 +721,127 @@ fn linux_boot(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
         native.seconds()
     );
     Ok(())
+}
+
+/// What `boot_all` aims for: every domain of the default image runs its
+/// first instruction within this many instructions of kernel entry.
+const BOOT_ALL_TARGET: u64 = 5_000_000;
+
+/// `boot_all`: the default image (`images/qemu-virt`) under `-icount`, to
+/// the first instruction of every domain and to every Linux guest's init
+/// marker, in instructions (counter ticks); also the bare-metal ticker's
+/// worst lateness meanwhile, in virtual time (`xtask::boot_all`).
+fn boot_all(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
+    let dir = repo_root().join("images").join("qemu-virt");
+    let description = load_description(&dir)?;
+    let config = tessera_sysdesc::config::parse_system(&description.dtb)
+        .map_err(|e| Error::Failed(format!("{}: {e}", dir.display())))?;
+    let domains: Vec<String> = config.domains.iter().map(|d| d.name.to_string()).collect();
+    let linux: Vec<String> = config
+        .domains
+        .iter()
+        .filter(|d| d.kernel.name.as_str() == xtask::system::DEBIAN_LINUX_MODULE)
+        .map(|d| d.name.to_string())
+        .collect();
+    let image = build_one(&dir, artefacts)?;
+    let failed =
+        |e: tessera_system_tests::Failure| Error::Failed(format!("benchmark boot_all: {e}"));
+    let qemu_config = QemuConfig::tessera(&image)
+        .smp(2)
+        .args(ICOUNT)
+        .log(logs.join("boot_all-tessera.log"))
+        .deadline(xtask::linux::NATIVE_BOOT_TIMEOUT);
+    let mut qemu = Qemu::spawn(&qemu_config).map_err(failed)?;
+    let mut patterns: Vec<String> = domains
+        .iter()
+        .map(|d| format!(r"^tessera: d\d+ {}: first instruction ", regex::escape(d)))
+        .collect();
+    patterns.extend(
+        linux
+            .iter()
+            .map(|d| format!(r"^\({}\) TESSERA-LINUX-INIT ", regex::escape(d))),
+    );
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    qemu.expect_all(&patterns, xtask::linux::NATIVE_BOOT_TIMEOUT)
+        .map_err(failed)?;
+    let timeline =
+        xtask::boot_all::BootTimeline::read(qemu.lines().iter().map(|l| l.text.as_str()));
+    drop(qemu);
+    for (d, ticks) in &timeline.first_entry {
+        println!("boot_all: {d}: first instruction {ticks} instructions after kernel entry");
+    }
+    for (d, counter) in &timeline.init {
+        println!("boot_all: {d}: init marker {counter} instructions after QEMU start");
+    }
+    let (Some((last, ticks)), Some((last_linux, init))) =
+        (timeline.last_start(), timeline.last_init())
+    else {
+        return Err(Error::Failed(
+            "benchmark boot_all: the log lacks first-instruction or init lines".into(),
+        ));
+    };
+    println!(
+        "BENCH name=boot_all tessera={ticks} native=- ratio=- unit=instructions last={last} \
+         target={BOOT_ALL_TARGET} met={}",
+        if ticks <= BOOT_ALL_TARGET {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    println!(
+        "BENCH name=boot_all_init tessera={init} native=- ratio=- unit=instructions \
+         last={last_linux}"
+    );
+    for (d, late) in &timeline.ticker_late_us {
+        println!(
+            "BENCH name=boot_all_ticker_late tessera={late} native=- ratio=- unit=us domain={d}"
+        );
+    }
+    Ok(())
+}
+
+/// `safety_jitter`: the automotive ECU's safety partition while its Linux
+/// neighbour boots, under `-icount`: the worst once-a-second p99 and max
+/// lateness of its control loop, in virtual microseconds, up to two
+/// reports after Linux's init marker.
+fn safety_jitter(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
+    use tessera_system_tests::safety::{parse_safety, SAFETY_LINE};
+    let dir = repo_root().join("images").join("automotive-ecu");
+    let image = build_one(&dir, artefacts)?;
+    let failed =
+        |e: tessera_system_tests::Failure| Error::Failed(format!("benchmark safety_jitter: {e}"));
+    let config = QemuConfig::tessera(&image)
+        .smp(2)
+        .args(ICOUNT)
+        .log(logs.join("safety_jitter-tessera.log"))
+        .deadline(xtask::linux::NATIVE_BOOT_TIMEOUT);
+    let mut qemu = Qemu::spawn(&config).map_err(failed)?;
+    tessera_system_tests::linux::expect_marker(&mut qemu, xtask::linux::NATIVE_BOOT_TIMEOUT)
+        .map_err(failed)?;
+    qemu.expect_count(SAFETY_LINE, 2, Duration::from_secs(60))
+        .map_err(failed)?;
+    let reports: Vec<_> = qemu
+        .lines()
+        .iter()
+        .filter_map(|l| parse_safety(&l.text, "safety"))
+        .collect();
+    let p99 = reports.iter().map(|r| r.jitter_p99_us).max();
+    let max = reports.iter().map(|r| r.jitter_max_us).max();
+    let missed = reports.last().map(|r| r.missed);
+    match (p99, max, missed) {
+        (Some(p99), Some(max), Some(missed)) => {
+            println!(
+                "BENCH name=safety_jitter tessera={p99} native=- ratio=- unit=us max_us={max} \
+                 missed={missed} reports={}",
+                reports.len()
+            );
+            Ok(())
+        }
+        _ => Err(Error::Failed(
+            "benchmark safety_jitter: no SAFETY report".into(),
+        )),
+    }
 }
 
 /// The RAM of the domain in `dir`'s image that boots the Debian kernel.

@@ -115,3 +115,27 @@ pub fn irq_restore(was_enabled: bool) {
 pub fn wfi() {
     aarch64_cpu::asm::wfi();
 }
+
+/// Sleeps until `done()` holds, where only an interrupt handler can make
+/// it hold. The check and the WFI run with IRQs masked: checked unmasked,
+/// an interrupt taken between the check and the WFI would leave the CPU
+/// asleep with its wake-up already spent (a timer whose handler disables
+/// it never fires again). A masked interrupt still ends the WFI, and is
+/// taken as soon as IRQs are unmasked, before the next check.
+pub fn wait_until(mut done: impl FnMut() -> bool) {
+    let was_enabled = irq_save();
+    while !done() {
+        wfi();
+        // SAFETY: an IRQ window, as `irq_enable` then `irq_disable`; the
+        // ISB makes sure a pending interrupt is taken inside it.
+        unsafe {
+            core::arch::asm!(
+                "msr daifclr, #2",
+                "isb",
+                "msr daifset, #2",
+                options(nostack)
+            )
+        };
+    }
+    irq_restore(was_enabled);
+}

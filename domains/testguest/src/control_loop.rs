@@ -88,9 +88,7 @@ pub fn run() -> ! {
     let mut seen = WAKE_UPS.load(Ordering::Acquire);
     timer::arm_at(deadline);
     loop {
-        while WAKE_UPS.load(Ordering::Acquire) == seen {
-            cpu::wfi();
-        }
+        cpu::wait_until(|| WAKE_UPS.load(Ordering::Acquire) != seen);
         let now = timer::now();
         let late_us = ticks_to_us(now.saturating_sub(deadline), freq);
         window.record(late_us);

@@ -88,9 +88,7 @@ fn sgi_receiver(_cpu: usize) {
     gic::enable_private(TEST_SGI);
     cpu::irq_enable();
     SGI_READY.fetch_add(1, Ordering::AcqRel);
-    while !SGI_DONE.load(Ordering::Acquire) {
-        cpu::wfi();
-    }
+    cpu::wait_until(|| SGI_DONE.load(Ordering::Acquire));
 }
 
 fn counts_are(cpus: usize, expected: impl Fn(usize) -> u32) -> bool {
@@ -190,9 +188,7 @@ pub fn ticker() -> ! {
         deadline += period;
         let fired = TIMER_FIRED.load(Ordering::Acquire);
         timer::arm_at(deadline);
-        while TIMER_FIRED.load(Ordering::Acquire) == fired {
-            cpu::wfi();
-        }
+        cpu::wait_until(|| TIMER_FIRED.load(Ordering::Acquire) != fired);
         let late = timer::now().saturating_sub(deadline);
         late_max = late_max.max(late);
         let late_us = late_max.saturating_mul(1_000_000) / freq.max(1);

@@ -255,6 +255,10 @@ pub struct OwnerState {
     pub timer_in_hw: bool,
     /// An MMIO access waiting for its device model's answer.
     pub pending_io: Option<ioreq::PendingIo>,
+    /// The vCPU was just powered on and has not run yet: its first entry
+    /// is logged (with the counter, so `cargo xtask bench` can time the
+    /// boot), if it is a domain's vCPU 0.
+    pub first_entry: bool,
     /// The last list-register fill ran out of list registers with
     /// interrupts still deliverable in the model. Only then can the model
     /// hold a deliverable interrupt that neither the list registers nor
@@ -285,6 +289,7 @@ impl Vcpu {
                 lr_intid: [0; gic::NR_LRS],
                 timer_in_hw: false,
                 pending_io: None,
+                first_entry: false,
                 undelivered: false,
             }),
             power: VcpuPower::new(),
@@ -462,6 +467,7 @@ fn halt_with(reason: core::fmt::Arguments<'_>) -> ! {
 /// Boot pCPU entry, from `boot.rs`, MMU off, x0 = host DTB.
 #[unsafe(no_mangle)]
 extern "C" fn kernel_main(dtb_addr: u64) -> ! {
+    KERNEL_ENTRY_TICKS.store(arch::counter(), Ordering::Relaxed);
     // Bound the blob by its own header before parsing it.
     // SAFETY: firmware passes the DTB address in x0; we read only the
     // 40-byte header here, which lies in RAM.
@@ -1416,7 +1422,10 @@ fn take_start_requests(p: usize) {
             if inner.fp_owner == Some(v) {
                 inner.fp_owner = None;
             }
-            *own = OwnerState::default();
+            *own = OwnerState {
+                first_entry: idx == 0,
+                ..OwnerState::default()
+            };
         }
     }
 }
@@ -1543,6 +1552,29 @@ fn drain_irqs(p: usize) {
     }
 }
 
+/// The counter when the kernel was entered (QEMU's counter starts at 0 at
+/// power-on).
+static KERNEL_ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Log that a domain's vCPU 0 is about to run its first instruction, and
+/// when: counter ticks since kernel entry. Under `-icount shift=4` a tick of
+/// QEMU's 62.5 MHz counter is one instruction, so this is the boot cost
+/// `cargo xtask bench` reports as `boot_all`.
+#[cold]
+fn log_first_entry(v: usize) {
+    let Some(d) = domain_of(v) else { return };
+    let ticks = arch::counter().saturating_sub(KERNEL_ENTRY_TICKS.load(Ordering::Relaxed));
+    let us = ticks.saturating_mul(1_000_000) / arch::counter_freq().max(1);
+    log!(
+        "d{} {}: first instruction {} ticks after kernel entry ({}.{:03} ms)",
+        d.id,
+        d.name,
+        ticks,
+        us / 1000,
+        us % 1000
+    );
+}
+
 /// Make `next` the running vCPU on `p`: switch EL1 state if it is not the
 /// one loaded, fill its list registers, and arm the slice timer if others
 /// wait. Returns its frame for the exit path.
@@ -1575,6 +1607,10 @@ fn switch_to(p: usize, next: usize) -> &'static mut VcpuFrame {
         guest::restore(nf, no.lr_used != 0);
         no.timer_in_hw = true;
         inner.loaded = Some(next);
+        if no.first_entry {
+            no.first_entry = false;
+            log_first_entry(next);
+        }
     } else {
         // SAFETY: owner pCPU.
         let (nf, no) = unsafe { owned(next) };
