@@ -836,10 +836,10 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
                 me.name,
                 spec.label
             );
-            for p in &pins {
+            for pin in &pins {
                 log!(
                     "pcpu{} belongs to d{} {} (tessera,pcpus): no other domain runs there",
-                    p,
+                    pin,
                     slot + 1,
                     name
                 );
