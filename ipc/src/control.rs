@@ -24,8 +24,9 @@ crate::abi_enum! {
     pub enum ControlCmd: u64 {
         /// x1 → [`CreateDomain`]. Returns the new domain's id (the one it
         /// asked for, or the lowest free one). The domain starts created
-        /// (paused, no memory). `domain create` towards the new domain's
-        /// label.
+        /// (paused, no memory), with its device model and its pins (if it
+        /// names them) fixed for its life. `domain create` towards the new
+        /// domain's label.
         CreateDomain = 0,
         /// x1 = domain, x2 = bytes (a multiple of [`MEMORY_ALIGN`]), x3 = a
         /// host physical base ([`MEMORY_ANYWHERE`] for any free RAM): the
@@ -49,7 +50,10 @@ crate::abi_enum! {
         /// context before `Unpause`. Only before the domain first runs.
         /// `domain setvcpucontext`.
         SetVcpuContext = 5,
-        /// x1 = domain: start it (first time) or let it run again.
+        /// x1 = domain: start it (first time) or let it run again. A domain
+        /// with a device model starts only once that device model has
+        /// said it serves it (`IoreqCmd::Ready`); until then the first
+        /// `Unpause` succeeds and the kernel holds its vCPUs.
         /// `domain unpause`.
         Unpause = 6,
         /// x1 = domain: stop scheduling its vCPUs. `domain pause`.
@@ -103,7 +107,7 @@ pub struct CreateDomain {
     /// takes the lowest free one. A taken id is `-EEXIST`, one whose last
     /// domain is still being reaped `-EBUSY`.
     pub domid: U16,
-    /// No flag is defined yet: must be 0.
+    /// `CREATE_*` bits; any other bit is `-EINVAL`.
     pub flags: U16,
     /// Its name in the log and in `(<name>)` console lines: printable
     /// ASCII, NUL padded, not empty.
@@ -111,8 +115,34 @@ pub struct CreateDomain {
     /// Its security context (`user:role:type`), NUL padded; it must be a
     /// context of the policy.
     pub label: [u8; LABEL_LEN],
+    /// The id of the domain that serves its MMIO (its IOREQ server, the
+    /// description's `tessera,device-model`), or 0 for none. That domain
+    /// must exist already (`-ESRCH`) and not be the new domain itself
+    /// (`-EINVAL`); no other domain may register as its server, and the
+    /// domain does not run before its server says `IoreqCmd::Ready`.
+    pub device_model: U16,
+    /// How many entries of `pcpus` are used: 0 (not pinned) up to `vcpus`.
+    pub nr_pcpus: U16,
+    pub _pad: U32,
+    /// `tessera,pcpus`: vCPU i runs on pCPU `pcpus[i % nr_pcpus]`, which the
+    /// domain owns while it lives (no other domain's vCPU is placed there).
+    /// Each below 64, none twice (`-EINVAL`); a pCPU the board lacks is
+    /// `-ENXIO`, one another domain's vCPU runs on `-EBUSY`. Unused
+    /// entries are 0.
+    pub pcpus: [u8; MAX_PINS],
 }
-const _: () = assert!(core::mem::size_of::<CreateDomain>() == 104);
+const _: () = assert!(core::mem::size_of::<CreateDomain>() == 120);
+
+/// `CreateDomain::flags`: its device model emulates a PL011 for it
+/// (`vpl011`), so keyboard input may go to it (the console focus). Needs a
+/// `device_model`.
+pub const CREATE_VPL011: u16 = 1;
+/// Every `CreateDomain` flag the kernel knows.
+pub const CREATE_FLAGS: u16 = CREATE_VPL011;
+/// Most pins one `CreateDomain` carries: one per vCPU.
+pub const MAX_PINS: usize = crate::platform::MAX_VCPUS_PER_DOMAIN;
+/// pCPU numbers a pin may name are below this.
+pub const MAX_PCPU_NUMBER: u8 = 64;
 
 /// In and out argument of `ModuleInfo`.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, KnownLayout, Immutable)]
@@ -231,6 +261,10 @@ mod tests {
         assert_eq!(core::mem::offset_of!(CreateDomain, flags), 6);
         assert_eq!(core::mem::offset_of!(CreateDomain, name), 8);
         assert_eq!(core::mem::offset_of!(CreateDomain, label), 40);
+        assert_eq!(core::mem::offset_of!(CreateDomain, device_model), 104);
+        assert_eq!(core::mem::offset_of!(CreateDomain, nr_pcpus), 106);
+        assert_eq!(core::mem::offset_of!(CreateDomain, _pad), 108);
+        assert_eq!(core::mem::offset_of!(CreateDomain, pcpus), 112);
         assert_eq!(core::mem::offset_of!(ModuleInfo, name), 16);
         assert_eq!(core::mem::offset_of!(DomainInfo, ram_size), 16);
         assert_eq!(core::mem::offset_of!(DomainInfo, name), 32);

@@ -7,6 +7,8 @@ crate::abi_enum! {
         Eperm = 1,
         Enoent = 2,
         Esrch = 3,
+        /// No such device: a pCPU the board does not have.
+        Enxio = 6,
         Eagain = 11,
         Enomem = 12,
         Eacces = 13,

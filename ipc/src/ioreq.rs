@@ -22,7 +22,8 @@ crate::abi_enum! {
         /// RAM that will hold one `IoreqSlot` per vCPU of the served
         /// domain, x3 = IPA of another page of its RAM for the domain's
         /// `FastPage`, or 0 for none. Becomes that domain's server
-        /// (`ioreq:register`).
+        /// (`ioreq:register`). A domain that names its device model may be
+        /// registered for by that domain only (`-EPERM`).
         Register = 0,
         /// x1 = domain id, x2 = base IPA, x3 = size, x4 = `RANGE_*` flags:
         /// send the served domain's accesses in this range to the caller
@@ -57,6 +58,15 @@ crate::abi_enum! {
         /// answers a request and sleeps until the next. Returns 0; check
         /// the slots after it returns, as after any wake-up.
         Wait = 7,
+        /// x1 = domain id: the caller, its registered server, has set up
+        /// everything it serves of that domain (ranges, memory, fast page)
+        /// and will answer its accesses. A domain that names a device model
+        /// (`CreateDomain::device_model`, or `tessera,device-model` in a
+        /// dom0less image) runs none of its vCPUs before this, however
+        /// often it is unpaused; the first `Ready` starts a domain that was
+        /// unpaused meanwhile, and a later one changes nothing. Only the
+        /// registered server may (`-EPERM`), with `ioreq:register`.
+        Ready = 8,
     }
 }
 
@@ -253,6 +263,7 @@ mod tests {
         assert_eq!(b[31], 1);
         assert_eq!(s.state(), STATE_IOREQ_READY);
         assert!(s.is_read());
+        assert_eq!(IoreqCmd::try_from(8), Ok(IoreqCmd::Ready));
         assert_eq!(IoreqCmd::try_from(9), Err(9));
     }
 }

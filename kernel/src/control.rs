@@ -10,14 +10,20 @@
 //! [`SlotState::Dying`] until every pCPU has passed a scheduling point, so no
 //! reference taken before survives into the slot's next life.
 //!
+//! A domain that names a device model is also *held* ([`Hold`]): its first
+//! `Unpause` starts none of its vCPUs until that device model says it
+//! serves it (`IoreqCmd::Ready`), so a guest never touches a device before
+//! anyone answers for it.
+//!
 //! Nothing here touches guest memory or kernel state: decoding looks at
 //! register values, and the `parse_*` functions at structures already
 //! copied in.
 
 use crate::addr::{GuestVa, PAGE_SIZE};
 use tessera_ipc::control::{
-    ControlCmd, CreateDomain, DomainState, ModuleInfo, ShareMemory, COPY_MAX, LABEL_LEN, MAX_DOMID,
-    MEMORY_ALIGN, MEMORY_ANYWHERE, NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
+    ControlCmd, CreateDomain, DomainState, ModuleInfo, ShareMemory, COPY_MAX, CREATE_FLAGS,
+    CREATE_VPL011, LABEL_LEN, MAX_DOMID, MAX_PCPU_NUMBER, MAX_PINS, MEMORY_ALIGN, MEMORY_ANYWHERE,
+    NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
 };
 use tessera_ipc::errno::Errno;
 use tessera_ipc::platform::{MAX_VCPUS_PER_DOMAIN, RAM_BASE};
@@ -188,15 +194,49 @@ pub struct CreateSpec {
     pub vcpus: usize,
     /// The id asked for (`None`: the lowest free one).
     pub domid: Option<u16>,
+    /// The id of its device model, not yet looked up (`None`: none).
+    pub device_model: Option<u16>,
+    /// Its device model emulates a PL011 for it (`CREATE_VPL011`).
+    pub vpl011: bool,
+    /// `tessera,pcpus`: distinct pCPU numbers below 64, at most one per
+    /// vCPU; empty when it is not pinned. Not yet checked against the
+    /// board.
+    pub pins: heapless::Vec<u32, MAX_PINS>,
 }
 
 /// Check a `CreateDomain` copied in from the caller: a vCPU count the
-/// platform allows, an id in range (or 0), no flags, a non-empty printable
-/// name and label.
+/// platform allows, an id in range (or 0), known flags (`CREATE_VPL011`
+/// only with a device model), a device model that is not the domain
+/// itself, a pin list of at most one pin per vCPU with no pCPU twice (the
+/// unused entries and the padding zero), and a non-empty printable name
+/// and label.
 pub fn parse_create(raw: &CreateDomain) -> Result<CreateSpec, Errno> {
     let vcpus = raw.vcpus.get() as usize;
     let domid = raw.domid.get();
-    if vcpus == 0 || vcpus > MAX_VCPUS_PER_DOMAIN || raw.flags.get() != 0 || domid > MAX_DOMID {
+    let flags = raw.flags.get();
+    let device_model = raw.device_model.get();
+    let nr_pins = usize::from(raw.nr_pcpus.get());
+    if vcpus == 0 || vcpus > MAX_VCPUS_PER_DOMAIN || domid > MAX_DOMID {
+        return Err(Errno::Einval);
+    }
+    if flags & !CREATE_FLAGS != 0 || (flags & CREATE_VPL011 != 0 && device_model == 0) {
+        return Err(Errno::Einval);
+    }
+    if device_model > MAX_DOMID || (device_model != 0 && device_model == domid) {
+        return Err(Errno::Einval);
+    }
+    if nr_pins > vcpus || nr_pins > MAX_PINS || raw._pad.get() != 0 {
+        return Err(Errno::Einval);
+    }
+    let (used, unused) = raw.pcpus.split_at(nr_pins);
+    let mut pins = heapless::Vec::new();
+    for &pin in used {
+        if pin >= MAX_PCPU_NUMBER || pins.contains(&u32::from(pin)) {
+            return Err(Errno::Einval);
+        }
+        pins.push(u32::from(pin)).map_err(|_| Errno::Einval)?;
+    }
+    if unused.iter().any(|&b| b != 0) {
         return Err(Errno::Einval);
     }
     let name = padded_text(&raw.name)?;
@@ -209,7 +249,113 @@ pub fn parse_create(raw: &CreateDomain) -> Result<CreateSpec, Errno> {
         label: heapless::String::try_from(label).map_err(|_| Errno::Einval)?,
         vcpus,
         domid: (domid != 0).then_some(domid),
+        device_model: (device_model != 0).then_some(device_model),
+        vpl011: flags & CREATE_VPL011 != 0,
+        pins,
     })
+}
+
+/// Whether domain index `by` may register as the IOREQ server of a domain
+/// whose named device model is `named` (a domain index): only that one
+/// (`-EPERM` for any other), or anyone the policy allows when it names
+/// none.
+pub fn may_serve(named: Option<usize>, by: usize) -> Result<(), Errno> {
+    match named {
+        Some(server) if server != by => Err(Errno::Eperm),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a domain may run yet: one with a device model waits for it
+/// (`IoreqCmd::Ready`), however early it is unpaused. Kept per domain
+/// slot, from its creation to its reaping; the domain's slot state
+/// (`SlotState`) is unaffected, so a held domain reads as running to its
+/// builder, which has done its part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// No device model: it runs as soon as it is unpaused.
+    Free,
+    /// Its device model (a domain index) has not said `Ready` yet.
+    /// `started`: it was unpaused meanwhile, so `Ready` starts it.
+    Waiting { server: usize, started: bool },
+    /// Its device model said `Ready`.
+    Served { server: usize },
+}
+
+/// What the kernel does after a [`Hold`] event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldAction {
+    /// Start the domain's vCPUs now.
+    Start,
+    /// Hold them: log once that the domain waits for its device model.
+    Wait,
+    /// Nothing changes.
+    Nothing,
+}
+
+impl Hold {
+    /// The hold of a new domain whose device model is `server` (a domain
+    /// index), if any.
+    pub const fn new(server: Option<usize>) -> Self {
+        match server {
+            Some(server) => Self::Waiting {
+                server,
+                started: false,
+            },
+            None => Self::Free,
+        }
+    }
+
+    /// The domain's first start (its first `Unpause`, or the dom0less
+    /// start).
+    pub fn start(&mut self) -> HoldAction {
+        match *self {
+            Self::Free | Self::Served { .. } => HoldAction::Start,
+            Self::Waiting {
+                server,
+                started: false,
+            } => {
+                *self = Self::Waiting {
+                    server,
+                    started: true,
+                };
+                HoldAction::Wait
+            }
+            Self::Waiting { started: true, .. } => HoldAction::Nothing,
+        }
+    }
+
+    /// `Ready` from domain index `by` (already checked to be the
+    /// registered server): the domain starts if it was unpaused while it
+    /// waited. Again from its server, nothing; from anyone else, `-EPERM`.
+    pub fn ready(&mut self, by: usize) -> Result<HoldAction, Errno> {
+        match *self {
+            Self::Free => Ok(HoldAction::Nothing),
+            Self::Waiting { server, started } if server == by => {
+                *self = Self::Served { server };
+                Ok(if started {
+                    HoldAction::Start
+                } else {
+                    HoldAction::Nothing
+                })
+            }
+            Self::Served { server } if server == by => Ok(HoldAction::Nothing),
+            Self::Waiting { .. } | Self::Served { .. } => Err(Errno::Eperm),
+        }
+    }
+
+    /// Whether an unpause left the domain waiting for its device model.
+    pub fn is_holding(&self) -> bool {
+        matches!(self, Self::Waiting { started: true, .. })
+    }
+
+    /// The device model it waits for, while it waits.
+    pub fn waits_for(&self) -> Option<usize> {
+        match *self {
+            Self::Waiting { server, .. } => Some(server),
+            _ => None,
+        }
+    }
 }
 
 /// What a `ModuleInfo` asks for.
@@ -696,6 +842,132 @@ mod tests {
         assert_eq!(parse_create(&raw).map(|s| s.domid), Ok(Some(MAX_DOMID)));
         raw.domid = (MAX_DOMID + 1).into();
         assert_eq!(parse_create(&raw), Err(Errno::Einval), "past the slots");
+    }
+
+    #[test]
+    fn a_create_may_name_its_device_model_and_uart() {
+        let mut raw = create(1, b"guest", LABEL);
+        let spec = parse_create(&raw).unwrap();
+        assert_eq!((spec.device_model, spec.vpl011), (None, false));
+        raw.device_model = 1.into();
+        raw.flags = CREATE_VPL011.into();
+        let spec = parse_create(&raw).unwrap();
+        assert_eq!((spec.device_model, spec.vpl011), (Some(1), true));
+        raw.device_model = MAX_DOMID.into();
+        assert!(parse_create(&raw).is_ok());
+    }
+
+    #[test]
+    fn a_bad_device_model_or_flag_is_refused() {
+        let mut raw = create(1, b"guest", LABEL);
+        raw.flags = CREATE_VPL011.into();
+        assert_eq!(
+            parse_create(&raw),
+            Err(Errno::Einval),
+            "a UART with no device model to emulate it"
+        );
+        raw.flags = 2.into();
+        raw.device_model = 1.into();
+        assert_eq!(parse_create(&raw), Err(Errno::Einval), "an unknown flag");
+        raw.flags = 0.into();
+        raw.device_model = (MAX_DOMID + 1).into();
+        assert_eq!(parse_create(&raw), Err(Errno::Einval), "past the slots");
+        raw.device_model = 4.into();
+        raw.domid = 4.into();
+        assert_eq!(
+            parse_create(&raw),
+            Err(Errno::Einval),
+            "its own device model"
+        );
+    }
+
+    fn pinned(vcpus: u32, pins: &[u8]) -> CreateDomain {
+        let mut raw = create(vcpus, b"safety", LABEL);
+        raw.nr_pcpus = (pins.len() as u16).into();
+        raw.pcpus[..pins.len()].copy_from_slice(pins);
+        raw
+    }
+
+    #[test]
+    fn a_create_may_carry_pins() {
+        let spec = parse_create(&pinned(2, &[3, 1])).unwrap();
+        assert_eq!(spec.pins.as_slice(), &[3, 1]);
+        let spec = parse_create(&pinned(4, &[63])).unwrap();
+        assert_eq!(spec.pins.as_slice(), &[63], "fewer pins than vCPUs");
+        assert!(parse_create(&pinned(1, &[])).unwrap().pins.is_empty());
+    }
+
+    #[test]
+    fn bad_pins_are_refused() {
+        let cases: [(&str, CreateDomain); 5] = [
+            ("more pins than vCPUs", pinned(1, &[0, 1])),
+            ("a pCPU listed twice", pinned(2, &[1, 1])),
+            ("a pCPU number of 64", pinned(1, &[64])),
+            ("a pin past the count", {
+                let mut raw = pinned(2, &[0]);
+                raw.pcpus[1] = 1;
+                raw
+            }),
+            ("padding", {
+                let mut raw = pinned(1, &[0]);
+                raw._pad = 1.into();
+                raw
+            }),
+        ];
+        for (what, raw) in cases {
+            assert_eq!(parse_create(&raw), Err(Errno::Einval), "{what}");
+        }
+        let mut all = pinned(MAX_VCPUS_PER_DOMAIN as u32, &[]);
+        all.nr_pcpus = (MAX_PINS as u16 + 1).into();
+        assert_eq!(parse_create(&all), Err(Errno::Einval), "past the array");
+    }
+
+    #[test]
+    fn only_the_named_device_model_may_serve() {
+        assert_eq!(may_serve(None, 3), Ok(()), "none named: the policy decides");
+        assert_eq!(may_serve(Some(3), 3), Ok(()));
+        assert_eq!(may_serve(Some(0), 3), Err(Errno::Eperm));
+    }
+
+    #[test]
+    fn a_served_domain_waits_for_ready_before_it_starts() {
+        let mut h = Hold::new(Some(0));
+        assert_eq!(h.waits_for(), Some(0));
+        assert!(!h.is_holding(), "not unpaused yet");
+        assert_eq!(h.start(), HoldAction::Wait, "unpaused first: held");
+        assert!(h.is_holding());
+        assert_eq!(h.start(), HoldAction::Nothing, "the wait is logged once");
+        assert_eq!(h.ready(0), Ok(HoldAction::Start), "ready starts it");
+        assert_eq!(h, Hold::Served { server: 0 });
+        assert!(!h.is_holding());
+        assert_eq!(h.waits_for(), None);
+        assert_eq!(h.ready(0), Ok(HoldAction::Nothing), "again: nothing");
+        assert_eq!(h.start(), HoldAction::Start, "a served domain runs");
+    }
+
+    #[test]
+    fn ready_before_the_unpause_lets_it_run_at_once() {
+        let mut h = Hold::new(Some(2));
+        assert_eq!(h.ready(2), Ok(HoldAction::Nothing), "not unpaused yet");
+        assert_eq!(h.start(), HoldAction::Start);
+    }
+
+    #[test]
+    fn a_domain_with_no_device_model_is_never_held() {
+        let mut h = Hold::new(None);
+        assert_eq!(h.start(), HoldAction::Start);
+        assert_eq!(h.ready(4), Ok(HoldAction::Nothing));
+        assert_eq!(h, Hold::Free);
+    }
+
+    #[test]
+    fn ready_from_another_domain_is_refused_and_changes_nothing() {
+        let mut h = Hold::new(Some(1));
+        assert_eq!(h.start(), HoldAction::Wait);
+        assert_eq!(h.ready(5), Err(Errno::Eperm));
+        assert!(h.is_holding(), "still held");
+        assert_eq!(h.ready(1), Ok(HoldAction::Start));
+        assert_eq!(h.ready(5), Err(Errno::Eperm), "served: still only its own");
     }
 
     #[test]

@@ -113,6 +113,10 @@ pub enum IoreqCall {
         dom: u16,
         vcpu: Option<usize>,
     },
+    /// The caller serves `dom` from now on: a held domain may start.
+    Ready {
+        dom: u16,
+    },
 }
 
 /// Largest MMIO range one `MapRange` may claim.
@@ -173,6 +177,7 @@ fn decode_ioreq(args: &[u64; 6]) -> Result<IoreqCall, Errno> {
             buf: GuestVa(args[2]),
             len: args[3].min(CONSOLE_IO_MAX as u64) as usize,
         }),
+        IoreqCmd::Ready => Ok(IoreqCall::Ready { dom }),
         IoreqCmd::ConsoleRead => Ok(IoreqCall::ConsoleRead {
             dom,
             buf: GuestVa(args[2]),
@@ -419,7 +424,16 @@ mod tests {
             Err(Errno::Einval),
             "no such slot"
         );
-        assert_eq!(call([8, 2, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(
+            call([8, 2, 0, 0, 0, 0]),
+            Ok(Call::Ioreq(IoreqCall::Ready { dom: 2 }))
+        );
+        assert_eq!(
+            call([8, 0x1_0000, 0, 0, 0, 0]),
+            Err(Errno::Einval),
+            "Ready names a 16-bit domain id"
+        );
+        assert_eq!(call([9, 2, 0, 0, 0, 0]), Err(Errno::Enosys));
     }
 
     #[test]

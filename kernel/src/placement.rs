@@ -8,6 +8,14 @@
 //! (with no pins at all, that is every pCPU: the placement of old). The
 //! boot checks the whole description first ([`Placement::plan`]), so a pin
 //! the board cannot honour refuses the image before any domain exists.
+//!
+//! A builder (domB, in hyperlaunch mode) creates the pinned domains itself,
+//! later: the boot only reserves their pCPUs
+//! ([`Placement::plan_for_builder`]), so the unpinned domains built before
+//! them stay off, and each `CreateDomain` that carries pins is checked
+//! against the board and the vCPUs already placed ([`Placement::check_pins`]);
+//! a pin that cannot be honoured is an error code for the builder, not a
+//! halt.
 
 use core::fmt;
 
@@ -20,8 +28,13 @@ pub const MAX_PCPUS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
     pcpus: usize,
-    /// Bit `p`: pCPU `p` is owned by a pinned domain.
+    /// Bit `p`: pCPU `p` is owned by a pinned domain (reserved at boot, or
+    /// taken by a domain a builder created with pins).
     owned: u64,
+    /// Bit `p`: pCPU `p` was reserved at boot for a domain of the
+    /// description; it stays owned when that domain goes (its rebuild gets
+    /// it back).
+    reserved: u64,
     /// Per owned pCPU, the index of the domain that owns it (for messages).
     owner: [u8; MAX_PCPUS],
 }
@@ -59,6 +72,26 @@ impl PlacementError {
     /// The error as a sentence, with domains named by `name(index)`.
     pub fn named<'a, F: Fn(usize) -> &'a str>(self, name: F) -> NamedPlacementError<F> {
         NamedPlacementError { error: self, name }
+    }
+}
+
+/// Why a builder's `CreateDomain` pins cannot be honoured now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinError {
+    /// The board has no pCPU `pcpu` (it has `pcpus`).
+    NoSuchPcpu { pcpu: u32, pcpus: usize },
+    /// A vCPU of another domain is placed on `pcpu`.
+    Taken { pcpu: u32 },
+}
+
+impl PinError {
+    /// The code the builder sees: no such pCPU is `-ENXIO`, a taken one
+    /// `-EBUSY`.
+    pub fn errno(self) -> tessera_ipc::errno::Errno {
+        match self {
+            Self::NoSuchPcpu { .. } => tessera_ipc::errno::Errno::Enxio,
+            Self::Taken { .. } => tessera_ipc::errno::Errno::Ebusy,
+        }
     }
 }
 
@@ -139,6 +172,7 @@ impl Placement {
         Self {
             pcpus,
             owned: 0,
+            reserved: 0,
             owner: [0; MAX_PCPUS],
         }
     }
@@ -156,28 +190,7 @@ impl Placement {
         let mut placement = Self::unpinned(pcpus);
         let domains = domains.into_iter();
         for (domain, pins) in domains.clone().enumerate() {
-            for &pin in pins {
-                let p = pin as usize;
-                if p >= placement.pcpus {
-                    return Err(PlacementError::NoSuchPcpu {
-                        domain,
-                        pcpu: pin,
-                        pcpus: placement.pcpus,
-                    });
-                }
-                if placement.is_owned(p) {
-                    return Err(PlacementError::PinnedTwice {
-                        pcpu: pin,
-                        first: usize::from(placement.owner.get(p).copied().unwrap_or(0)),
-                        second: domain,
-                    });
-                }
-                placement.owned |= 1 << p;
-                if let Some(slot) = placement.owner.get_mut(p) {
-                    // Descriptions hold at most 16 domains; saturate anyway.
-                    *slot = u8::try_from(domain).unwrap_or(u8::MAX);
-                }
-            }
+            placement.claim(domain, pins)?;
         }
         if placement.free() == 0 {
             if let Some(domain) = domains.clone().position(|pins| pins.is_empty()) {
@@ -187,7 +200,127 @@ impl Placement {
                 });
             }
         }
+        placement.reserved = placement.owned;
         Ok(placement)
+    }
+
+    /// Hyperlaunch: the kernel builds only the boot domain (description
+    /// index `boot`), and a builder creates the others, asking for their
+    /// pins then. The boot domain's pins are checked as [`Placement::plan`]
+    /// checks them, and it must find a pCPU; every other pin the board can
+    /// honour is reserved for its domain (first come, in description
+    /// order), so no unpinned vCPU, the boot domain's included, is placed
+    /// there. Pins that cannot be honoured are left for `CreateDomain` to
+    /// refuse ([`Placement::check_pins`]), naming the builder's domain.
+    pub fn plan_for_builder<'a, I>(
+        pcpus: usize,
+        domains: I,
+        boot: usize,
+    ) -> Result<Self, PlacementError>
+    where
+        I: IntoIterator<Item = &'a [u32]>,
+        I::IntoIter: Clone,
+    {
+        let domains = domains.into_iter();
+        let boot_pins = domains.clone().nth(boot).unwrap_or(&[]);
+        let mut placement = Self::unpinned(pcpus);
+        // The boot domain first and strictly: the kernel builds it now.
+        placement.claim(boot, boot_pins)?;
+        for (domain, pins) in domains.enumerate().filter(|&(i, _)| i != boot) {
+            for &pin in pins {
+                let p = pin as usize;
+                if p < placement.pcpus && !placement.is_owned(p) {
+                    placement.take(p, domain);
+                }
+            }
+        }
+        if boot_pins.is_empty() && placement.free() == 0 {
+            return Err(PlacementError::NoFreePcpu {
+                domain: boot,
+                pcpus: placement.pcpus,
+            });
+        }
+        placement.reserved = placement.owned;
+        Ok(placement)
+    }
+
+    /// Description domain `domain` owns `pins`: each must be on the board
+    /// and owned by no one yet (not even by the domain itself: a pCPU
+    /// listed twice).
+    fn claim(&mut self, domain: usize, pins: &[u32]) -> Result<(), PlacementError> {
+        for &pin in pins {
+            let p = pin as usize;
+            if p >= self.pcpus {
+                return Err(PlacementError::NoSuchPcpu {
+                    domain,
+                    pcpu: pin,
+                    pcpus: self.pcpus,
+                });
+            }
+            if self.is_owned(p) {
+                return Err(PlacementError::PinnedTwice {
+                    pcpu: pin,
+                    first: usize::from(self.owner.get(p).copied().unwrap_or(0)),
+                    second: domain,
+                });
+            }
+            self.take(p, domain);
+        }
+        Ok(())
+    }
+
+    /// Marks pCPU `p` owned by description domain `domain`.
+    fn take(&mut self, p: usize, domain: usize) {
+        self.owned |= 1 << p;
+        if let Some(slot) = self.owner.get_mut(p) {
+            // Descriptions hold at most 16 domains; saturate anyway.
+            *slot = u8::try_from(domain).unwrap_or(u8::MAX);
+        }
+    }
+
+    /// Whether a domain created now may be pinned to `pins`: each is a pCPU
+    /// the board has, and no vCPU is placed there yet (`occupied`, bit `p`:
+    /// some vCPU is on pCPU `p`). A pCPU reserved at boot passes when its
+    /// domain is not running, so a pinned domain can be built (and
+    /// rebuilt) on it. The first pin that fails is the error.
+    pub fn check_pins(&self, pins: &[u32], occupied: u64) -> Result<(), PinError> {
+        for &pin in pins {
+            let p = pin as usize;
+            if p >= self.pcpus {
+                return Err(PinError::NoSuchPcpu {
+                    pcpu: pin,
+                    pcpus: self.pcpus,
+                });
+            }
+            if occupied & (1 << p) != 0 {
+                return Err(PinError::Taken { pcpu: pin });
+            }
+        }
+        Ok(())
+    }
+
+    /// A domain was created pinned to `pins` (checked with
+    /// [`Placement::check_pins`]): it owns them while it lives, and no
+    /// unpinned vCPU is placed there. `tag` names it in [`Placement::owner`].
+    pub fn own(&mut self, pins: &[u32], tag: usize) {
+        for &pin in pins {
+            let p = pin as usize;
+            if p < self.pcpus {
+                self.take(p, tag);
+            }
+        }
+    }
+
+    /// A domain pinned to `pins` is gone: the pCPUs it took go back to the
+    /// unpinned vCPUs, except those reserved at boot, which wait for their
+    /// domain's rebuild.
+    pub fn release(&mut self, pins: &[u32]) {
+        for &pin in pins {
+            let p = pin as usize;
+            if p < self.pcpus && self.reserved & (1 << p) == 0 {
+                self.owned &= !(1 << p);
+            }
+        }
     }
 
     /// How many pCPUs the board has.
@@ -391,6 +524,104 @@ mod tests {
             plan(2, &[&[], &[0], &[1], &[1]]),
             Err(PlacementError::PinnedTwice { .. })
         ));
+    }
+
+    #[test]
+    fn a_builder_image_reserves_the_pins_of_the_domains_it_builds() {
+        // domB (index 3, unpinned) builds a devmodel, a pinned safety
+        // partition and a guest.
+        let p = Placement::plan_for_builder(2, [&[][..], &[1], &[], &[]], 3).unwrap();
+        assert!(p.is_owned(1), "kept for safety");
+        assert_eq!(p.owner(1), Some(1));
+        // domB and the unpinned domains built before safety stay off it.
+        assert!((0..8).all(|n| p.pcpu_of(&[], n, 0) == Some(0)));
+        // safety's create finds its pCPU free.
+        assert_eq!(p.check_pins(&[1], 0b01), Ok(()));
+    }
+
+    #[test]
+    fn a_builder_images_bad_pins_are_left_for_create_to_refuse() {
+        // b pins beyond the board, c the pCPU a has: not the kernel's to
+        // refuse at boot; a's pin is reserved, the rest stay free.
+        let p = Placement::plan_for_builder(2, [&[][..], &[1], &[5], &[1]], 0).unwrap();
+        assert!(p.is_owned(1) && !p.is_owned(0));
+        assert_eq!(p.owner(1), Some(1), "first come");
+        assert_eq!(
+            p.check_pins(&[5], 0),
+            Err(PinError::NoSuchPcpu { pcpu: 5, pcpus: 2 })
+        );
+        // Once a runs on pCPU 1, c's pin is taken.
+        assert_eq!(p.check_pins(&[1], 0b10), Err(PinError::Taken { pcpu: 1 }));
+        assert_eq!(
+            PinError::Taken { pcpu: 1 }.errno(),
+            tessera_ipc::errno::Errno::Ebusy
+        );
+        assert_eq!(
+            PinError::NoSuchPcpu { pcpu: 5, pcpus: 2 }.errno(),
+            tessera_ipc::errno::Errno::Enxio
+        );
+    }
+
+    #[test]
+    fn the_boot_domains_own_pins_are_checked_strictly() {
+        assert_eq!(
+            Placement::plan_for_builder(2, [&[][..], &[2]], 1),
+            Err(PlacementError::NoSuchPcpu {
+                domain: 1,
+                pcpu: 2,
+                pcpus: 2
+            })
+        );
+        // Pinned itself, it wins its pCPU over a domain earlier in the tree.
+        let p = Placement::plan_for_builder(2, [&[0][..], &[0]], 1).unwrap();
+        assert_eq!(p.owner(0), Some(1));
+        // Unpinned, it needs a pCPU the others' reservations leave.
+        assert_eq!(
+            Placement::plan_for_builder(2, [&[0][..], &[1], &[]], 2),
+            Err(PlacementError::NoFreePcpu {
+                domain: 2,
+                pcpus: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_builders_pinned_domain_owns_its_pcpus_while_it_lives() {
+        let mut p = Placement::unpinned(3);
+        assert_eq!(p.check_pins(&[2], 0b001), Ok(()));
+        p.own(&[2], 4);
+        assert_eq!(p.owner(2), Some(4));
+        assert!((0..8).all(|n| p.pcpu_of(&[], n, 0) != Some(2)));
+        p.release(&[2]);
+        assert!(!p.is_owned(2), "gone: back to the unpinned vCPUs");
+        // A pCPU reserved at boot stays reserved for the rebuild.
+        let mut p = Placement::plan_for_builder(3, [&[][..], &[2]], 0).unwrap();
+        p.own(&[2], 1);
+        p.release(&[2]);
+        assert!(p.is_owned(2));
+        // Pins beyond the board are ignored by own/release.
+        p.own(&[9], 1);
+        p.release(&[9]);
+        assert_eq!(p.free(), 2);
+    }
+
+    #[test]
+    fn pins_must_be_on_the_board_and_free() {
+        let p = Placement::unpinned(2);
+        assert_eq!(
+            p.check_pins(&[], u64::MAX),
+            Ok(()),
+            "unpinned: nothing to check"
+        );
+        assert_eq!(p.check_pins(&[0, 1], 0), Ok(()));
+        assert_eq!(
+            p.check_pins(&[0, 2], 0),
+            Err(PinError::NoSuchPcpu { pcpu: 2, pcpus: 2 })
+        );
+        assert_eq!(
+            p.check_pins(&[1, 0], 0b01),
+            Err(PinError::Taken { pcpu: 0 })
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tessera_ipc::platform::{
     VTIMER_INTID,
 };
 
+use crate::config::{VirtioKind, MAX_VIRTIO};
 use crate::fdt_writer::{DtWriteError, FdtWriter};
 
 /// What varies between domains' device trees.
@@ -72,8 +73,8 @@ pub struct ServedDomain<'a> {
     pub vcpus: u32,
     pub ram_size: u64,
     pub vpl011: bool,
-    /// `tessera,virtio` names, in slot order.
-    pub virtio: &'a [&'a str],
+    /// `tessera,virtio`, in slot order.
+    pub virtio: &'a [VirtioKind],
 }
 
 /// One static shared-memory region as the guest sees it.
@@ -405,7 +406,9 @@ fn write_served(w: &mut FdtWriter, served: &[ServedDomain]) -> Result<(), DtWrit
             w.property_empty("tessera,vpl011")?;
         }
         if !d.virtio.is_empty() {
-            w.property_strings("tessera,virtio", d.virtio)?;
+            let names: heapless::Vec<&str, MAX_VIRTIO> =
+                d.virtio.iter().map(|k| k.name()).take(MAX_VIRTIO).collect();
+            w.property_strings("tessera,virtio", &names)?;
         }
         w.end_node()?;
     }
@@ -604,7 +607,7 @@ mod tests {
 
     #[test]
     fn device_model_nodes() {
-        let virtio = ["console", "blk"];
+        let virtio = [VirtioKind::Console, VirtioKind::Blk];
         let served = [ServedDomain {
             domid: 3,
             name: "linux",

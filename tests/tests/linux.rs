@@ -294,17 +294,27 @@ fn ask(
 }
 
 /// The default image (`images/qemu-virt`, what `cargo xtask run` boots):
-/// two Linux shells and the bare-metal ticker, served by the device model.
-/// Both shells reach init with eth0 configured; linux1 pings linux2 through
-/// the device model's switch; Ctrl-T moves the keyboard to linux2, whose
-/// shell answers and sees its 4 MiB disk; the ticker ticks throughout.
+/// a hyperlaunch image whose boot domain builds the device model, two Linux
+/// shells it serves and the bare-metal ticker; the kernel holds each shell
+/// until the device model is ready for it (whether a shell is held depends
+/// on how fast the device model gets there: system tests `hold` and
+/// `hyperlaunch-hold` check the hold itself). Both shells reach init with
+/// eth0 configured; linux1 pings linux2 through the device model's switch;
+/// Ctrl-T moves the keyboard to linux2, whose shell answers and sees its
+/// 4 MiB disk; the ticker ticks throughout.
 fn tessera_default_image(cx: &Context) -> Result<(), Failure> {
     let (config, mut keys) = with_console(cx.config("qemu-virt", 2), &cx.scratch())?;
     let mut qemu = cx.boot(&config)?;
     qemu.forbid(r"stage-2 fault", "no domain may fault")?;
     qemu.forbid(r"shutdown \(", "no domain may stop")?;
+    qemu.forbid(
+        r"cannot (build|serve|start)",
+        "domB must build every domain",
+    )?;
     qemu.expect_all(
         &[
+            r"tessera: hyperlaunch: d5 domb is the boot domain; it builds the other 4 domain",
+            r"^\(domb\) domb: built 4 of 4 domains; supervising",
             r"^\(devmodel\) devmodel: disk store of 8192 KiB: 2 disks of 4096 KiB",
             r"^\(linux1\) net: eth0 is 10\.0\.0\.1/24",
             r"^\(linux2\) net: eth0 is 10\.0\.0\.2/24",

@@ -1,9 +1,11 @@
 //! `tessera-devmodel`: the device-model domain, an IOREQ server.
 //!
 //! The one idea: this file is only plumbing. At start it reads the domains
-//! it serves from its DT (`/tessera-ioreq`, written by the kernel from the
-//! system description), registers a slot page and the device ranges for
-//! each, and maps each one's RAM into its map window. Then it loops: take
+//! it serves from its DT (`/tessera-ioreq`, written from the system
+//! description by the kernel, or by domB in a hyperlaunch image), registers
+//! a slot page and the device ranges for each, maps each one's RAM into its
+//! map window, and tells the kernel it is ready to serve it (a served
+//! domain does not run before that). Then it loops: take
 //! every posted access, hand it to the device at that address (the device
 //! logic is the host-tested library), answer it, forward console output, and
 //! drive interrupt lines; sleep on the IOREQ VIRQ when there is nothing to do.
@@ -188,6 +190,8 @@ mod shell {
         /// Slot n: its device (None: a kind this shell does not offer yet)
         /// and its interrupt line's level.
         virtio: heapless::Vec<(Option<Virtio>, bool), 8>,
+        /// Every range and its memory registered: it may start.
+        ready: bool,
     }
 
     impl Served {
@@ -488,7 +492,9 @@ mod shell {
         TICK.store(true, Ordering::Release);
     }
 
-    /// Reads `/tessera-ioreq` and sets up each served domain.
+    /// Reads `/tessera-ioreq` and sets up each served domain; then says
+    /// `Ready` for each one whose ranges and memory all registered (one
+    /// that failed stays held by the kernel, with a line saying why).
     fn setup(dtb: usize, served: &mut heapless::Vec<Served, MAX_SERVED>) {
         // SAFETY: by the boot protocol x0 holds the address of our DTB,
         // placed in RAM by the kernel and never overwritten.
@@ -531,6 +537,8 @@ mod shell {
                 println!("devmodel: cannot serve d{domid} {name}: register: {e}");
                 continue;
             }
+            // Everything below must register for the domain to be started.
+            let mut complete = true;
             let window = MAP_WINDOW_BASE + k as u64 * WINDOW_STRIDE;
             let ram = match ioreq::map_memory(domid, window) {
                 Ok(size) => {
@@ -542,6 +550,7 @@ mod shell {
                 }
                 Err(e) => {
                     println!("devmodel: d{domid} {name}: cannot map its RAM: {e}");
+                    complete = false;
                     0
                 }
             };
@@ -556,6 +565,7 @@ mod shell {
                     RANGE_POSTED_WRITES | RANGE_SHADOWED_READS,
                 ) {
                     println!("devmodel: d{domid} {name}: PL011 range: {e}");
+                    complete = false;
                 }
             }
             // SAFETY: the page is ours alone, registered just above, and
@@ -577,6 +587,7 @@ mod shell {
                     size: ram,
                 },
                 virtio: heapless::Vec::new(),
+                ready: true,
             });
             // Devices go straight into the static list, one at a time: all
             // of them together would not fit on the stack.
@@ -587,6 +598,7 @@ mod shell {
                 let base = VIRTIO_MMIO_BASE + n as u64 * VIRTIO_MMIO_STRIDE;
                 if let Err(e) = ioreq::map_range(domid, base, VIRTIO_MMIO_STRIDE, 0) {
                     println!("devmodel: d{domid} {name}: virtio slot {n}: {e}");
+                    complete = false;
                 }
                 let dev = match kind {
                     b"console" => Some(Virtio::Console(VirtioMmio::new(Console::<4096>::new()))),
@@ -608,6 +620,15 @@ mod shell {
                     }
                 };
                 let _ = this.virtio.push((dev, false));
+            }
+            if !complete {
+                println!("devmodel: d{domid} {name}: not ready (see above); it stays held");
+                this.ready = false;
+            }
+        }
+        for s in served.iter().filter(|s| s.ready) {
+            if let Err(e) = ioreq::ready(s.domid) {
+                println!("devmodel: d{} {}: ready: {e}", s.domid, s.name);
             }
         }
     }

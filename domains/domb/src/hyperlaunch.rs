@@ -5,12 +5,13 @@
 //! The one idea: domB builds every domain of the description except
 //! itself, in `SystemConfig::boot_order()`, and each must come out as the
 //! kernel's dom0less builder would have made it, so an image boots the same
-//! in either mode. What domB cannot reproduce yet is refused here, before a
-//! single domain is created, with a sentence naming the domain
+//! in either mode: a device model's DT lists the domains it serves
+//! (`/tessera-ioreq`, from `SystemConfig::served_by`, as the kernel writes
+//! it), and each served domain is created naming its device model, so the
+//! kernel lets only that one serve it and holds it until it is served
+//! ([`create_request`]). What domB cannot reproduce yet is refused here,
+//! before a single domain is created, with a sentence naming the domain
 //! ([`Unsupported`]):
-//! - a device-model link (`tessera,device-model`): the kernel sets up the
-//!   IOREQ relation and the device model's `/tessera-ioreq` node only for
-//!   its own dom0less build;
 //! - a shared-memory region at a fixed host address (the three-value
 //!   `xen,shared-mem`): domB keeps every region in its own RAM and lends it
 //!   to each user (`ShareMemory` with itself as the owner), so the host
@@ -26,6 +27,8 @@ use crate::plan::{DomainSpec, LinkKind, LinkSpec, MAX_LINKS};
 use crate::supervisor::{OnCrash, RestartPolicy, Time};
 use crate::PayloadKind;
 use core::fmt;
+use tessera_ipc::control::{CreateDomain, CREATE_VPL011, LABEL_LEN, MAX_PINS, NAME_LEN};
+use tessera_ipc::errno::Errno;
 use tessera_sysdesc::config::{self, DomainConfig, Function, SystemConfig, MAX_DOMAINS, MAX_SHM};
 use tessera_sysdesc::fdt_writer::DtWriteError;
 use tessera_sysdesc::guest_dt::{self, GuestDtParams, XenGuestNodes};
@@ -55,8 +58,6 @@ const KERNEL_AND_RAMDISK: &[PayloadKind] = &[PayloadKind::Kernel, PayloadKind::R
 pub enum Unsupported {
     /// No domain has `functions = "boot"`.
     NoBootDomain,
-    /// `domain` names `server` in `tessera,device-model`.
-    DeviceModel { domain: Name, server: Name },
     /// Region `region` gives a host address.
     FixedSharedMemory {
         region: heapless::String<{ config::MAX_SHM_ID }>,
@@ -69,11 +70,6 @@ impl fmt::Display for Unsupported {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Unsupported::NoBootDomain => f.write_str("no domain has functions = \"boot\""),
-            Unsupported::DeviceModel { domain, server } => write!(
-                f,
-                "{domain:?}: tessera,device-model = {server:?} is not supported in hyperlaunch \
-                 mode yet (the kernel sets up IOREQ links only in its dom0less build)"
-            ),
             Unsupported::FixedSharedMemory { region } => write!(
                 f,
                 "shared memory {region:?}: a fixed host address is not supported in hyperlaunch \
@@ -214,14 +210,6 @@ fn check_supported(cfg: &SystemConfig, boot: usize) -> Result<(), Unsupported> {
             .get(i)
             .map_or_else(Name::new, |d| d.name.clone())
     };
-    for d in &cfg.domains {
-        if let Some(server) = d.device_model {
-            return Err(Unsupported::DeviceModel {
-                domain: d.name.clone(),
-                server: name(server),
-            });
-        }
-    }
     for region in &cfg.shm {
         if region.host_base.is_some() {
             return Err(Unsupported::FixedSharedMemory {
@@ -262,11 +250,110 @@ pub fn on_crash(dc: &DomainConfig, ticks_per_ms: u64) -> OnCrash {
     }
 }
 
+/// The id domB builds description domain `i` with: its `domid`.
+fn domid_of(cfg: &SystemConfig, i: usize) -> u16 {
+    cfg.domains.get(i).map_or(0, |d| d.domid)
+}
+
+/// Why `CreateDomain` cannot carry description domain `ci` as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateError {
+    /// No such domain.
+    NoDomain,
+    /// Its name or label does not fit the ABI's field.
+    TooLong(&'static str),
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::NoDomain => f.write_str("no such domain in the description"),
+            CreateError::TooLong(what) => write!(f, "its {what} is too long for CreateDomain"),
+        }
+    }
+}
+
+/// The `CreateDomain` that makes description domain `ci`: its name,
+/// label, vCPUs and `domid`; the id of its `tessera,device-model`, which
+/// the kernel then lets alone serve it and waits for before it runs it
+/// (with `CREATE_VPL011` when that device model emulates its PL011, so
+/// the console focus finds it); and its `tessera,pcpus`.
+pub fn create_request(cfg: &SystemConfig, ci: usize) -> Result<CreateDomain, CreateError> {
+    use zerocopy::FromZeros;
+    let dc = cfg.domains.get(ci).ok_or(CreateError::NoDomain)?;
+    let mut req = CreateDomain::new_zeroed();
+    req.vcpus = dc.vcpus.into();
+    req.domid = dc.domid.into();
+    let fill = |field: &mut [u8], text: &str, what| {
+        field
+            .get_mut(..text.len())
+            .ok_or(CreateError::TooLong(what))?
+            .copy_from_slice(text.as_bytes());
+        Ok(())
+    };
+    fill(&mut req.name[..NAME_LEN], &dc.name, "name")?;
+    fill(
+        &mut req.label[..LABEL_LEN],
+        &dc.security_label,
+        "security label",
+    )?;
+    if let Some(server) = dc.device_model {
+        req.device_model = domid_of(cfg, server).into();
+        if dc.vpl011 {
+            req.flags = CREATE_VPL011.into();
+        }
+    }
+    let pins = req
+        .pcpus
+        .get_mut(..dc.pcpus.len())
+        .ok_or(CreateError::TooLong("pin list"))?;
+    for (dst, &pin) in pins.iter_mut().zip(&dc.pcpus) {
+        // The parser keeps every pin below 64.
+        *dst = u8::try_from(pin).map_err(|_| CreateError::TooLong("pin list"))?;
+    }
+    req.nr_pcpus = (dc.pcpus.len().min(MAX_PINS) as u16).into();
+    Ok(req)
+}
+
+/// Why the kernel refused a pinned domain's `CreateDomain`, as a sentence
+/// naming its pins: `None` when the error is not about them.
+pub fn pin_refusal(dc: &DomainConfig, error: Errno) -> Option<PinRefusal<'_>> {
+    let why = match error {
+        Errno::Enxio => "the board has no such pCPU",
+        Errno::Ebusy => "another domain's vCPU runs on one of them",
+        _ => return None,
+    };
+    (!dc.pcpus.is_empty()).then_some(PinRefusal {
+        pins: &dc.pcpus,
+        why,
+    })
+}
+
+/// See [`pin_refusal`]: `tessera,pcpus = <1 3> cannot be honoured: ...`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PinRefusal<'a> {
+    pins: &'a [u32],
+    why: &'static str,
+}
+
+impl fmt::Display for PinRefusal<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tessera,pcpus = <")?;
+        for (n, pin) in self.pins.iter().enumerate() {
+            if n > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{pin}")?;
+        }
+        write!(f, "> cannot be honoured: {}", self.why)
+    }
+}
+
 /// Writes description domain `ci`'s device tree, for `layout`, into `out`
 /// and returns its size: the parameters the kernel's dom0less loader uses
 /// (`load_domain`): its RAM, vCPUs, bootargs, initrd, PL011, virtio slots,
-/// Xen `/hypervisor` node and shared-memory regions. It serves no domain
-/// (device-model links are refused above).
+/// Xen `/hypervisor` node, shared-memory regions and, for a device model,
+/// the domains it serves (by the ids domB gives them, their `domid`s).
 pub fn write_guest_dt(
     cfg: &SystemConfig,
     ci: usize,
@@ -287,10 +374,11 @@ pub fn write_guest_dt(
         virtio_slots: dc.virtio.len() as u32,
     };
     let shm = cfg.guest_shm(ci);
+    let served = cfg.served_by(ci, |j| domid_of(cfg, j));
     let xen = XenGuestNodes {
         hypervisor: dc.xen_enhanced,
         shm: &shm,
-        served: &[],
+        served: &served,
     };
     guest_dt::build_guest_dt_with(&params, &xen, out)
 }
@@ -452,20 +540,6 @@ mod tests {
             Hyperlaunch::new(&no_boot, &[0]).err(),
             Some(Unsupported::NoBootDomain)
         );
-        let served = system(&[
-            node("domb", "").string("functions", "boot"),
-            node("dm", ""),
-            node("guest", "").string("tessera,device-model", "dm"),
-        ]);
-        let err = Hyperlaunch::new(&served, &served.boot_order().unwrap()).unwrap_err();
-        assert_eq!(
-            err,
-            Unsupported::DeviceModel {
-                domain: "guest".try_into().unwrap(),
-                server: "dm".try_into().unwrap()
-            }
-        );
-        assert!(err.to_string().contains("tessera,device-model"));
         let fixed = system(&[
             node("domb", "").string("functions", "boot"),
             node("a", "").shm("r", &[0x7f00_0000, 0x2000_0000, 0x1000]),
@@ -488,6 +562,115 @@ mod tests {
                 domain: "domb".try_into().unwrap()
             })
         );
+    }
+
+    /// domB (d5, last in the tree), a device model and two guests it
+    /// serves, the second pinned; and an unserved guest.
+    fn served() -> SystemConfig {
+        system(&[
+            node("guest1", "")
+                .string("tessera,device-model", "dm")
+                .prop("vpl011", vec![])
+                .string("tessera,virtio", "rng"),
+            node("dm", ""),
+            node("guest2", "")
+                .string("tessera,device-model", "dm")
+                .prop("tessera,pcpus", cells(&[1])),
+            node("plain", ""),
+            node("domb", "")
+                .string("functions", "boot")
+                .prop("domid", cells(&[7])),
+        ])
+    }
+
+    #[test]
+    fn device_models_are_built_before_what_they_serve() {
+        let cfg = served();
+        let h = Hyperlaunch::new(&cfg, &cfg.boot_order().unwrap()).unwrap();
+        let dm = h.order.iter().position(|&i| i == 1).unwrap();
+        for guest in [0, 2] {
+            let g = h.order.iter().position(|&i| i == guest).unwrap();
+            assert!(dm < g, "the device model first");
+        }
+    }
+
+    #[test]
+    fn a_create_names_the_device_model_and_the_pins() {
+        let cfg = served();
+        let ids: Vec<u16> = cfg.domains.iter().map(|d| d.domid).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 7]);
+        let g1 = create_request(&cfg, 0).unwrap();
+        assert_eq!(g1.device_model.get(), 2, "dm's domid");
+        assert_eq!(g1.flags.get(), CREATE_VPL011, "its PL011 is emulated");
+        assert_eq!((g1.nr_pcpus.get(), g1.domid.get()), (0, 1));
+        assert_eq!(&g1.name[..7], b"guest1\0");
+        assert!(g1
+            .label
+            .starts_with(config::DEFAULT_SECURITY_LABEL.as_bytes()));
+        let g2 = create_request(&cfg, 2).unwrap();
+        assert_eq!((g2.device_model.get(), g2.flags.get()), (2, 0));
+        assert_eq!(g2.nr_pcpus.get(), 1);
+        assert_eq!(g2.pcpus, [1, 0, 0, 0, 0, 0, 0, 0]);
+        let dm = create_request(&cfg, 1).unwrap();
+        assert_eq!((dm.device_model.get(), dm.flags.get()), (0, 0));
+        assert_eq!(create_request(&cfg, 9).err(), Some(CreateError::NoDomain));
+        assert!(CreateError::TooLong("name").to_string().contains("name"));
+    }
+
+    #[test]
+    fn a_refused_pin_is_explained_with_the_pins() {
+        let cfg = served();
+        let pinned = &cfg.domains[2];
+        assert_eq!(
+            pin_refusal(pinned, Errno::Enxio).unwrap().to_string(),
+            "tessera,pcpus = <1> cannot be honoured: the board has no such pCPU"
+        );
+        assert_eq!(
+            pin_refusal(pinned, Errno::Ebusy).unwrap().to_string(),
+            "tessera,pcpus = <1> cannot be honoured: another domain's vCPU runs on one of them"
+        );
+        assert_eq!(pin_refusal(pinned, Errno::Eacces), None, "not about pins");
+        assert_eq!(pin_refusal(&cfg.domains[0], Errno::Enxio), None, "no pins");
+    }
+
+    #[test]
+    fn a_device_models_dt_lists_what_it_serves_as_the_kernel_writes_it() {
+        let cfg = served();
+        let kernel = [0u8; 0x1000];
+        let l = layout::layout(16 << 20, &kernel, None).unwrap();
+        let mut ours = vec![0u8; 64 * 1024];
+        let n = write_guest_dt(&cfg, 1, &l, &mut ours).unwrap();
+        // What the kernel's loader passes for a device model: the same
+        // helper, with the ids this build gives.
+        let served = cfg.served_by(1, |j| cfg.domains[j].domid);
+        assert_eq!(served.len(), 2);
+        let params = GuestDtParams {
+            ram_base: tessera_ipc::platform::RAM_BASE,
+            ram_size: 16 << 20,
+            vcpus: 1,
+            bootargs: "",
+            initrd: None,
+            vpl011: false,
+            virtio_slots: 0,
+        };
+        let xen = XenGuestNodes {
+            hypervisor: false,
+            shm: &[],
+            served: &served,
+        };
+        let mut theirs = vec![0u8; 64 * 1024];
+        let m = guest_dt::build_guest_dt_with(&params, &xen, &mut theirs).unwrap();
+        assert_eq!(ours[..n], theirs[..m]);
+        let fdt = fdt::Fdt::new(&ours[..n]).unwrap();
+        let node = fdt.find_node("/tessera-ioreq/domain@3").unwrap();
+        let name = node.property("tessera,name").and_then(|p| p.as_str());
+        assert_eq!(name, Some("guest2"));
+        assert!(fdt.find_node("/tessera-ioreq/domain@1").is_some());
+        assert!(fdt.find_node("/tessera-ioreq/domain@4").is_none());
+        // A guest's own DT has no such node.
+        let n = write_guest_dt(&cfg, 0, &l, &mut ours).unwrap();
+        let fdt = fdt::Fdt::new(&ours[..n]).unwrap();
+        assert!(fdt.find_node("/tessera-ioreq").is_none());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! - [`hyperlaunch`] reads the system description (`tessera-sysdesc`):
 //!   which domains domB builds and in which order, their links, each one's
-//!   guest device tree and `on-crash` policy, and what it refuses.
+//!   `CreateDomain` (device model, pins), guest device tree and `on-crash`
+//!   policy, and what it refuses.
 //! - [`modules`] reads the image's module table, which the kernel maps
 //!   read-only into domB (docs/02, "Hyperlaunch").
 //! - [`layout`] places a domain's payloads and device tree in its RAM
@@ -30,10 +31,13 @@
 //! 1. finds the module table through its DT's initrd range, parses the
 //!    system description from it and checks it with
 //!    [`hyperlaunch::Hyperlaunch::new`];
-//! 2. validates the plan with [`plan::Plan::new`], then builds each domain
-//!    with [`plan::Plan::try_for_each_rebuild_step`] (at boot, "running"
-//!    means built earlier), turning each [`plan::Step`] into a control
-//!    hypercall; a domain whose build fails is destroyed and the rest go on;
+//! 2. validates the plan with [`plan::Plan::new`], then builds each domain,
+//!    paused, with [`plan::Plan::try_for_each_build_step`] and, once all are
+//!    built, starts each with [`plan::Plan::try_for_each_start_step`] (a
+//!    rebuild does both for one domain), turning each [`plan::Step`] into a
+//!    control hypercall (`CreateDomain` from
+//!    [`hyperlaunch::create_request`]); a domain whose build fails is
+//!    destroyed and the rest go on;
 //! 3. on `Step::Measure`, records the domain's payload digests (from the
 //!    module table) and hashes its DTB and label into a
 //!    [`measure::EventLog`], and prints [`measure::BootLine`];

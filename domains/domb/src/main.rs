@@ -4,7 +4,9 @@
 //! this domain alone; it finds the image's module table in its module
 //! window (its DT's initrd range, docs/02 "Hyperlaunch"), parses the system
 //! description from it, and builds every other domain in boot order
-//! through the control hypercalls, printing each one's measurement. Then it
+//! through the control hypercalls, printing each one's measurement, then
+//! starts them all in boot order (a device model's clients exist when it
+//! starts; the kernel holds each client until it is served). Then it
 //! stays resident as the supervisor: it sleeps until the kernel raises
 //! `VIRQ_DOM_EXC` (a domain stopped) or a restart falls due, asks
 //! `GetDomainInfo` what happened, and carries out `on-crash`. Every
@@ -25,7 +27,7 @@ mod shell {
         BootLine, Component, EventLog, MeasureError, Sha256Digest, DOMAIN_LOG_SIZE,
     };
     use tessera_domb::modules::{Module, ModuleTable};
-    use tessera_domb::plan::{Plan, Step};
+    use tessera_domb::plan::{Plan, Stage, Step};
     use tessera_domb::supervisor::{self, Action, Event, Status, Supervisor};
     use tessera_domb::{DomainId, PayloadKind};
     use tessera_ipc::control::{DomainState, ExitReason, VIRQ_DOM_EXC};
@@ -85,6 +87,9 @@ mod shell {
     /// Why one domain could not be built.
     enum Failure {
         Call(&'static str, HypercallError),
+        /// `CreateDomain` refused its `tessera,pcpus`.
+        Pins(hyperlaunch::PinRefusal<'static>, HypercallError),
+        Request(hyperlaunch::CreateError),
         Module(&'static str, &'static str),
         Layout(LayoutError),
         Dtb(DtWriteError),
@@ -96,6 +101,8 @@ mod shell {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             match self {
                 Failure::Call(what, e) => write!(f, "{what}: {e}"),
+                Failure::Pins(why, e) => write!(f, "create: {why} ({e})"),
+                Failure::Request(e) => write!(f, "create: {e}"),
                 Failure::Module(what, why) => write!(f, "{what}: {why}"),
                 Failure::Layout(e) => write!(f, "layout: {e}"),
                 Failure::Dtb(e) => write!(f, "guest DTB: {e}"),
@@ -115,6 +122,8 @@ mod shell {
     enum Life {
         /// Not built (or its build failed).
         Absent,
+        /// Built and paused, at boot, until every domain is built.
+        Built,
         Running,
         /// Shut down on its own (poweroff), or left stopped.
         Done,
@@ -166,10 +175,19 @@ mod shell {
             Ok(Payloads { kernel, ramdisk })
         }
 
-        /// Builds plan domain `k`: everything is checked first (payloads,
-        /// layout), then the plan's steps are issued; on a failure what was
-        /// made is destroyed again.
-        fn build(&mut self, plan: &Plan<'_>, k: usize) -> Result<(), Failure> {
+        /// Where plan domain `other` stands, for the plan.
+        fn stage(&self, other: usize) -> Stage {
+            match self.life.get(other) {
+                Some(Life::Built) => Stage::Built,
+                Some(Life::Running) => Stage::Running,
+                _ => Stage::Absent,
+            }
+        }
+
+        /// Builds plan domain `k`, and starts it too if `start`:
+        /// everything is checked first (payloads, layout), then the plan's
+        /// steps are issued; on a failure what was made is destroyed again.
+        fn build(&mut self, plan: &Plan<'_>, k: usize, start: bool) -> Result<(), Failure> {
             let Some(dc) = self.domain(k) else {
                 return Err(Failure::Unexpected("no such domain"));
             };
@@ -180,7 +198,8 @@ mod shell {
                 payloads.ramdisk.map(|r| r.data.len() as u64),
             )
             .map_err(Failure::Layout)?;
-            let running = self.life.map(|l| l == Life::Running);
+            let stages = core::array::from_fn::<Stage, MAX_DOMAINS, _>(|i| self.stage(i));
+            let stage = |other: usize| stages.get(other).copied().unwrap_or(Stage::Absent);
             let mut log_buf = [0u8; DOMAIN_LOG_SIZE];
             let mut target = Target {
                 k,
@@ -191,34 +210,83 @@ mod shell {
                 created: false,
                 log: EventLog::new(&mut log_buf).map_err(Failure::Measure)?,
             };
-            let built = plan.try_for_each_rebuild_step(
-                k,
-                |other| running.get(other).copied().unwrap_or(false),
-                |step| self.issue(&mut target, step),
-            );
+            let mut built =
+                plan.try_for_each_build_step(k, stage, |step| self.issue(&mut target, step));
+            if start && built.is_ok() {
+                built =
+                    plan.try_for_each_start_step(k, stage, |step| self.issue(&mut target, step));
+            }
             if built.is_err() && target.created {
                 let _ = ctl::destroy(dc.domid);
             }
             built
         }
 
+        /// Starts plan domain `k`, built earlier (at boot, once every
+        /// domain is built); on a failure it is destroyed.
+        fn start(&mut self, plan: &Plan<'_>, k: usize) -> Result<(), Failure> {
+            let stages = core::array::from_fn::<Stage, MAX_DOMAINS, _>(|i| self.stage(i));
+            let stage = |other: usize| stages.get(other).copied().unwrap_or(Stage::Absent);
+            let started = plan.try_for_each_start_step(k, stage, |step| match step {
+                Step::Unpause { .. } | Step::IntroduceToStore { .. } => self.issue_start(k, step),
+                _ => Err(Failure::Unexpected("a build step in a start")),
+            });
+            if started.is_err() {
+                if let Some(dc) = self.domain(k) {
+                    let _ = ctl::destroy(dc.domid);
+                }
+            }
+            started
+        }
+
+        /// A start step for plan domain `k`.
+        fn issue_start(&self, k: usize, step: Step<'_>) -> Result<(), Failure> {
+            match step {
+                Step::Unpause { .. } => {
+                    let dc = self
+                        .domain(k)
+                        .ok_or(Failure::Unexpected("no such domain"))?;
+                    call("unpause", ctl::unpause(dc.domid))
+                }
+                Step::IntroduceToStore { domain, .. } => {
+                    if let Some(dc) = self.domain(domain) {
+                        println!(
+                            "domb: d{} {}: introduction to xenstored is not implemented yet; skipped",
+                            dc.domid, dc.name
+                        );
+                    }
+                    Ok(())
+                }
+                _ => Err(Failure::Unexpected("a build step in a start")),
+            }
+        }
+
         /// One control step for `t`.
         fn issue(&mut self, t: &mut Target<'_>, step: Step<'_>) -> Result<(), Failure> {
             let id = t.dc.domid;
             match step {
-                Step::Create { label, .. } => {
-                    let name = t.dc.name.as_str();
-                    // A rebuild asks for the id of a domain the kernel may
-                    // still be reaping: wait for it, briefly.
+                Step::Create { .. } => {
+                    let ci = self.hl.order.get(t.k).copied().unwrap_or(usize::MAX);
+                    let req =
+                        hyperlaunch::create_request(self.cfg, ci).map_err(Failure::Request)?;
+                    // A rebuild asks for the id (and the pins) of a domain
+                    // the kernel may still be reaping: wait for it, briefly.
                     let start = timer::now();
                     let limit = REAP_WAIT_MS * self.ticks_per_ms;
                     loop {
-                        match ctl::create_as(id, name, label, t.dc.vcpus) {
+                        match ctl::create_with(&req) {
                             Err(e)
                                 if e.is(Errno::Ebusy)
                                     && timer::now().saturating_sub(start) < limit =>
                             {
                                 timer::delay_us(1_000);
+                            }
+                            Err(HypercallError::Errno(errno)) => {
+                                let e = HypercallError::Errno(errno);
+                                return Err(match hyperlaunch::pin_refusal(t.dc, errno) {
+                                    Some(why) => Failure::Pins(why, e),
+                                    None => Failure::Call("create", e),
+                                });
                             }
                             r => break call("create", r).map(|_| ())?,
                         }
@@ -309,14 +377,10 @@ mod shell {
                     )?;
                 }
                 Step::ShareMemory { .. } => return Err(Failure::Unexpected("share memory")),
-                Step::IntroduceToStore { .. } => {
-                    println!(
-                        "domb: d{id} {}: introduction to xenstored is not implemented yet; skipped",
-                        t.dc.name
-                    );
-                }
                 Step::Measure { .. } => self.measure(t)?,
-                Step::Unpause { .. } => call("unpause", ctl::unpause(id))?,
+                Step::Unpause { .. } | Step::IntroduceToStore { .. } => {
+                    self.issue_start(t.k, step)?
+                }
             }
             Ok(())
         }
@@ -356,26 +420,43 @@ mod shell {
             Ok(())
         }
 
-        /// Builds plan domain `k` and says how it went.
-        fn build_and_report(&mut self, plan: &Plan<'_>, k: usize) -> bool {
+        /// Builds plan domain `k` (and starts it if `start`) and says how
+        /// it went.
+        fn build_and_report(&mut self, plan: &Plan<'_>, k: usize, start: bool) -> bool {
             let Some(dc) = self.domain(k) else {
                 return false;
             };
-            match self.build(plan, k) {
-                Ok(()) => {
-                    if let Some(l) = self.life.get_mut(k) {
-                        *l = Life::Running;
-                    }
-                    true
-                }
-                Err(e) => {
-                    println!("domb: cannot build d{} {}: {e}", dc.domid, dc.name);
-                    if let Some(l) = self.life.get_mut(k) {
-                        *l = Life::Absent;
-                    }
-                    false
-                }
+            let (result, done) = match self.build(plan, k, start) {
+                Ok(()) if start => (Ok(()), Life::Running),
+                Ok(()) => (Ok(()), Life::Built),
+                Err(e) => (Err(e), Life::Absent),
+            };
+            if let Err(e) = &result {
+                println!("domb: cannot build d{} {}: {e}", dc.domid, dc.name);
             }
+            if let Some(l) = self.life.get_mut(k) {
+                *l = done;
+            }
+            result.is_ok()
+        }
+
+        /// Starts plan domain `k`, built at boot, and says if it failed.
+        fn start_and_report(&mut self, plan: &Plan<'_>, k: usize) -> bool {
+            let Some(dc) = self.domain(k) else {
+                return false;
+            };
+            let result = self.start(plan, k);
+            if let Err(e) = &result {
+                println!("domb: cannot start d{} {}: {e}", dc.domid, dc.name);
+            }
+            if let Some(l) = self.life.get_mut(k) {
+                *l = if result.is_ok() {
+                    Life::Running
+                } else {
+                    Life::Absent
+                };
+            }
+            result.is_ok()
         }
     }
 
@@ -502,12 +583,6 @@ mod shell {
             Err(e) => fail(format_args!("cannot build this image: {e}")),
         };
         let me = cfg.domains.get(hl.boot).map_or(0, |d| d.domid);
-        for dc in cfg.domains.iter().filter(|d| !d.pcpus.is_empty()) {
-            println!(
-                "domb: d{} {}: tessera,pcpus is not honoured for built domains yet",
-                dc.domid, dc.name
-            );
-        }
         let regions = place_regions(cfg, dtb);
         setup_events();
         let ticks_per_ms = (timer::frequency() / 1000).max(1);
@@ -524,9 +599,14 @@ mod shell {
             life: [Life::Absent; MAX_DOMAINS],
             ticks_per_ms,
         };
+        // Every domain first, paused; then every one that built starts,
+        // in boot order.
+        for k in 0..hl.order.len() {
+            b.build_and_report(&plan, k, false);
+        }
         let mut built = 0;
         for k in 0..hl.order.len() {
-            if b.build_and_report(&plan, k) {
+            if b.life.get(k) == Some(&Life::Built) && b.start_and_report(&plan, k) {
                 built += 1;
             }
         }
@@ -688,7 +768,7 @@ mod shell {
                 if let Some(l) = b.life.get_mut(k) {
                     *l = Life::Absent;
                 }
-                if b.build_and_report(plan, k) {
+                if b.build_and_report(plan, k, true) {
                     println!(
                         "domb: d{} {}: rebuilt as generation {generation}",
                         dc.domid, dc.name

@@ -20,12 +20,20 @@
 //! 6. `Measure`;
 //! 7. `Unpause`.
 //!
+//! At boot steps 1-6 (the *build*) come first for every domain, in boot
+//! order, and only then step 7 (the *start*) for every domain, in boot
+//! order: when a service starts, every domain it serves exists already, so
+//! a device model can register for all of its domains at once (the kernel
+//! holds each served domain until its device model says it is ready). A
+//! rebuild after a crash builds and starts the one domain.
+//!
 //! Every link names a service end and a client end, and the service must
 //! come first in boot order, so services are unpaused before their
 //! clients. The store (xenstored) is unpaused before it can take
-//! introductions: a domain that uses the store but was built before it is
-//! introduced right after the store's `Unpause` (as Xen's dom0less late
-//! xenstore initialisation does); the store is never introduced to itself.
+//! introductions: a domain that uses the store but was built while the
+//! store was not running is introduced right after the store's `Unpause`
+//! (as Xen's dom0less late xenstore initialisation does); the store is
+//! never introduced to itself.
 //!
 //! Domains and links are named by their index in the caller's slices.
 
@@ -36,6 +44,17 @@ use core::fmt;
 pub const MAX_DOMAINS: usize = crate::supervisor::MAX_DOMAINS;
 /// Links in one system description.
 pub const MAX_LINKS: usize = 64;
+
+/// Where another domain stands while one is built or started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Not built: not yet, its build failed, or it stopped and is gone.
+    Absent,
+    /// Built and still paused: its links can be made, it does not run.
+    Built,
+    /// Started.
+    Running,
+}
 
 /// What domB needs to know to build one domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,43 +284,95 @@ impl<'a> Plan<'a> {
         })
     }
 
-    /// Passes every boot step, in order, to `issue`; stops at its first
-    /// error and returns it.
+    /// Passes every boot step, in order, to `issue`: every domain's build,
+    /// then every domain's start; stops at its first error and returns it.
     pub fn try_for_each_step<E>(
         &self,
         mut issue: impl FnMut(Step<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
         for index in 0..self.domains.len() {
-            // At boot, exactly the domains before this one are built and
-            // running.
-            self.domain_steps(index, |other| other < index, &mut issue)?;
+            // Exactly the domains before this one are built, none runs.
+            let stage = |other: usize| {
+                if other < index {
+                    Stage::Built
+                } else {
+                    Stage::Absent
+                }
+            };
+            self.build_steps(index, stage, &mut issue)?;
+        }
+        for index in 0..self.domains.len() {
+            let stage = |other: usize| {
+                if other < index {
+                    Stage::Running
+                } else {
+                    Stage::Built
+                }
+            };
+            self.start_steps(index, stage, &mut issue)?;
         }
         Ok(())
     }
 
+    /// Passes the steps that build domain `index` (everything but its
+    /// start), with `stage(other)` saying where each other domain stands:
+    /// links are made to the ones that exist, and it is introduced to the
+    /// store if the store runs. An index past the list issues nothing.
+    pub fn try_for_each_build_step<E>(
+        &self,
+        index: usize,
+        stage: impl Fn(usize) -> Stage,
+        mut issue: impl FnMut(Step<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.build_steps(index, stage, &mut issue)
+    }
+
+    /// Passes the steps that start domain `index`, once built: its
+    /// `Unpause` and, if it is the store, the introduction of every other
+    /// domain that exists and uses it. An index past the list issues
+    /// nothing.
+    pub fn try_for_each_start_step<E>(
+        &self,
+        index: usize,
+        stage: impl Fn(usize) -> Stage,
+        mut issue: impl FnMut(Step<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.start_steps(index, stage, &mut issue)
+    }
+
     /// Passes the steps that rebuild domain `index` after a crash, with
     /// `running(other)` saying which other domains are up (a stopped peer
-    /// gets its link when, if ever, it is rebuilt itself). A rebuilt store
-    /// has lost its contents, so every running domain that uses it is
-    /// introduced again. An index past the list issues nothing.
+    /// gets its link when, if ever, it is rebuilt itself): its build, then
+    /// its start. A rebuilt store has lost its contents, so every running
+    /// domain that uses it is introduced again. An index past the list
+    /// issues nothing.
     pub fn try_for_each_rebuild_step<E>(
         &self,
         index: usize,
         running: impl Fn(usize) -> bool,
         mut issue: impl FnMut(Step<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.domain_steps(index, |other| other != index && running(other), &mut issue)
+        let stage = |other: usize| {
+            if other != index && running(other) {
+                Stage::Running
+            } else {
+                Stage::Absent
+            }
+        };
+        self.build_steps(index, stage, &mut issue)?;
+        self.start_steps(index, stage, &mut issue)
     }
 
-    fn domain_steps<E>(
+    fn build_steps<E>(
         &self,
         index: usize,
-        running: impl Fn(usize) -> bool,
+        stage: impl Fn(usize) -> Stage,
         issue: &mut impl FnMut(Step<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
         let Some(domain) = self.domains.get(index) else {
             return Ok(());
         };
+        let exists = |other: usize| other != index && stage(other) != Stage::Absent;
         issue(Step::Create {
             domain: index,
             label: domain.label,
@@ -331,23 +402,34 @@ impl<'a> Plan<'a> {
             } else {
                 continue;
             };
-            if running(other) {
+            if exists(other) {
                 issue(link_step(link_index, link))?;
             }
         }
         if let Some(store) = self.store {
-            if domain.uses_store && store != index && running(store) {
+            if domain.uses_store && store != index && stage(store) == Stage::Running {
                 issue(Step::IntroduceToStore {
                     domain: index,
                     store,
                 })?;
             }
         }
-        issue(Step::Measure { domain: index })?;
+        issue(Step::Measure { domain: index })
+    }
+
+    fn start_steps<E>(
+        &self,
+        index: usize,
+        stage: impl Fn(usize) -> Stage,
+        issue: &mut impl FnMut(Step<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if index >= self.domains.len() {
+            return Ok(());
+        }
         issue(Step::Unpause { domain: index })?;
         if self.store == Some(index) {
             for (other, spec) in self.domains.iter().enumerate() {
-                if spec.uses_store && other != index && running(other) {
+                if spec.uses_store && other != index && stage(other) != Stage::Absent {
                     issue(Step::IntroduceToStore {
                         domain: other,
                         store: index,
@@ -476,6 +558,34 @@ mod tests {
         out
     }
 
+    fn build_of<'a>(
+        plan: &Plan<'a>,
+        index: usize,
+        stage: impl Fn(usize) -> Stage,
+    ) -> Vec<Step<'a>> {
+        let mut out = Vec::new();
+        plan.try_for_each_build_step(index, stage, |step| {
+            out.push(step);
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        out
+    }
+
+    fn start_of<'a>(
+        plan: &Plan<'a>,
+        index: usize,
+        stage: impl Fn(usize) -> Stage,
+    ) -> Vec<Step<'a>> {
+        let mut out = Vec::new();
+        plan.try_for_each_start_step(index, stage, |step| {
+            out.push(step);
+            Ok::<(), Infallible>(())
+        })
+        .unwrap();
+        out
+    }
+
     fn rebuild_steps<'a>(plan: &Plan<'a>, index: usize, running: &[bool]) -> Vec<Step<'a>> {
         let mut out = Vec::new();
         plan.try_for_each_rebuild_step(
@@ -528,6 +638,95 @@ mod tests {
     }
 
     #[test]
+    fn at_boot_every_domain_is_built_before_the_first_starts() {
+        let domains = [domain("devmodel"), domain("guest1"), domain("guest2")];
+        let plan = Plan::new(&domains, &[]).unwrap();
+        let tail: Vec<_> = steps(&plan).into_iter().rev().take(4).collect();
+        assert_eq!(
+            tail,
+            [
+                Step::Unpause { domain: 2 },
+                Step::Unpause { domain: 1 },
+                Step::Unpause { domain: 0 },
+                Step::Measure { domain: 2 },
+            ],
+            "the starts come last, in boot order"
+        );
+        check_boot_order(&domains, &[], &steps(&plan));
+    }
+
+    #[test]
+    fn build_and_start_steps_follow_the_stages_of_the_others() {
+        let domains = [
+            DomainSpec {
+                is_store: true,
+                ..domain("xenstored")
+            },
+            DomainSpec {
+                uses_store: true,
+                ..domain("a")
+            },
+            DomainSpec {
+                uses_store: true,
+                ..domain("b")
+            },
+        ];
+        let links = [evtchn(0, 1), evtchn(1, 2)];
+        let plan = Plan::new(&domains, &links).unwrap();
+        // b built while the store is built but paused and a is absent:
+        // no link to a, no introduction yet.
+        let stage = |d: usize| [Stage::Built, Stage::Absent, Stage::Absent][d];
+        let build = build_of(&plan, 2, stage);
+        assert_eq!(build.last(), Some(&Step::Measure { domain: 2 }));
+        assert!(!build
+            .iter()
+            .any(|s| matches!(s, Step::BindEvtchn { .. } | Step::IntroduceToStore { .. })));
+        // a built while the store runs: linked and introduced.
+        let stage = |d: usize| [Stage::Running, Stage::Absent, Stage::Built][d];
+        let build = build_of(&plan, 1, stage);
+        let wiring: Vec<_> = build
+            .iter()
+            .filter(|s| matches!(s, Step::BindEvtchn { .. } | Step::IntroduceToStore { .. }))
+            .collect();
+        assert_eq!(
+            wiring,
+            [
+                &Step::BindEvtchn {
+                    link: 0,
+                    service: 0,
+                    client: 1
+                },
+                &Step::BindEvtchn {
+                    link: 1,
+                    service: 1,
+                    client: 2
+                },
+                &Step::IntroduceToStore {
+                    domain: 1,
+                    store: 0
+                },
+            ]
+        );
+        // The store's start introduces every domain that exists.
+        let stage = |d: usize| [Stage::Built, Stage::Absent, Stage::Built][d];
+        let start = start_of(&plan, 0, stage);
+        assert_eq!(
+            start,
+            [
+                Step::Unpause { domain: 0 },
+                Step::IntroduceToStore {
+                    domain: 2,
+                    store: 0
+                }
+            ]
+        );
+        let start = start_of(&plan, 2, stage);
+        assert_eq!(start, [Step::Unpause { domain: 2 }]);
+        assert!(start_of(&plan, 3, stage).is_empty());
+        assert!(build_of(&plan, 3, stage).is_empty());
+    }
+
+    #[test]
     fn store_service_and_guest() {
         let domains = [
             DomainSpec {
@@ -574,11 +773,13 @@ mod tests {
                     service: 0,
                     client: 2
                 },
+                Step::Measure { domain: 2 },
+                // Built while the store was still paused: introduced once
+                // it runs, before the guest itself starts.
                 Step::IntroduceToStore {
                     domain: 2,
                     store: 0
                 },
-                Step::Measure { domain: 2 },
                 Step::Unpause { domain: 2 },
             ]
         );
@@ -672,8 +873,8 @@ mod tests {
         assert_eq!(result, Err("copy failed"));
         assert_eq!(
             issued,
-            6 + 3,
-            "domain 0 complete, then domain 1 up to the failure"
+            5 + 3,
+            "domain 0 built, then domain 1 up to the failure; nothing started"
         );
     }
 
@@ -984,6 +1185,17 @@ mod tests {
             position(wanted).unwrap()
         };
         let store = domains.iter().position(|d| d.is_store);
+        // Every domain is built before any starts, so a service finds all
+        // of its clients when it starts.
+        let first_start = steps
+            .iter()
+            .position(|s| matches!(s, Step::Unpause { .. }))
+            .unwrap();
+        let last_measure = steps
+            .iter()
+            .rposition(|s| matches!(s, Step::Measure { .. }))
+            .unwrap();
+        assert!(last_measure < first_start, "all built, then all started");
         for (index, domain) in domains.iter().enumerate() {
             let create = only(Step::Create {
                 domain: index,
@@ -1043,7 +1255,7 @@ mod tests {
                     );
                     assert!(at > create);
                     if store < index {
-                        assert!(at < measure, "introduced before it is measured and runs");
+                        assert!(at < unpause, "introduced before it runs");
                     }
                 }
                 _ => assert_eq!(introduction, None),

@@ -51,6 +51,12 @@ pub fn wait(dom: u16, done: Option<u32>) -> Result<()> {
     call(IoreqCmd::Wait, dom.into(), slot, 0).map(|_| ())
 }
 
+/// Say that everything domain `dom` needs of us is registered: a domain
+/// that names us as its device model runs only after this.
+pub fn ready(dom: u16) -> Result<()> {
+    call(IoreqCmd::Ready, dom.into(), 0, 0).map(|_| ())
+}
+
 /// Drive interrupt line `intid` of domain `dom`.
 pub fn set_irq_level(dom: u16, intid: u32, level: bool) -> Result<()> {
     call(

@@ -115,6 +115,37 @@ pub fn build() -> TestResult {
         Einval,
         "create with a label the policy does not define",
     )?;
+    // Its device model must exist; a UART needs one; a pin must name a
+    // pCPU of the board that no other domain's vCPU is on (this builder,
+    // the first vCPU placed, is on pCPU 0).
+    let mut req = ctl::create_request("c", GUEST, 1);
+    req.device_model = 15.into();
+    refused(
+        ctl::create_with(&req),
+        Esrch,
+        "create naming a device model that does not exist",
+    )?;
+    let mut req = ctl::create_request("c", GUEST, 1);
+    req.flags = tessera_ipc::control::CREATE_VPL011.into();
+    refused(
+        ctl::create_with(&req),
+        Einval,
+        "create with a UART but no device model",
+    )?;
+    let mut req = ctl::create_request("c", GUEST, 1);
+    req.nr_pcpus = 1.into();
+    req.pcpus[0] = 63;
+    refused(
+        ctl::create_with(&req),
+        Enxio,
+        "create pinned to a pCPU the board lacks",
+    )?;
+    req.pcpus[0] = 0;
+    refused(
+        ctl::create_with(&req),
+        Ebusy,
+        "create pinned to the builder's pCPU",
+    )?;
     refused(ctl::domain_info(0), Esrch, "getdomaininfo(d0)")?;
     refused(ctl::domain_info(99), Esrch, "getdomaininfo(d99)")?;
     ensure!(

@@ -1,5 +1,6 @@
-//! Single-CPU tests: `concurrent`, `idregs`, and the ones that end the domain
-//! on purpose (`isolation-attacker`, `crash`, `reboot`).
+//! Single-CPU tests: `concurrent`, `idregs`, `uart-first`, `ioreq-rogue`,
+//! and the ones that end the domain on purpose (`isolation-attacker`,
+//! `crash`, `reboot`).
 
 use crate::check::TestResult;
 use core::hint::black_box;
@@ -123,4 +124,61 @@ pub fn crash() -> ! {
 pub fn reboot() -> ! {
     println!("REBOOT-START");
     psci::system_reset()
+}
+
+/// PL011 data register (PL011 TRM §3.3), in the emulated UART's frame.
+const PL011_DR: u64 = tessera_ipc::platform::PL011_BASE;
+
+/// `test=uart-first`: before anything else (no hypercall, no register
+/// read), writes its lines to the PL011 its device model emulates, then
+/// reads the data register back. A guest that touches its UART before the
+/// device model has registered it would be stopped at the first write
+/// ("stage-2 fault"), so the lines appearing (printed by the device model
+/// as this domain's) show the kernel held it until its device model was
+/// ready. The read takes the request path, so the device model applies
+/// every write before it answers and the lines are out before poweroff.
+pub fn uart_first() -> ! {
+    for &b in b"uart-first: these lines went to the PL011 first\nTEST uart-first PASS\n" {
+        // SAFETY: DR is the data register of the platform's PL011 frame,
+        // mapped Device-nGnRE by the runtime; a write sends one byte.
+        unsafe { core::ptr::write_volatile(PL011_DR as *mut u32, u32::from(b)) };
+    }
+    // SAFETY: as above; a read of DR takes a byte from the receive FIFO,
+    // which is empty (the value is not used).
+    let _ = unsafe { core::ptr::read_volatile(PL011_DR as *const u32) };
+    tessera_rt::exit(ShutdownReason::Poweroff)
+}
+
+/// A page of our RAM to offer as a slot page.
+static ROGUE_PAGE: tessera_rt::events::SharedPage = tessera_rt::events::SharedPage::new();
+
+/// `test=ioreq-rogue dom=<id>`: a domain the policy lets serve guests
+/// (`devmodel_t`), but not the one domain `dom` names as its device model,
+/// tries to serve it: `Register`, `Ready` and `MapRange` must all be
+/// `-EPERM`, whatever the policy allows.
+pub fn ioreq_rogue() -> TestResult {
+    use tessera_ipc::errno::Errno::Eperm;
+    use tessera_rt::ioreq;
+    let args = tessera_rt::bootargs::BootArgs::new(tessera_rt::bootargs());
+    let Some(dom) = args.number("dom").and_then(|d| u16::try_from(d).ok()) else {
+        fail!("bootargs need dom=<the served domain's id>")
+    };
+    let page = ROGUE_PAGE.gfn() << 12;
+    let refused = |what: &str, r: Result<(), tessera_rt::xen::HypercallError>| match r {
+        Err(e) if e.is(Eperm) => Ok(()),
+        Err(e) => Err(crate::check::reason(format_args!(
+            "{what} for d{dom}: expected -EPERM, got {e}"
+        ))),
+        Ok(()) => Err(crate::check::reason(format_args!(
+            "{what} for d{dom}: expected -EPERM, got success"
+        ))),
+    };
+    refused("register", ioreq::register(dom, page, 0))?;
+    refused("ready", ioreq::ready(dom))?;
+    refused(
+        "map range",
+        ioreq::map_range(dom, tessera_ipc::platform::PL011_BASE, 0x1000, 0),
+    )?;
+    println!("ioreq-rogue: d{dom} refused us: register, ready and map range are -EPERM");
+    Ok(())
 }

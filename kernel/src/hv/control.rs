@@ -18,7 +18,7 @@
 //! `avc: denied` line. The ABI is `tessera_ipc::control`, the rules
 //! `docs/01-hypercall-abi.md`.
 
-use super::console::log;
+use super::console::{self, log};
 use super::trap::{copy_from_guest, copy_to_guest};
 use super::{
     advance, domain_id, domains, events, grant, ioreq, kick_owner, mac, owned, release_links,
@@ -34,7 +34,8 @@ use tessera_ipc::errno::Errno;
 use tessera_ipc::platform::{self, MAX_VCPUS_PER_DOMAIN};
 use tessera_kernel::console_lines::LineBuffer;
 use tessera_kernel::control::{
-    self as core_control, ControlCall, Event, ModuleQuery, ShareSpec, SlotState, VcpuMap,
+    self as core_control, ControlCall, Event, Hold, HoldAction, ModuleQuery, ShareSpec, SlotState,
+    VcpuMap,
 };
 use tessera_kernel::image::ModuleTable;
 use tessera_kernel::placement::Placement;
@@ -159,6 +160,8 @@ struct SlotRecord {
     tables: SlotTables,
     /// Since `Destroy`: each pCPU's pass count when it began.
     dying: Option<[u64; boot::MAX_PCPUS]>,
+    /// Whether it waits for its device model before it runs.
+    hold: Hold,
 }
 
 /// A `ShareMemory` region: part of `owner`'s RAM mapped into `user`.
@@ -192,6 +195,7 @@ static CONTROL: Lock<Control> = Lock::new(Control {
                 used: 0,
             },
             dying: None,
+            hold: Hold::Free,
         }
     }; MAX_DOMAINS],
     shares: heapless::Vec::new(),
@@ -283,6 +287,21 @@ pub(super) fn unpause(slot: usize) -> Result<(), Errno> {
     CONTROL.lock().unpause(slot)
 }
 
+/// `IoreqCmd::Ready` from domain `server`, the registered server of domain
+/// `slot` (checked by the caller): a domain held for it starts now.
+pub(super) fn device_model_ready(slot: usize, server: usize) -> Result<(), Errno> {
+    CONTROL.lock().ready(slot, server)
+}
+
+/// Which pCPUs some vCPU is placed on, one bit each.
+fn occupied_pcpus() -> u64 {
+    MAILBOXES
+        .iter()
+        .enumerate()
+        .filter(|(_, mb)| mb.placed.load(Ordering::Relaxed) > 0)
+        .fold(0, |m, (p, _)| m | 1 << p)
+}
+
 impl Control {
     /// Create a domain in free slot `slot`: reserve it, give it vCPUs
     /// (placed as the boot placement does), an empty stage 2, fresh event
@@ -295,6 +314,11 @@ impl Control {
         if n == 0 || n > MAX_VCPUS_PER_DOMAIN {
             return Err(Errno::Einval.into());
         }
+        // A pin must name a pCPU of the board that no other domain's vCPU
+        // is on (its owner is gone, or it was only reserved at boot).
+        self.placement
+            .check_pins(&fields.pins, occupied_pcpus())
+            .map_err(|e| e.errno())?;
         let mut probe = self.vcpus;
         let first = probe.alloc(n).ok_or(Errno::Enospc)?;
         // A pinned vCPU on its pin, the rest off every pinned pCPU; none
@@ -320,6 +344,8 @@ impl Control {
         // Act.
         advance(d, Event::Reserve)?;
         let _ = self.vcpus.alloc(n);
+        self.placement.own(&fields.pins, slot);
+        rec.hold = Hold::new(fields.device_model);
         fields.first_vcpu = first;
         fields.s2_root = root.raw();
         // SAFETY: the slot is `Creating`, reserved just now under `CONTROL`;
@@ -431,7 +457,7 @@ impl Control {
             kick_vcpus(d);
             return Ok(());
         }
-        let rec = self.slots.get(slot).ok_or(Errno::Esrch)?;
+        let rec = self.slots.get_mut(slot).ok_or(Errno::Esrch)?;
         if d.ram_size() == 0 || rec.contexts.first().copied().flatten().is_none() {
             return Err(Errno::Einval);
         }
@@ -442,14 +468,52 @@ impl Control {
         // Counted before it can stop, so the count never goes below zero.
         LIVE_DOMAINS.fetch_add(1, Ordering::AcqRel);
         advance(d, Event::Unpause)?;
-        for (idx, ctx) in rec.contexts.iter().enumerate().take(d.nr_vcpus) {
-            let (Some((pc, x0)), Some(s)) = (ctx, vcpu(d.first_vcpu + idx)) else {
-                continue;
-            };
-            let _ = s.power.power_on(*pc, *x0);
-            // A kick alone does not make the owner scan for power-on
-            // requests: the start must be announced.
-            request_start(d.first_vcpu + idx);
+        // The first domain with an emulated UART gets the keyboard, as the
+        // dom0less boot gives it before it starts anyone.
+        if d.vpl011 && console::focus() == usize::MAX {
+            console::set_focus(slot);
+            log!(
+                "console input goes to d{} {} (Ctrl-T moves it to the next guest UART)",
+                d.id,
+                d.name
+            );
+        }
+        match rec.hold.start() {
+            HoldAction::Start => start_vcpus(d, rec),
+            HoldAction::Wait => {
+                let server = rec.hold.waits_for().and_then(|s| domains().get(s));
+                log!(
+                    "d{} {}: waits for its device model d{} {} before it runs",
+                    d.id,
+                    d.name,
+                    server.map_or(0, |s| s.id),
+                    server.map_or("?", |s| s.name.as_str())
+                );
+            }
+            HoldAction::Nothing => {}
+        }
+        Ok(())
+    }
+
+    /// `Ready` from `server` for domain `slot`: if the domain was held, it
+    /// starts now (its vCPUs run once it is not paused).
+    fn ready(&mut self, slot: usize, server: usize) -> Result<(), Errno> {
+        let d = domains().get(slot).ok_or(Errno::Esrch)?;
+        let rec = self.slots.get_mut(slot).ok_or(Errno::Esrch)?;
+        // Validate: a domain that can still start (not stopped or going).
+        if !matches!(
+            d.slot_state(),
+            SlotState::Created | SlotState::Running | SlotState::Paused
+        ) {
+            return Err(Errno::Esrch);
+        }
+        let mut hold = rec.hold;
+        let action = hold.ready(server)?;
+        // Act.
+        rec.hold = hold;
+        if action == HoldAction::Start {
+            log!("d{} {}: its device model is ready; starting", d.id, d.name);
+            start_vcpus(d, rec);
         }
         Ok(())
     }
@@ -557,6 +621,7 @@ impl Control {
         // stay in a TLB.
         guest::flush_stage2_all(d.s2_root, d.id);
         self.vcpus.free(d.first_vcpu, d.nr_vcpus);
+        self.placement.release(&d.pins);
         for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
             if let Some(s) = vcpu(v) {
                 s.power.reset();
@@ -568,6 +633,7 @@ impl Control {
             rec.dying = None;
             rec.contexts = [None; MAX_VCPUS_PER_DOMAIN];
             rec.tables.used = 0;
+            rec.hold = Hold::Free;
         }
         let _ = advance(d, Event::Reap);
     }
@@ -586,6 +652,20 @@ impl Control {
                 i += 1;
             }
         }
+    }
+}
+
+/// Power on every vCPU of `d` that has a context (`SetVcpuContext`); the
+/// others start with PSCI CPU_ON.
+fn start_vcpus(d: &Domain, rec: &SlotRecord) {
+    for (idx, ctx) in rec.contexts.iter().enumerate().take(d.nr_vcpus) {
+        let (Some((pc, x0)), Some(s)) = (ctx, vcpu(d.first_vcpu + idx)) else {
+            continue;
+        };
+        let _ = s.power.power_on(*pc, *x0);
+        // A kick alone does not make the owner scan for power-on
+        // requests: the start must be announced.
+        request_start(d.first_vcpu + idx);
     }
 }
 
@@ -732,9 +812,22 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
                 }
                 None => (0..MAX_DOMAINS).find(|&i| free(i)).ok_or(Errno::Enospc)?,
             };
+            // Its device model must exist already (so it is never the new
+            // domain, whose slot is free): it is named by index from now
+            // on, and only it may serve the new domain.
+            let device_model = match spec.device_model {
+                Some(id) => Some(super::index_of(id).ok_or(Errno::Esrch)?),
+                None => None,
+            };
             let name = spec.name.clone();
-            ctl.create(slot, DomainFields::new(spec.name, sid, spec.vcpus))
-                .map_err(BuildError::errno)?;
+            let pins = spec.pins.clone();
+            let fields = DomainFields {
+                device_model,
+                vpl011: spec.vpl011,
+                pins: spec.pins.iter().copied().collect(),
+                ..DomainFields::new(spec.name, sid, spec.vcpus)
+            };
+            ctl.create(slot, fields).map_err(BuildError::errno)?;
             log!(
                 "d{} {}: created by d{} {} as {}",
                 slot + 1,
@@ -743,6 +836,14 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
                 me.name,
                 spec.label
             );
+            for pin in &pins {
+                log!(
+                    "pcpu{} belongs to d{} {} (tessera,pcpus): no other domain runs there",
+                    pin,
+                    slot + 1,
+                    name
+                );
+            }
             Ok(u64::from(domain_id(slot)))
         }
         ControlCall::AssignMemory { dom, size, host } => {

@@ -12,7 +12,9 @@
 //! What a server may do is checked twice: the policy (`ioreq` and `mmu` on
 //! the served domain), and the registration (only the registered server of a
 //! domain may add ranges, map its RAM, complete its requests or drive its
-//! interrupt lines).
+//! interrupt lines). A domain that names its device model may be registered
+//! for by that domain alone, and does not run until it says `Ready`
+//! (`control::Hold`).
 
 use super::{domains, grant, index_of, kick_owner, mac, vcpu, Domain, OwnerState, MAX_DOMAINS};
 use crate::arch::aarch64::guest::VcpuFrame;
@@ -109,6 +111,7 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
     match call {
         IoreqCall::Register { dom, page, fast } => {
             let (ti, target) = served(si, dom)?;
+            tessera_kernel::control::may_serve(target.device_model, si)?;
             mac::check(p, me.sid, target.sid, IoreqPerm::Register)?;
             if target.nr_vcpus > SLOTS_PER_PAGE {
                 return Err(Errno::Einval);
@@ -207,6 +210,13 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
         }
         IoreqCall::Complete { dom, vcpu: idx } => {
             complete(p, si, me, dom, idx)?;
+            Ok(0)
+        }
+        IoreqCall::Ready { dom } => {
+            let (ti, target) = served(si, dom)?;
+            mac::check(p, me.sid, target.sid, IoreqPerm::Register)?;
+            as_server(si, ti, |_| ())?;
+            super::control::device_model_ready(ti, si)?;
             Ok(0)
         }
         // The console calls need the caller's memory, and `Wait` blocks the

@@ -124,6 +124,10 @@ pub struct DomainFields {
     /// `tessera,pcpus`: the pCPUs it owns, vCPU i on `pins[i % len]`;
     /// empty when it is not pinned (`tessera_kernel::placement`).
     pins: heapless::Vec<u32, MAX_VCPUS_PER_DOMAIN>,
+    /// The domain index of its device model (`tessera,device-model`, or
+    /// `CreateDomain::device_model`): the only domain that may serve it,
+    /// and the one it waits for before it runs (`control::Hold`).
+    device_model: Option<usize>,
 }
 
 impl DomainFields {
@@ -149,6 +153,7 @@ impl DomainFields {
             shm: heapless::Vec::new(),
             modules: None,
             pins: heapless::Vec::new(),
+            device_model: None,
         }
     }
 }
@@ -158,7 +163,8 @@ const MAX_SHM_PER_DOMAIN: usize = 8;
 /// Most domains one device model serves.
 const MAX_SERVED: usize = 8;
 
-/// A domain a device model serves, as the device model's DT lists it.
+/// A domain a device model serves, as the device model's DT lists it
+/// (`SystemConfig::served_by`, kept to write the DT again on a reboot).
 struct Served {
     domid: u16,
     name: heapless::String<32>,
@@ -613,12 +619,12 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         halt_with(format_args!("no policy"))
     };
     DOMAINS.call_once(|| core::array::from_fn(|i| Domain::empty(i, placeholder)));
-    let placement = plan_placement(&cfg, ncpu);
-    control::init(&ram, &reserved, table, placement);
     let boot = cfg
         .domains
         .iter()
         .position(|d| d.functions.contains(Function::Boot));
+    let placement = plan_placement(&cfg, ncpu, boot);
+    control::init(&ram, &reserved, table, placement);
     // In a hyperlaunch image the boot domain places shared memory itself.
     let shm = match boot {
         Some(_) => heapless::Vec::new(),
@@ -750,9 +756,22 @@ fn module_window(image: &'static [u8]) -> Result<u64, &'static str> {
 /// Check every domain's `tessera,pcpus` against the board before any
 /// domain exists, and log which pCPUs pinned domains own. A pin the board
 /// cannot honour refuses the image: one line naming the domain, then halt.
-fn plan_placement(cfg: &config::SystemConfig, ncpu: usize) -> Placement {
+/// In a hyperlaunch image (`boot`, the boot domain's description index)
+/// only the boot domain's pins are the kernel's to refuse; the others' are
+/// reserved where they can be honoured and checked again when the builder
+/// creates each domain (`CreateDomain`), which refuses the rest.
+fn plan_placement(cfg: &config::SystemConfig, ncpu: usize, boot: Option<usize>) -> Placement {
     let pins = cfg.domains.iter().map(|d| d.pcpus.as_slice());
-    let placement = match Placement::plan(ncpu, pins) {
+    let planned = match boot {
+        Some(b) => Placement::plan_for_builder(ncpu, pins, b),
+        None => Placement::plan(ncpu, pins),
+    };
+    // Domains are d<index + 1> in dom0less mode, d<domid> in hyperlaunch.
+    let id_of = |i: usize| match (boot, cfg.domains.get(i)) {
+        (Some(_), Some(d)) => usize::from(d.domid),
+        _ => i + 1,
+    };
+    let placement = match planned {
         Ok(p) => p,
         Err(e) => {
             let name = |i: usize| cfg.domains.get(i).map_or("?", |d| d.name.as_str());
@@ -764,12 +783,21 @@ fn plan_placement(cfg: &config::SystemConfig, ncpu: usize) -> Placement {
             .owner(p)
             .and_then(|i| cfg.domains.get(i).map(|d| (i, d)))
         {
-            log!(
-                "pcpu{} belongs to d{} {} (tessera,pcpus): no other domain runs there",
-                p,
-                d.0 + 1,
-                d.1.name
-            );
+            if boot.is_some_and(|b| b != d.0) {
+                log!(
+                    "pcpu{} is kept for d{} {} (tessera,pcpus), which its builder creates",
+                    p,
+                    id_of(d.0),
+                    d.1.name
+                );
+            } else {
+                log!(
+                    "pcpu{} belongs to d{} {} (tessera,pcpus): no other domain runs there",
+                    p,
+                    id_of(d.0),
+                    d.1.name
+                );
+            }
         }
     }
     placement
@@ -962,18 +990,19 @@ fn build_domain(
     if kernel_end.saturating_add(initrd_len) > size - GUEST_DTB_RESERVE {
         return Err("kernel and initrd do not fit in guest RAM");
     }
+    // The dom0less build numbers domains in tree order: d<index + 1>.
     let mut served = heapless::Vec::new();
-    for (j, other) in cfg.domains.iter().enumerate() {
-        if other.device_model == Some(i) {
-            let _ = served.push(Served {
-                domid: (j + 1) as u16,
-                name: heapless::String::try_from(other.name.as_str()).unwrap_or_default(),
-                vcpus: other.vcpus,
-                ram_size: other.memory_bytes,
-                vpl011: other.vpl011,
-                virtio: other.virtio.clone(),
-            });
-        }
+    for s in cfg.served_by(i, domain_id) {
+        served
+            .push(Served {
+                domid: s.domid,
+                name: heapless::String::try_from(s.name).unwrap_or_default(),
+                vcpus: s.vcpus,
+                ram_size: s.ram_size,
+                vpl011: s.vpl011,
+                virtio: s.virtio.iter().copied().collect(),
+            })
+            .map_err(|_| "a device model serves at most 8 domains")?;
     }
     let sid = mac::sid_of(&dc.security_label)
         .ok_or("its xen,security-label is not a context of the policy")?;
@@ -997,6 +1026,7 @@ fn build_domain(
         shm,
         modules,
         pins: dc.pcpus.clone(),
+        device_model: dc.device_model,
         ..DomainFields::new(dc.name.clone(), sid, dc.vcpus as usize)
     };
     control::create_in(slot, fields).map_err(|e| e.why())?;
@@ -1108,20 +1138,15 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
             size: *size,
         });
     }
-    let mut names: heapless::Vec<heapless::Vec<&str, { config::MAX_VIRTIO }>, MAX_SERVED> =
-        heapless::Vec::new();
-    for s in &d.served {
-        let _ = names.push(s.virtio.iter().map(|k| k.name()).collect());
-    }
     let mut served: heapless::Vec<guest_dt::ServedDomain, MAX_SERVED> = heapless::Vec::new();
-    for (s, virtio) in d.served.iter().zip(&names) {
+    for s in &d.served {
         let _ = served.push(guest_dt::ServedDomain {
             domid: s.domid,
             name: &s.name,
             vcpus: s.vcpus,
             ram_size: s.ram_size,
             vpl011: s.vpl011,
-            virtio,
+            virtio: &s.virtio,
         });
     }
     let xen = guest_dt::XenGuestNodes {

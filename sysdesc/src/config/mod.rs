@@ -38,7 +38,7 @@ use crate::dtb::{
 };
 use tessera_ipc::platform::MAX_VCPUS_PER_DOMAIN;
 
-use crate::guest_dt::GuestShm;
+use crate::guest_dt::{GuestShm, ServedDomain};
 pub use hyperlaunch::{
     BootCycle, CycleStep, Function, Functions, OnCrash, StartsBefore, MAX_PCPUS,
 };
@@ -343,6 +343,35 @@ impl SystemConfig {
         self.shm
             .iter()
             .filter_map(move |s| s.users.iter().find(|u| u.domain == domain).map(|u| (s, u)))
+    }
+
+    /// The domains device model `server` serves (those naming it in
+    /// `tessera,device-model`), in tree order, as its guest DT lists them
+    /// under `/tessera-ioreq` (`guest_dt::XenGuestNodes::served`). `domid`
+    /// says which id each domain (by index) has: its index + 1 in the
+    /// kernel's dom0less build, its `domid` when a boot domain builds it.
+    /// The kernel and domB both write the device model's DT from this, so
+    /// the device model sees the same nodes in either mode.
+    pub fn served_by(
+        &self,
+        server: usize,
+        domid: impl Fn(usize) -> u16,
+    ) -> heapless::Vec<ServedDomain<'_>, MAX_DOMAINS> {
+        let mut out = heapless::Vec::new();
+        for (i, d) in self.domains.iter().enumerate() {
+            if d.device_model == Some(server) {
+                // At most one entry per domain, so at most `MAX_DOMAINS`.
+                let _ = out.push(ServedDomain {
+                    domid: domid(i),
+                    name: d.name.as_str(),
+                    vcpus: d.vcpus,
+                    ram_size: d.memory_bytes,
+                    vpl011: d.vpl011,
+                    virtio: d.virtio.as_slice(),
+                });
+            }
+        }
+        out
     }
 
     /// What domain `domain`'s guest DT says about its shared memory

@@ -1557,6 +1557,35 @@ fn device_model_and_virtio() {
 }
 
 #[test]
+fn a_device_model_serves_the_domains_that_name_it_with_their_ids() {
+    let cfg = parse(&[
+        Domain::new("g1")
+            .set(P_DEVICE_MODEL, string("dm"))
+            .set(P_VPL011, vec![])
+            .set(P_VIRTIO, strings(&["rng", "net"])),
+        Domain::new("other"),
+        Domain::new("dm"),
+        Domain::new("g2").set(P_DEVICE_MODEL, string("dm")),
+    ])
+    .unwrap();
+    let served = cfg.served_by(2, |i| 10 + i as u16);
+    assert_eq!(served.len(), 2, "g1 and g2, in tree order");
+    let (g1, g2) = (&served[0], &served[1]);
+    assert_eq!((g1.domid, g1.name), (10, "g1"));
+    assert_eq!(g1.vcpus, cfg.domains[0].vcpus);
+    assert_eq!(g1.ram_size, cfg.domains[0].memory_bytes);
+    assert!(g1.vpl011);
+    assert_eq!(g1.virtio, [VirtioKind::Rng, VirtioKind::Net]);
+    assert_eq!((g2.domid, g2.name, g2.vpl011), (13, "g2", false));
+    assert!(g2.virtio.is_empty());
+    assert!(
+        cfg.served_by(1, |i| i as u16).is_empty(),
+        "not a device model"
+    );
+    assert!(cfg.served_by(9, |i| i as u16).is_empty(), "no such domain");
+}
+
+#[test]
 fn a_vpl011_with_no_device_model_is_a_xen_tree_and_gets_no_pl011() {
     // ImageBuilder writes `vpl011 = <0x1>` on every domain; Xen emulates it.
     let cfg = parse(&[Domain::new("domU0").set(P_VPL011, cells(&[1]))]).unwrap();
