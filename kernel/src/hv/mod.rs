@@ -608,6 +608,7 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
     };
     DOMAINS.call_once(|| core::array::from_fn(|i| Domain::empty(i, placeholder)));
     let placement = plan_placement(&cfg, ncpu);
+    start_console_input(host, &placement);
     control::init(&ram, &reserved, table, placement);
     let boot = cfg
         .domains
@@ -642,6 +643,23 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         }
     }
     scheduler_entry(0)
+}
+
+/// Take keyboard input on the console UART's interrupt, routed to the
+/// first pCPU no pinned domain owns (typing must not disturb a partition
+/// that was promised its pCPU), or pCPU 0 if they are all owned.
+fn start_console_input(host: &HostPlatform, placement: &Placement) {
+    let Some(intid) = host.uart_irq else {
+        log!("console: the host DT gives the UART no SPI; there is no keyboard input");
+        return;
+    };
+    let p = (0..placement.pcpus())
+        .find(|&p| !placement.is_owned(p))
+        .unwrap_or(0);
+    let mpidr = PCPUS.get(p).map_or(0, |c| c.mpidr.load(Ordering::Relaxed));
+    if console::enable_input(intid, mpidr).is_err() {
+        log!("console: the GIC has no INTID {intid} for the UART; there is no keyboard input");
+    }
 }
 
 /// Dom0less: build every domain of the description, wire their static
@@ -1537,6 +1555,7 @@ fn drain_irqs(p: usize) {
                     }
                 }
             }
+            id if id == console::input_intid() => console::take_input(),
             _ => {}
         }
         gic::eoi(id);
