@@ -21,7 +21,7 @@
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod shell {
-    use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
     use tessera_devmodel::guest_mem::{GuestMemory, OutOfRange};
     use tessera_devmodel::pl011::Pl011;
     use tessera_devmodel::virtio::blk::{Blk, MemDisk, SECTOR_SIZE};
@@ -58,6 +58,14 @@ mod shell {
     /// Set by the upcall handler: keyboard input was typed at a domain we
     /// serve (`VIRQ_CONSOLE_INPUT` fired).
     static INPUT: AtomicBool = AtomicBool::new(false);
+    /// What to do before or around the next sleep, beyond sleeping
+    /// (`BEFORE_SLEEP_*`): one byte, so the loop tests it once.
+    static BEFORE_SLEEP: AtomicU8 = AtomicU8::new(0);
+    /// Some served UART holds output short of a line end (a prompt, an
+    /// echo), to forward before sleeping.
+    const BEFORE_SLEEP_FLUSH: u8 = 1;
+    /// Bootargs `report-sleep`: report long sleeps.
+    const BEFORE_SLEEP_REPORT: u8 = 2;
     /// The event port `VIRQ_CONSOLE_INPUT` is bound to (0: none).
     static INPUT_PORT: AtomicU32 = AtomicU32::new(0);
     /// A sleep at least this long is reported under `report-sleep`.
@@ -217,9 +225,6 @@ mod shell {
         /// The kernel may hold keyboard input for this domain that its
         /// UART had no room for: read more when the guest makes room.
         input_waiting: bool,
-        /// The UART holds output short of a line end, to forward before
-        /// sleeping.
-        partial_output: bool,
         mem: Window,
         /// Slot n: its device (None: a kind this shell does not offer yet)
         /// and its interrupt line's level.
@@ -322,7 +327,9 @@ mod shell {
                 if uart.output_line_ready() {
                     forward_output(domid, |buf| uart.take_output(buf));
                 }
-                self.partial_output = uart.pending_output() > 0;
+                if uart.pending_output() > 0 {
+                    BEFORE_SLEEP.fetch_or(BEFORE_SLEEP_FLUSH, Ordering::Relaxed);
+                }
                 drive_line(domid, PL011_INTID, uart.irq_level(), &mut self.pl011_irq);
             }
         }
@@ -341,12 +348,10 @@ mod shell {
         /// waiting for input after it (a shell prompt, the echo of a key),
         /// and nothing else would send it.
         fn flush_partial_output(&mut self) {
-            if !self.partial_output {
-                return;
-            }
-            self.partial_output = false;
             if let Some(uart) = self.pl011.as_mut() {
-                forward_output(self.domid, |buf| uart.take_output(buf));
+                if uart.pending_output() > 0 {
+                    forward_output(self.domid, |buf| uart.take_output(buf));
+                }
             }
         }
 
@@ -617,7 +622,6 @@ mod shell {
                 pl011_irq: false,
                 // Input may have been typed before we registered.
                 input_waiting: true,
-                partial_output: false,
                 mem: Window {
                     base: window as *mut u8,
                     size: ram,
@@ -658,6 +662,49 @@ mod shell {
         }
     }
 
+    /// Sleep until there is work: in `ioreq::wait`, completing the held
+    /// answer in the same call if there is one.
+    #[inline(always)]
+    fn sleep(served: &[Served], held: Option<(u16, u32)>) {
+        if let Some((domid, v)) = held {
+            if ioreq::wait(domid, Some(v)).is_err() {
+                // Not for us to hold up: complete it the plain way.
+                complete_held(Some((domid, v)));
+            }
+        } else if let Some(s) = served.first() {
+            let _ = ioreq::wait(s.domid, None);
+        } else {
+            let _ = tessera_rt::hypercall::sched_block();
+        }
+    }
+
+    /// `sleep`, after forwarding partial lines of UART output, and
+    /// reporting a sleep of `REPORTED_SLEEP_US` or more under bootargs
+    /// `report-sleep` (`BEFORE_SLEEP`). Out of line, so the plain path
+    /// keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn sleep_after_extras(served: &mut [Served], held: Option<(u16, u32)>) {
+        let extras = BEFORE_SLEEP.fetch_and(!BEFORE_SLEEP_FLUSH, Ordering::Relaxed);
+        if extras & BEFORE_SLEEP_FLUSH != 0 {
+            for s in served.iter_mut() {
+                s.flush_partial_output();
+            }
+        }
+        if extras & BEFORE_SLEEP_REPORT == 0 {
+            sleep(served, held);
+            return;
+        }
+        let from = timer::now();
+        sleep(served, held);
+        let asleep = timer::now().wrapping_sub(from);
+        let freq = timer::frequency();
+        if asleep >= timer::ticks_for_us(freq, REPORTED_SLEEP_US) {
+            let ms = asleep / (freq / 1000).max(1);
+            println!("devmodel: woke after {ms} ms asleep");
+        }
+    }
+
     fn main(dtb: usize) -> ! {
         gic::init_distributor();
         gic::init_cpu();
@@ -684,8 +731,9 @@ mod shell {
             Err(e) => println!("devmodel: bind VIRQ_CONSOLE_INPUT: {e}"),
         }
         cpu::irq_enable();
-        let report_sleep = BootArgs::new(tessera_rt::bootargs()).has_flag("report-sleep");
-        let long_sleep = timer::ticks_for_us(timer::frequency(), REPORTED_SLEEP_US);
+        if BootArgs::new(tessera_rt::bootargs()).has_flag("report-sleep") {
+            BEFORE_SLEEP.fetch_or(BEFORE_SLEEP_REPORT, Ordering::Relaxed);
+        }
         let mut served = SERVED.lock();
         setup(dtb, &mut served);
         println!(
@@ -710,9 +758,6 @@ mod shell {
                     s.input_arrived();
                 }
             }
-            for s in served.iter_mut() {
-                s.flush_partial_output();
-            }
             // No second pass to see whether serving is done: the check
             // below looks at the same slots and rings, and loops back here
             // if anything arrived meanwhile.
@@ -725,26 +770,13 @@ mod shell {
                 || served
                     .iter()
                     .any(|s| s.slots.any_ready() || s.fast.pending());
-            let asleep_from = if report_sleep { timer::now() } else { 0 };
             if work {
                 // Not to be held up behind the new work.
                 complete_held(held.take());
-            } else if let Some((domid, v)) = held.take() {
-                if ioreq::wait(domid, Some(v)).is_err() {
-                    // Not for us to hold up: complete it the plain way.
-                    complete_held(Some((domid, v)));
-                }
-            } else if let Some(s) = served.first() {
-                let _ = ioreq::wait(s.domid, None);
+            } else if BEFORE_SLEEP.load(Ordering::Relaxed) != 0 {
+                sleep_after_extras(&mut served, held.take());
             } else {
-                let _ = tessera_rt::hypercall::sched_block();
-            }
-            if report_sleep && !work {
-                let asleep = timer::now().wrapping_sub(asleep_from);
-                if asleep >= long_sleep {
-                    let ms = asleep / (timer::frequency() / 1000).max(1);
-                    println!("devmodel: woke after {ms} ms asleep");
-                }
+                sleep(&served, held.take());
             }
             cpu::irq_enable();
         }

@@ -83,6 +83,14 @@ pub fn input_intid() -> u32 {
     INPUT_INTID.load(Ordering::Relaxed)
 }
 
+/// A physical interrupt the scheduler does not handle itself: the UART's
+/// receive interrupt, or one nobody enabled (ignored).
+pub fn other_interrupt(intid: u32) {
+    if intid == input_intid() && intid != 0 {
+        take_input();
+    }
+}
+
 /// Bytes taken from the receive FIFO per interrupt: more than the FIFO
 /// holds. A byte that arrives meanwhile raises the interrupt again.
 const INPUT_BATCH: usize = 64;
@@ -90,7 +98,7 @@ const INPUT_BATCH: usize = 64;
 /// The UART's receive interrupt: hand what it received to the domain with
 /// the focus (Ctrl-T moves it to the next domain with an emulated UART),
 /// then wake the device model serving each domain that got bytes.
-pub fn take_input() {
+fn take_input() {
     let mut bytes = [0u8; INPUT_BATCH];
     let (received, focus) = {
         let mut kb = KEYBOARD.lock();
