@@ -46,9 +46,11 @@ crate::abi_enum! {
         /// `CONSOLE_IO_MAX`): console output of the served domain's
         /// emulated UART, printed as that domain's (`ioreq:complete`).
         ConsoleWrite = 5,
-        /// x1 = domain id, x2 = buffer, x3 = length: take keyboard input
-        /// meant for the served domain (it has the console focus). Returns
-        /// the bytes read, 0 when there are none (`ioreq:complete`).
+        /// x1 = domain id, x2 = buffer, x3 = length (at most
+        /// `CONSOLE_IO_MAX`): take keyboard input typed at the served
+        /// domain (while it had the console focus), oldest first. Returns
+        /// the bytes read, 0 when there are none; `VIRQ_CONSOLE_INPUT`
+        /// says when there are more (`ioreq:complete`).
         ConsoleRead = 6,
         /// x1 = domain id, x2 = vCPU index or `WAIT_NOTHING_DONE`: complete
         /// that slot (as `Complete`, same checks), then block the caller
@@ -163,6 +165,14 @@ const _: () = assert!(core::mem::offset_of!(FastPage, posted) == FAST_POSTED_OFF
 /// The VIRQ the kernel raises on a device model when a slot becomes
 /// `STATE_IOREQ_READY` (Xen's `VIRQ_ARCH_0`, free on Arm).
 pub const VIRQ_IOREQ: u32 = 16;
+
+/// The VIRQ the kernel raises on a device model when keyboard input was
+/// typed at a domain it serves (Xen's `VIRQ_ARCH_1`, free on Arm; Xen's
+/// own `VIRQ_CONSOLE` means console_io input for dom0, which is not this).
+/// The input waits in the kernel until `ConsoleRead` takes it, so one
+/// raise may stand for many bytes, and a server that binds late loses
+/// nothing: it reads once after it registers.
+pub const VIRQ_CONSOLE_INPUT: u32 = 17;
 
 /// Where a device model may map served domains' RAM (`MapMemory`): the
 /// guest-physical space above its own RAM, below 4 GiB.

@@ -33,6 +33,12 @@ const PPI_INTID_BASE: u32 = 16;
 const PPI_COUNT: u32 = 16;
 /// `interrupts` type cell for a PPI (Linux binding `arm,gic-v3`).
 const GIC_TYPE_PPI: u32 = 1;
+/// `interrupts` type cell for an SPI.
+const GIC_TYPE_SPI: u32 = 0;
+/// First INTID of the SPI range.
+const SPI_INTID_BASE: u32 = 32;
+/// SPIs end at INTID 1019 (1020..1023 are special).
+const SPI_COUNT: u32 = 988;
 
 const P_REG: &str = "reg";
 const P_METHOD: &str = "method";
@@ -56,6 +62,9 @@ pub struct HostPlatform {
     pub gicr: MemRange,
     /// The console PL011.
     pub uart: MemRange,
+    /// Its interrupt (an SPI's INTID), if its `interrupts` names one; the
+    /// kernel takes keyboard input on it, and has none without it.
+    pub uart_irq: Option<u32>,
     pub psci_conduit: Conduit,
     pub timer_ppis: TimerPpis,
 }
@@ -231,13 +240,15 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
     }
 
     let (gicd, gicr) = parse_gic(&fdt)?;
+    let (uart, uart_irq) = parse_uart(&fdt)?;
     Ok(HostPlatform {
         memory,
         reserved,
         cpus: parse_cpus(&fdt)?,
         gicd,
         gicr,
-        uart: parse_uart(&fdt)?,
+        uart,
+        uart_irq,
         psci_conduit: parse_psci(&fdt)?,
         timer_ppis: parse_timer(&fdt)?,
     })
@@ -303,8 +314,8 @@ fn parse_gic(fdt: &fdt::Fdt<'_>) -> Result<(MemRange, MemRange), HostDtError> {
 }
 
 /// The UART named by `/chosen/stdout-path` if it is a PL011, else the first
-/// PL011 in the tree.
-fn parse_uart(fdt: &fdt::Fdt<'_>) -> Result<MemRange, HostDtError> {
+/// PL011 in the tree: its registers and its SPI.
+fn parse_uart(fdt: &fdt::Fdt<'_>) -> Result<(MemRange, Option<u32>), HostDtError> {
     let from_chosen = dtb::lookup(fdt, "/chosen")
         .and_then(|chosen| prop(&chosen.node, P_STDOUT))
         .and_then(string_value)
@@ -325,7 +336,22 @@ fn parse_uart(fdt: &fdt::Fdt<'_>) -> Result<MemRange, HostDtError> {
         None => dtb::find_first(fdt, &|n| is_compatible(n, "arm,pl011"))
             .ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoUart))?,
     };
-    first_reg(&uart)
+    Ok((first_reg(&uart)?, first_spi(&uart.node)))
+}
+
+/// The INTID of a node's first interrupt if it is an SPI, as a GICv3
+/// parent (three cells: type, number, flags) gives it. Anything else
+/// (no `interrupts`, a PPI, a short or odd-sized value) is `None`: the
+/// kernel then runs without keyboard input rather than refusing to boot
+/// over a device it can use for output alone.
+fn first_spi(node: &dtb::Node<'_, '_>) -> Option<u32> {
+    let value = prop(node, P_INTERRUPTS)?;
+    if value.len() < 12 || !value.len().is_multiple_of(12) {
+        return None;
+    }
+    let ty = dtb::cells_value(value, 0, 1)?;
+    let n = dtb::cells_value(value, 4, 1)?;
+    (ty == u64::from(GIC_TYPE_SPI) && n < u64::from(SPI_COUNT)).then(|| SPI_INTID_BASE + n as u32)
 }
 
 fn parse_psci(fdt: &fdt::Fdt<'_>) -> Result<Conduit, HostDtError> {

@@ -12,6 +12,7 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod addr;
+pub mod console_input;
 pub mod console_lines;
 pub mod control;
 pub mod esr;

@@ -2,7 +2,9 @@
 //!
 //! Two reader threads (stdout = the serial console, stderr = QEMU's own
 //! complaints) feed timestamped lines into a channel; the test thread pulls
-//! them on demand, so every wait has a deadline and nothing polls.
+//! them on demand, so every wait has a deadline and nothing polls. The
+//! console's unfinished last line (a prompt waiting for input) is sent
+//! too, each time it grows, for `expect_partial`.
 
 use regex::Regex;
 use std::fmt;
@@ -144,6 +146,8 @@ impl QemuConfig {
 
 enum Event {
     Line(Line),
+    /// The stream's unfinished line, as it stands now.
+    Partial(Line),
     Closed,
 }
 
@@ -152,6 +156,8 @@ pub struct Qemu {
     child: Child,
     events: Receiver<Event>,
     lines: Vec<Line>,
+    /// The console's unfinished last line, if it has one.
+    partial: Option<Line>,
     cursor: usize,
     open_streams: usize,
     forbidden: Vec<(Regex, String)>,
@@ -174,25 +180,50 @@ fn forward<R: Read + Send + 'static>(
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut raw = Vec::new();
+        let text = |raw: &[u8]| {
+            // Serial output is bytes, not guaranteed UTF-8; keep going.
+            String::from_utf8_lossy(raw)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned()
+        };
         loop {
-            raw.clear();
-            match reader.read_until(b'\n', &mut raw) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    // Serial output is bytes, not guaranteed UTF-8; keep going.
-                    let text = String::from_utf8_lossy(&raw)
-                        .trim_end_matches(['\r', '\n'])
-                        .to_owned();
-                    let line = Line {
-                        at: started.elapsed(),
-                        text,
-                        from_stderr,
-                    };
-                    if events.send(Event::Line(line)).is_err() {
-                        return;
+            let (taken, complete) = match reader.fill_buf() {
+                Ok([]) | Err(_) => break,
+                Ok(chunk) => match chunk.iter().position(|&b| b == b'\n') {
+                    Some(end) => {
+                        raw.extend_from_slice(&chunk[..=end]);
+                        (end + 1, true)
                     }
-                }
+                    None => {
+                        raw.extend_from_slice(chunk);
+                        (chunk.len(), false)
+                    }
+                },
+            };
+            reader.consume(taken);
+            let line = Line {
+                at: started.elapsed(),
+                text: text(&raw),
+                from_stderr,
+            };
+            let event = if complete {
+                raw.clear();
+                Event::Line(line)
+            } else {
+                Event::Partial(line)
+            };
+            if events.send(event).is_err() {
+                return;
             }
+        }
+        // The stream ended mid-line: that is its last line.
+        if !raw.is_empty() {
+            let line = Line {
+                at: started.elapsed(),
+                text: text(&raw),
+                from_stderr,
+            };
+            let _ = events.send(Event::Line(line));
         }
         let _ = events.send(Event::Closed);
     });
@@ -239,6 +270,7 @@ impl Qemu {
             child,
             events,
             lines: Vec::new(),
+            partial: None,
             cursor: 0,
             open_streams: 2,
             forbidden: Vec::new(),
@@ -284,7 +316,16 @@ impl Qemu {
                 return Ok(false);
             }
             match self.events.recv_timeout(until - now) {
+                Ok(Event::Partial(line)) => {
+                    if !line.from_stderr {
+                        self.partial = Some(line);
+                    }
+                    return Ok(true);
+                }
                 Ok(Event::Line(line)) => {
+                    if !line.from_stderr {
+                        self.partial = None;
+                    }
                     if let Some(log) = &mut self.log {
                         let _ = writeln!(log, "{line}");
                     }
@@ -423,6 +464,36 @@ impl Qemu {
         )?;
         self.cursor = indices.last().map_or(self.cursor, |&i| i + 1);
         Ok(indices.iter().map(|&i| self.lines[i].clone()).collect())
+    }
+
+    /// Waits until the console's unfinished last line (text with no line
+    /// end after it yet, such as a prompt) matches `pattern`; returns it.
+    /// The cursor does not move: the line, once finished, is still ahead.
+    pub fn expect_partial(&mut self, pattern: &str, timeout: Duration) -> Result<Line, Failure> {
+        let regex = compile(pattern)?;
+        let until = self.until(timeout);
+        loop {
+            if let Some(line) = self.partial.as_ref().filter(|l| regex.is_match(&l.text)) {
+                return Ok(line.clone());
+            }
+            if !self.pull(until)? {
+                let why = if self.open_streams == 0 {
+                    "QEMU exited".to_string()
+                } else {
+                    format!(
+                        "timed out after {:.1}s",
+                        self.started.elapsed().as_secs_f64()
+                    )
+                };
+                let now = match &self.partial {
+                    Some(line) => format!("it is {:?}", line.text),
+                    None => "there is none".to_string(),
+                };
+                return Err(self.failure(&format!(
+                    "{why} while waiting for an unfinished line /{pattern}/ ({now})"
+                )));
+            }
+        }
     }
 
     /// Waits for a line matching `pattern` anywhere in the log, without
@@ -619,6 +690,21 @@ mod tests {
             .lines()
             .iter()
             .any(|l| l.from_stderr && l.text == "qemu: warning"));
+    }
+
+    #[test]
+    fn an_unfinished_line_is_seen_and_then_finished() {
+        let mut qemu =
+            boot("echo first; printf 'type> '; sleep 1; printf 'ab'; sleep 1; echo c; sleep 5");
+        qemu.expect("^first$", WAIT).unwrap();
+        let prompt = qemu.expect_partial("^type> $", WAIT).unwrap();
+        assert_eq!(prompt.text, "type> ");
+        qemu.expect_partial("^type> ab$", WAIT).unwrap();
+        // Finished, it is an ordinary line (and no longer unfinished).
+        qemu.expect("^type> abc$", WAIT).unwrap();
+        assert!(qemu
+            .expect_partial("type", Duration::from_millis(300))
+            .is_err());
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! every posted access, hand it to the device at that address (the device
 //! logic is the host-tested library), answer it, forward console output, and
 //! drive interrupt lines; sleep on the IOREQ VIRQ when there is nothing to do.
+//! Nothing wakes it but work: keyboard input comes with its own VIRQ
+//! (`VIRQ_CONSOLE_INPUT`), and a partial line of UART output (a prompt, an
+//! echo) is forwarded just before it sleeps, so no timer is ever armed.
+//!
+//! Bootargs `report-sleep`: after a sleep of a second or more, print
+//! `devmodel: woke after <ms> ms asleep` (tests use it to show that an
+//! idle device model is not woken periodically).
 //!
 //! On the host this is an empty program, so the workspace builds and lints.
 #![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_std, no_main)]
@@ -16,7 +23,7 @@
 
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod shell {
-    use core::sync::atomic::{AtomicBool, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
     use tessera_devmodel::guest_mem::{GuestMemory, OutOfRange};
     use tessera_devmodel::pl011::Pl011;
     use tessera_devmodel::virtio::blk::{Blk, MemDisk, SECTOR_SIZE};
@@ -27,13 +34,14 @@ mod shell {
     use tessera_devmodel::virtio::switch::{Switch, MAX_PORTS};
     use tessera_ipc::hypercall::ShutdownReason;
     use tessera_ipc::ioreq::{
-        MAP_WINDOW_BASE, RANGE_POSTED_WRITES, RANGE_SHADOWED_READS, SLOTS_PER_PAGE, VIRQ_IOREQ,
+        MAP_WINDOW_BASE, RANGE_POSTED_WRITES, RANGE_SHADOWED_READS, SLOTS_PER_PAGE,
+        VIRQ_CONSOLE_INPUT, VIRQ_IOREQ,
     };
-    use tessera_ipc::platform::VTIMER_INTID;
     use tessera_ipc::platform::{
         PL011_BASE, PL011_INTID, PL011_SIZE, RAM_BASE, VIRTIO_MMIO_BASE, VIRTIO_MMIO_INTID_BASE,
         VIRTIO_MMIO_STRIDE,
     };
+    use tessera_rt::bootargs::BootArgs;
     use tessera_rt::events::{self, SharedPage};
     use tessera_rt::ioreq::{self, Access, FastView, SlotPage};
     use tessera_rt::{cpu, gic, println, timer, xen};
@@ -49,11 +57,21 @@ mod shell {
     static FAST_PAGES: [SharedPage; MAX_SERVED] = [const { SharedPage::new() }; MAX_SERVED];
     /// Set by the upcall handler: look at the slots again.
     static KICKED: AtomicBool = AtomicBool::new(false);
-    /// Set by the timer: poll the console for keyboard input.
-    static TICK: AtomicBool = AtomicBool::new(false);
-    /// How often keyboard input is polled while idle (the kernel's console
-    /// is a polled UART).
-    const INPUT_POLL_US: u64 = 20_000;
+    /// Set by the upcall handler: keyboard input was typed at a domain we
+    /// serve (`VIRQ_CONSOLE_INPUT` fired).
+    static INPUT: AtomicBool = AtomicBool::new(false);
+    /// What to do before or around the next sleep, beyond sleeping
+    /// (`BEFORE_SLEEP_*`): one byte, so the loop tests it once.
+    static BEFORE_SLEEP: AtomicU8 = AtomicU8::new(0);
+    /// Some served UART holds output short of a line end (a prompt, an
+    /// echo), to forward before sleeping.
+    const BEFORE_SLEEP_FLUSH: u8 = 1;
+    /// Bootargs `report-sleep`: report long sleeps.
+    const BEFORE_SLEEP_REPORT: u8 = 2;
+    /// The event port `VIRQ_CONSOLE_INPUT` is bound to (0: none).
+    static INPUT_PORT: AtomicU32 = AtomicU32::new(0);
+    /// A sleep at least this long is reported under `report-sleep`.
+    const REPORTED_SLEEP_US: u64 = 1_000_000;
 
     /// A served domain's RAM, through the window the kernel mapped it at.
     struct Window {
@@ -168,6 +186,26 @@ mod shell {
         }
     }
 
+    /// Move keyboard input the kernel holds for `domid` into its UART, as
+    /// much as the receive FIFO has room for. `waiting` stays set if the
+    /// FIFO filled up (there may be more), so the guest's next access to
+    /// the UART, which may have made room, reads again; until then the
+    /// bytes wait in the kernel, not in a timer.
+    fn pull_input(domid: u16, uart: &mut Pl011, waiting: &mut bool) {
+        let room = uart.input_room().min(64);
+        if room == 0 {
+            return;
+        }
+        let mut buf = [0u8; 64];
+        match ioreq::console_read(domid, &mut buf[..room]) {
+            Ok(n) => {
+                uart.push_input(buf.get(..n.min(room)).unwrap_or(&[]));
+                *waiting = n >= room;
+            }
+            Err(_) => *waiting = false,
+        }
+    }
+
     /// Which device an access reached.
     #[derive(Clone, Copy)]
     enum Touched {
@@ -186,6 +224,9 @@ mod shell {
         fast: FastView,
         pl011: Option<Pl011>,
         pl011_irq: bool,
+        /// The kernel may hold keyboard input for this domain that its
+        /// UART had no room for: read more when the guest makes room.
+        input_waiting: bool,
         mem: Window,
         /// Slot n: its device (None: a kind this shell does not offer yet)
         /// and its interrupt line's level.
@@ -271,6 +312,9 @@ mod shell {
                 return;
             }
             if let Some(uart) = self.pl011.as_mut() {
+                if self.input_waiting {
+                    pull_input(domid, uart, &mut self.input_waiting);
+                }
                 // FR is read before every byte sent or received: the kernel
                 // answers it from this shadow. It never depends on posted
                 // writes (transmission is instant here), only on the
@@ -281,31 +325,36 @@ mod shell {
                     u64::from(uart.flag_register()),
                 );
                 // A line at a time, not a console write per byte; a partial
-                // line (a prompt, echo) goes out at the next input poll.
+                // line (a prompt, echo) goes out when we are about to sleep
+                // (`flush_partial_output`), with everything the guest added
+                // to it meanwhile.
                 if uart.output_line_ready() {
                     forward_output(domid, |buf| uart.take_output(buf));
+                }
+                if uart.pending_output() > 0 {
+                    BEFORE_SLEEP.fetch_or(BEFORE_SLEEP_FLUSH, Ordering::Relaxed);
                 }
                 drive_line(domid, PL011_INTID, uart.irq_level(), &mut self.pl011_irq);
             }
         }
 
-        /// Move keyboard input (if this domain has the focus) into the UART.
-        fn poll_input(&mut self) {
-            let Some(uart) = self.pl011.as_mut() else {
-                return;
-            };
-            if uart.pending_output() > 0 {
-                forward_output(self.domid, |buf| uart.take_output(buf));
+        /// `VIRQ_CONSOLE_INPUT` fired: take what was typed at this domain
+        /// (the kernel queues it per domain; one event may stand for any
+        /// number of bytes, or for another domain's).
+        fn input_arrived(&mut self) {
+            if self.pl011.is_some() {
+                self.input_waiting = true;
+                self.after_change(Touched::Uart);
             }
-            let room = uart.input_room().min(64);
-            if room == 0 {
-                return;
-            }
-            let mut buf = [0u8; 64];
-            if let Ok(n) = ioreq::console_read(self.domid, &mut buf[..room]) {
-                if n > 0 {
-                    uart.push_input(&buf[..n.min(room)]);
-                    self.after_access(Touched::Uart);
+        }
+
+        /// Forward UART output that is not a whole line yet: the guest is
+        /// waiting for input after it (a shell prompt, the echo of a key),
+        /// and nothing else would send it.
+        fn flush_partial_output(&mut self) {
+            if let Some(uart) = self.pl011.as_mut() {
+                if uart.pending_output() > 0 {
+                    forward_output(self.domid, |buf| uart.take_output(buf));
                 }
             }
         }
@@ -483,13 +532,12 @@ mod shell {
         }
     }
 
-    fn on_event(_port: u32) {
-        KICKED.store(true, Ordering::Release);
-    }
-
-    fn on_timer(_intid: u32) {
-        timer::disable();
-        TICK.store(true, Ordering::Release);
+    fn on_event(port: u32) {
+        if port == INPUT_PORT.load(Ordering::Relaxed) {
+            INPUT.store(true, Ordering::Release);
+        } else {
+            KICKED.store(true, Ordering::Release);
+        }
     }
 
     /// Reads `/tessera-ioreq` and sets up each served domain; then says
@@ -582,6 +630,8 @@ mod shell {
                 fast,
                 pl011: pl011.then(Pl011::new),
                 pl011_irq: false,
+                // Input may have been typed before we registered.
+                input_waiting: true,
                 mem: Window {
                     base: window as *mut u8,
                     size: ram,
@@ -633,6 +683,49 @@ mod shell {
         }
     }
 
+    /// Sleep until there is work: in `ioreq::wait`, completing the held
+    /// answer in the same call if there is one.
+    #[inline(always)]
+    fn sleep(served: &[Served], held: Option<(u16, u32)>) {
+        if let Some((domid, v)) = held {
+            if ioreq::wait(domid, Some(v)).is_err() {
+                // Not for us to hold up: complete it the plain way.
+                complete_held(Some((domid, v)));
+            }
+        } else if let Some(s) = served.first() {
+            let _ = ioreq::wait(s.domid, None);
+        } else {
+            let _ = tessera_rt::hypercall::sched_block();
+        }
+    }
+
+    /// `sleep`, after forwarding partial lines of UART output, and
+    /// reporting a sleep of `REPORTED_SLEEP_US` or more under bootargs
+    /// `report-sleep` (`BEFORE_SLEEP`). Out of line, so the plain path
+    /// keeps its registers.
+    #[cold]
+    #[inline(never)]
+    fn sleep_after_extras(served: &mut [Served], held: Option<(u16, u32)>) {
+        let extras = BEFORE_SLEEP.fetch_and(!BEFORE_SLEEP_FLUSH, Ordering::Relaxed);
+        if extras & BEFORE_SLEEP_FLUSH != 0 {
+            for s in served.iter_mut() {
+                s.flush_partial_output();
+            }
+        }
+        if extras & BEFORE_SLEEP_REPORT == 0 {
+            sleep(served, held);
+            return;
+        }
+        let from = timer::now();
+        sleep(served, held);
+        let asleep = timer::now().wrapping_sub(from);
+        let freq = timer::frequency();
+        if asleep >= timer::ticks_for_us(freq, REPORTED_SLEEP_US) {
+            let ms = asleep / (freq / 1000).max(1);
+            println!("devmodel: woke after {ms} ms asleep");
+        }
+    }
+
     fn main(dtb: usize) -> ! {
         gic::init_distributor();
         gic::init_cpu();
@@ -653,10 +746,15 @@ mod shell {
                 tessera_rt::exit(ShutdownReason::Crash)
             }
         };
-        gic::set_handler(VTIMER_INTID, on_timer);
-        gic::enable_private(VTIMER_INTID);
+        match xen::bind_virq(VIRQ_CONSOLE_INPUT, 0) {
+            Ok(p) => INPUT_PORT.store(p, Ordering::Relaxed),
+            // Everything but keyboard input still works.
+            Err(e) => println!("devmodel: bind VIRQ_CONSOLE_INPUT: {e}"),
+        }
         cpu::irq_enable();
-        let poll = timer::ticks_for_us(timer::frequency(), INPUT_POLL_US);
+        if BootArgs::new(tessera_rt::bootargs()).has_flag("report-sleep") {
+            BEFORE_SLEEP.fetch_or(BEFORE_SLEEP_REPORT, Ordering::Relaxed);
+        }
         let mut served = SERVED.lock();
         setup(dtb, &mut served);
         println!(
@@ -664,7 +762,6 @@ mod shell {
             served.len()
         );
         let mut network = Network::new(&served);
-        timer::arm_after(poll);
         // An answered access not yet completed: `ioreq::wait` completes it
         // and sleeps in one call.
         let mut held = None;
@@ -677,11 +774,10 @@ mod shell {
             if any {
                 network.pump(&mut served);
             }
-            if TICK.swap(false, Ordering::AcqRel) {
+            if INPUT.swap(false, Ordering::AcqRel) {
                 for s in served.iter_mut() {
-                    s.poll_input();
+                    s.input_arrived();
                 }
-                timer::arm_after(poll);
             }
             // No second pass to see whether serving is done: the check
             // below looks at the same slots and rings, and loops back here
@@ -691,22 +787,17 @@ mod shell {
             // still ends the wait; it is taken once they are unmasked.
             cpu::irq_disable();
             let work = KICKED.load(Ordering::Acquire)
-                || TICK.load(Ordering::Acquire)
+                || INPUT.load(Ordering::Acquire)
                 || served
                     .iter()
                     .any(|s| s.slots.any_ready() || s.fast.pending());
             if work {
                 // Not to be held up behind the new work.
                 complete_held(held.take());
-            } else if let Some((domid, v)) = held.take() {
-                if ioreq::wait(domid, Some(v)).is_err() {
-                    // Not for us to hold up: complete it the plain way.
-                    complete_held(Some((domid, v)));
-                }
-            } else if let Some(s) = served.first() {
-                let _ = ioreq::wait(s.domid, None);
+            } else if BEFORE_SLEEP.load(Ordering::Relaxed) != 0 {
+                sleep_after_extras(&mut served, held.take());
             } else {
-                let _ = tessera_rt::hypercall::sched_block();
+                sleep(&served, held.take());
             }
             cpu::irq_enable();
         }

@@ -97,6 +97,12 @@ mod machine {
     const GICR_ICENABLER0: u64 = GICR_SGI_FRAME + 0x180;
     const GICR_IPRIORITYR: u64 = GICR_SGI_FRAME + 0x400;
 
+    const GICD_IGROUPR: u64 = 0x80;
+    const GICD_ISENABLER: u64 = 0x100;
+    const GICD_IPRIORITYR: u64 = 0x400;
+    const GICD_ICFGR: u64 = 0xc00;
+    const GICD_IROUTER: u64 = 0x6000;
+
     /// ICC_SRE_EL1.SRE: use system registers, not the memory-mapped GICC.
     const ICC_SRE_SRE: u64 = 1;
     /// Lowest priority mask: every priority below 0xff is signalled.
@@ -180,6 +186,36 @@ mod machine {
         let prio = mmio_read(prio_reg) & !(0xff << shift);
         mmio_write(prio_reg, prio | u32::from(DEFAULT_PRIORITY) << shift);
         mmio_write(rd + GICR_ISENABLER0, 1 << intid);
+    }
+
+    /// Enables SPI `intid` (32 and up), level-sensitive, in Group 1 at the
+    /// default priority, routed to this CPU (IHI 0069 12.9: GICD_IGROUPR,
+    /// GICD_IPRIORITYR, GICD_ICFGR, GICD_IROUTER, GICD_ISENABLER). Ignored
+    /// for INTIDs the vGIC does not implement.
+    pub fn enable_spi(intid: u32) {
+        if !(32..32 + VGIC_NR_SPIS).contains(&intid) {
+            return;
+        }
+        let word = u64::from(intid / 32) * 4;
+        let bit = 1u32 << (intid % 32);
+        let group = GICD_BASE + GICD_IGROUPR + word;
+        mmio_write(group, mmio_read(group) | bit);
+        let prio_reg = GICD_BASE + GICD_IPRIORITYR + u64::from(intid & !3);
+        let shift = (intid & 3) * 8;
+        let prio = mmio_read(prio_reg) & !(0xff << shift);
+        mmio_write(prio_reg, prio | u32::from(DEFAULT_PRIORITY) << shift);
+        // Int_config, bit 1 of each 2-bit field: 0 is level-sensitive.
+        let cfg = GICD_BASE + GICD_ICFGR + u64::from(intid / 16) * 4;
+        mmio_write(cfg, mmio_read(cfg) & !(0b10 << ((intid % 16) * 2)));
+        // The affinity fields sit in IROUTER where MPIDR has them; routing
+        // mode 0 (bit 31) names this one CPU.
+        let mpidr: u64;
+        // SAFETY: reading MPIDR_EL1 has no side effect.
+        unsafe { asm!("mrs {}, mpidr_el1", out(reg) mpidr, options(nomem, nostack)) };
+        let route = GICD_BASE + GICD_IROUTER + u64::from(intid) * 8;
+        mmio_write(route, (mpidr & 0xff_ffff) as u32);
+        mmio_write(route + 4, ((mpidr >> 32) & 0xff) as u32);
+        mmio_write(GICD_BASE + GICD_ISENABLER + word, bit);
     }
 
     /// Disables SGI or PPI `intid` (< 32) on this CPU.

@@ -81,7 +81,9 @@ pub fn console_write(dom: u16, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Keyboard input for domain `dom`, if it has the console focus.
+/// Keyboard input typed at domain `dom` (while it had the console focus),
+/// oldest first; 0 bytes when there is none. `VIRQ_CONSOLE_INPUT` says when
+/// there is more.
 pub fn console_read(dom: u16, buf: &mut [u8]) -> Result<usize> {
     call(
         IoreqCmd::ConsoleRead,

@@ -21,6 +21,8 @@ mod check;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod bench;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
+mod console_input;
+#[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod control_loop;
 #[cfg(all(target_arch = "aarch64", target_os = "none"))]
 mod domctl;
@@ -94,6 +96,7 @@ mod guest {
             "heartbeat" => (crate::interrupts::heartbeat, OnPass::Poweroff),
             "timeslice" => (crate::smp::timeslice, OnPass::Poweroff),
             "concurrent" => (crate::misc::concurrent, OnPass::Poweroff),
+            "console-input" => (crate::console_input::run, OnPass::Poweroff),
             "idregs" => (crate::misc::idregs, OnPass::Poweroff),
             "ioreq-rogue" => (crate::misc::ioreq_rogue, OnPass::Poweroff),
             "evtchn-local" => (crate::events::local, OnPass::Poweroff),

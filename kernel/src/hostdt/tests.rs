@@ -24,6 +24,8 @@ fn qemu_virt_gicv3_smp2() {
             size: 0x1000
         }
     );
+    // QEMU wires the PL011 to SPI 1.
+    assert_eq!(host.uart_irq, Some(33));
     assert_eq!(
         host.memory.as_slice(),
         [MemRange {
@@ -188,7 +190,8 @@ fn host_tree() -> Tree {
         .child(
             Tree::node("pl011@9000000")
                 .prop("compatible", strings(&["arm,pl011", "arm,primecell"]))
-                .prop("reg", cells(&[0, 0x0900_0000, 0, 0x1000])),
+                .prop("reg", cells(&[0, 0x0900_0000, 0, 0x1000]))
+                .prop("interrupts", cells(&[0, 1, 4])),
         )
         .child(
             Tree::node("psci")
@@ -420,6 +423,30 @@ fn uart_errors() {
 }
 
 #[test]
+fn uart_interrupt_is_its_first_spi_or_none() {
+    let mut t = host_tree();
+    assert_eq!(parse_tree(&t).unwrap().uart_irq, Some(33));
+    t.set("pl011@9000000", "interrupts", cells(&[0, 7, 4, 0, 8, 4]));
+    assert_eq!(parse_tree(&t).unwrap().uart_irq, Some(39));
+    t.set("pl011@9000000", "interrupts", cells(&[0, 987, 4]));
+    assert_eq!(parse_tree(&t).unwrap().uart_irq, Some(1019));
+    // Without a usable SPI the kernel still boots, with no keyboard input.
+    for bad in [
+        cells(&[1, 5, 4]),   // a PPI
+        cells(&[0, 988, 4]), // beyond the SPI range
+        cells(&[0, 1]),      // not a triple
+        cells(&[0, 1, 4, 0]),
+        vec![],
+    ] {
+        t.set("pl011@9000000", "interrupts", bad.clone());
+        assert_eq!(parse_tree(&t).unwrap().uart_irq, None, "{bad:?}");
+    }
+    t.unset("pl011@9000000", "interrupts");
+    let host = parse_tree(&t).unwrap();
+    assert_eq!((host.uart.base, host.uart_irq), (0x0900_0000, None));
+}
+
+#[test]
 fn timer_errors() {
     let mut t = host_tree();
     t.set(
@@ -487,7 +514,7 @@ fn malformed_blob_and_header_size() {
 mod guest_dt_read_back {
     use super::parse_host;
     use tessera_ipc::platform::{
-        vcpu_mpidr, GICD_BASE, GICR_STRIDE, PL011_BASE, RAM_BASE, VTIMER_INTID,
+        vcpu_mpidr, GICD_BASE, GICR_STRIDE, PL011_BASE, PL011_INTID, RAM_BASE, VTIMER_INTID,
     };
     use tessera_sysdesc::guest_dt::{build_guest_dt_with, GuestDtParams, GuestShm, XenGuestNodes};
 
@@ -524,6 +551,7 @@ mod guest_dt_read_back {
         assert_eq!(host.gicd.base, GICD_BASE);
         assert_eq!(host.gicr.size, 8 * GICR_STRIDE);
         assert_eq!(host.uart.base, PL011_BASE);
+        assert_eq!(host.uart_irq, Some(PL011_INTID));
         assert_eq!(host.timer_ppis.virt, VTIMER_INTID);
         assert_eq!(host.timer_ppis.hyp, HYP_TIMER_INTID);
         assert_eq!(host.timer_ppis.phys, NONSECURE_PHYS_TIMER_INTID);

@@ -359,6 +359,7 @@ impl Control {
             .store(ExitReason::None as u8, Ordering::Relaxed);
         *d.vgic.lock() = Vgic::new(n);
         *d.console.lock() = LineBuffer::new();
+        super::console::forget_input(slot);
         rec.contexts = [None; MAX_VCPUS_PER_DOMAIN];
         events::init_domain(slot, n);
         grant::init_domain(slot);

@@ -24,7 +24,7 @@ use tessera_ipc::ioreq::{
     FAST_CONSUMED_OFFSET, FAST_POSTED_OFFSET, FAST_PRODUCED_OFFSET, FAST_SHADOWS_OFFSET,
     FLAGS_OFFSET, FLAG_DIR_READ, IOREQ_TYPE_COPY, MAP_WINDOW_BASE, MAP_WINDOW_SIZE, MAX_RANGES,
     POSTED_ENTRIES, SHADOW_ENTRIES, SHADOW_VALID, SLOTS_PER_PAGE, SLOT_SIZE, STATE_IOREQ_NONE,
-    STATE_IOREQ_READY, STATE_IORESP_READY, VIRQ_IOREQ,
+    STATE_IOREQ_READY, STATE_IORESP_READY, VIRQ_CONSOLE_INPUT, VIRQ_IOREQ,
 };
 use tessera_ipc::platform;
 use tessera_kernel::control::SlotState;
@@ -410,6 +410,17 @@ fn wake_server(server: usize) {
             kick_owner(w);
         }
         None => super::events::raise_virq(server, VIRQ_IOREQ, 0),
+    }
+}
+
+/// Keyboard input was typed at domain `di`: tell its server, if it has
+/// one (until it registers, the input waits in the kernel's queue).
+pub fn console_input(di: usize) {
+    let server = SERVERS
+        .get(di)
+        .and_then(|s| s.lock().as_ref().map(|srv| srv.server));
+    if let Some(server) = server {
+        super::events::raise_virq(server, VIRQ_CONSOLE_INPUT, 0);
     }
 }
 

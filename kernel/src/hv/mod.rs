@@ -624,6 +624,7 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         .iter()
         .position(|d| d.functions.contains(Function::Boot));
     let placement = plan_placement(&cfg, ncpu, boot);
+    start_console_input(host, &placement);
     control::init(&ram, &reserved, table, placement);
     // In a hyperlaunch image the boot domain places shared memory itself.
     let shm = match boot {
@@ -654,6 +655,23 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         }
     }
     scheduler_entry(0)
+}
+
+/// Take keyboard input on the console UART's interrupt, routed to the
+/// first pCPU no pinned domain owns (typing must not disturb a partition
+/// that was promised its pCPU), or pCPU 0 if they are all owned.
+fn start_console_input(host: &HostPlatform, placement: &Placement) {
+    let Some(intid) = host.uart_irq else {
+        log!("console: the host DT gives the UART no SPI; there is no keyboard input");
+        return;
+    };
+    let p = (0..placement.pcpus())
+        .find(|&p| !placement.is_owned(p))
+        .unwrap_or(0);
+    let mpidr = PCPUS.get(p).map_or(0, |c| c.mpidr.load(Ordering::Relaxed));
+    if console::enable_input(intid, mpidr).is_err() {
+        log!("console: the GIC has no INTID {intid} for the UART; there is no keyboard input");
+    }
 }
 
 /// Dom0less: build every domain of the description, wire their static
@@ -1540,10 +1558,22 @@ fn set_hyp_timer(at: Option<u64>) {
 
 /// Handle every pending physical interrupt.
 fn drain_irqs(p: usize) {
+    if let Some(id) = take_common_irqs(p) {
+        take_rare_irqs(p, id);
+    }
+}
+
+/// Acknowledge and handle the interrupts the scheduler lives on (kicks,
+/// the slice timer, guests' virtual timers, list-register maintenance)
+/// until none is pending, or until one of the rest comes, which is
+/// returned acknowledged but not ended. Calling nothing, `drain_irqs`
+/// needs no stack frame on the path every kick and timer tick takes.
+#[inline(always)]
+fn take_common_irqs(p: usize) -> Option<u32> {
     loop {
         let id = gic::ack();
         if id >= gic::SPURIOUS {
-            break;
+            return None;
         }
         match id {
             gic::KICK_SGI => {
@@ -1571,7 +1601,10 @@ fn drain_irqs(p: usize) {
                     }
                 }
             }
-            _ => {}
+            // Only to leave the guest: its list registers are refilled on
+            // the way back in.
+            gic::MAINTENANCE_INTID => {}
+            _ => return Some(id),
         }
         gic::eoi(id);
     }
@@ -1598,6 +1631,22 @@ fn log_first_entry(v: usize) {
         us / 1000,
         us % 1000
     );
+}
+
+/// The rest, starting with `id` (acknowledged): the console's receive
+/// interrupt, or one nobody enabled (ended and ignored); then whatever
+/// else is pending.
+#[cold]
+#[inline(never)]
+fn take_rare_irqs(p: usize, mut id: u32) {
+    loop {
+        console::other_interrupt(id);
+        gic::eoi(id);
+        match take_common_irqs(p) {
+            Some(next) => id = next,
+            None => return,
+        }
+    }
 }
 
 /// Make `next` the running vCPU on `p`: switch EL1 state if it is not the

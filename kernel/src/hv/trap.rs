@@ -458,15 +458,10 @@ fn hypercall(v: usize, f: &mut VcpuFrame) -> Next {
             let r = ioreq::console_target(p, di, dom).and_then(|(ti, _)| {
                 let mut tmp = [0u8; hc::CONSOLE_IO_MAX];
                 let dst = &mut tmp[..len.min(hc::CONSOLE_IO_MAX)];
-                let before = console::focus();
-                let n = console::read_input(ti, dst, |cur| next_with_uart(cur).unwrap_or(cur));
-                let after = console::focus();
-                if after != before {
-                    if let Some(d) = domains().get(after) {
-                        log!("console input now goes to d{} {}", d.id, d.name);
-                    }
-                }
+                // Taken only once delivered: a bad buffer loses no input.
+                let n = console::peek_input(ti, dst);
                 copy_to_guest(d, buf.raw(), &dst[..n])?;
+                console::consume_input(ti, n);
                 Ok(n as u64)
             });
             (r, Next::Resume)

@@ -5,7 +5,7 @@
 //! The kernel owns the distributor and every redistributor. It uses SGI 0 to
 //! kick another pCPU, PPI 26 (EL2 physical timer) for time slices, PPI 25 for
 //! list-register maintenance, and takes the guests' virtual timer (PPI 27)
-//! to inject it.
+//! to inject it. Its one SPI is the console UART's, routed to one pCPU.
 
 use super::{dsb_sy, isb, read_sysreg, write_sysreg};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +34,10 @@ fn mmio_read64(addr: u64) -> u64 {
     // SAFETY: as for `mmio_write32`; GICR_TYPER is a 64-bit register.
     unsafe { core::ptr::read_volatile(addr as *const u64) }
 }
+fn mmio_write64(addr: u64, v: u64) {
+    // SAFETY: as for `mmio_write32`; GICD_IROUTER<n> is a 64-bit register.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) }
+}
 
 /// Enable the distributor with affinity routing (GICD_CTLR.ARE, Group 1).
 pub fn init_distributor(gicd: u64) {
@@ -42,6 +46,35 @@ pub fn init_distributor(gicd: u64) {
     // EnableGrp1 = bit 1, EnableGrp0 = bit 0.
     mmio_write32(gicd, (1 << 4) | (1 << 1) | 1);
     while mmio_read32(gicd) & (1 << 31) != 0 {}
+}
+
+/// Route SPI `intid` to the pCPU with affinity `mpidr` and enable it,
+/// level-sensitive, in Group 1 at the kernel's priority (IHI 0069 12.9:
+/// GICD_IGROUPR, GICD_IPRIORITYR, GICD_ICFGR, GICD_IROUTER, GICD_ISENABLER).
+/// Fails for an INTID the distributor does not implement (GICD_TYPER).
+pub fn route_spi(intid: u32, mpidr: u64) -> Result<(), ()> {
+    let gicd = GICD.load(Ordering::Relaxed);
+    let lines = mmio_read32(gicd + 0x4) & 0x1f;
+    if gicd == 0 || !(32..32 * (lines + 1)).contains(&intid) || intid >= SPURIOUS - 3 {
+        return Err(());
+    }
+    let (word, bit) = (u64::from(intid / 32) * 4, 1u32 << (intid % 32));
+    let group = gicd + 0x80 + word;
+    mmio_write32(group, mmio_read32(group) | bit);
+    let prio = gicd + 0x400 + u64::from(intid & !3);
+    let shift = (intid % 4) * 8;
+    mmio_write32(
+        prio,
+        (mmio_read32(prio) & !(0xff << shift)) | (0xa0 << shift),
+    );
+    // Int_config is bit 1 of each 2-bit field: 0 = level-sensitive.
+    let cfg = gicd + 0xc00 + u64::from(intid / 16) * 4;
+    mmio_write32(cfg, mmio_read32(cfg) & !(0b10 << ((intid % 16) * 2)));
+    // Interrupt_Routing_Mode 0: to the one PE named by Aff3.Aff2.Aff1.Aff0,
+    // which sit where MPIDR_EL1 has them.
+    mmio_write64(gicd + 0x6000 + u64::from(intid) * 8, mpidr & 0xff_00ff_ffff);
+    mmio_write32(gicd + 0x100 + word, bit);
+    Ok(())
 }
 
 /// Find this pCPU's redistributor in `[gicr, gicr+size)` by affinity, wake
