@@ -705,9 +705,12 @@ mod shell {
     /// keeps its registers.
     #[cold]
     #[inline(never)]
-    fn sleep_after_extras(served: &mut [Served], held: Option<(u16, u32)>) {
+    fn sleep_after_extras(served: &mut [Served], mut held: Option<(u16, u32)>) {
         let extras = BEFORE_SLEEP.fetch_and(!BEFORE_SLEEP_FLUSH, Ordering::Relaxed);
         if extras & BEFORE_SLEEP_FLUSH != 0 {
+            // The vCPU whose answer is held goes on first: it need not
+            // wait for console output (one more call, only when flushing).
+            complete_held(held.take());
             for s in served.iter_mut() {
                 s.flush_partial_output();
             }
