@@ -678,6 +678,17 @@ fn bench(args: &[String]) -> Result<(), Error> {
     )))
 }
 
+/// Boots a Tessera image on `smp` pCPUs under `-icount`, its console
+/// logged to `log`, with as long as a Linux boot may take.
+fn boot_icount(image: &Path, smp: u32, log: &Path) -> Result<Qemu, tessera_system_tests::Failure> {
+    let config = QemuConfig::tessera(image)
+        .smp(smp)
+        .args(ICOUNT)
+        .log(log)
+        .deadline(xtask::linux::NATIVE_BOOT_TIMEOUT);
+    Qemu::spawn(&config)
+}
+
 /// `linux_boot`: virtual time (seconds under `-icount`) from QEMU's start
 /// to the Debian initramfs's init marker, under Tessera (`linux-boot`: the
 /// kernel built by the hypervisor, its console the device model's PL011)
@@ -694,12 +705,8 @@ fn linux_boot(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
     let failed = |e: tessera_system_tests::Failure| {
         Error::Failed(format!("benchmark linux_boot under Tessera: {e}"))
     };
-    let config = QemuConfig::tessera(&image)
-        .smp(LINUX_BOOT_SMP)
-        .args(ICOUNT)
-        .log(logs.join("linux_boot-tessera.log"))
-        .deadline(xtask::linux::NATIVE_BOOT_TIMEOUT);
-    let mut qemu = Qemu::spawn(&config).map_err(failed)?;
+    let mut qemu = boot_icount(&image, LINUX_BOOT_SMP, &logs.join("linux_boot-tessera.log"))
+        .map_err(failed)?;
     let tessera =
         tessera_system_tests::linux::expect_marker(&mut qemu, xtask::linux::NATIVE_BOOT_TIMEOUT)
             .map_err(failed)?;
@@ -746,12 +753,7 @@ fn boot_all(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
     let image = build_one(&dir, artefacts)?;
     let failed =
         |e: tessera_system_tests::Failure| Error::Failed(format!("benchmark boot_all: {e}"));
-    let qemu_config = QemuConfig::tessera(&image)
-        .smp(2)
-        .args(ICOUNT)
-        .log(logs.join("boot_all-tessera.log"))
-        .deadline(xtask::linux::NATIVE_BOOT_TIMEOUT);
-    let mut qemu = Qemu::spawn(&qemu_config).map_err(failed)?;
+    let mut qemu = boot_icount(&image, 2, &logs.join("boot_all-tessera.log")).map_err(failed)?;
     let mut patterns: Vec<String> = domains
         .iter()
         .map(|d| format!(r"^tessera: d\d+ {}: first instruction ", regex::escape(d)))
@@ -811,12 +813,8 @@ fn safety_jitter(artefacts: &Artefacts, logs: &Path) -> Result<(), Error> {
     let image = build_one(&dir, artefacts)?;
     let failed =
         |e: tessera_system_tests::Failure| Error::Failed(format!("benchmark safety_jitter: {e}"));
-    let config = QemuConfig::tessera(&image)
-        .smp(2)
-        .args(ICOUNT)
-        .log(logs.join("safety_jitter-tessera.log"))
-        .deadline(xtask::linux::NATIVE_BOOT_TIMEOUT);
-    let mut qemu = Qemu::spawn(&config).map_err(failed)?;
+    let mut qemu =
+        boot_icount(&image, 2, &logs.join("safety_jitter-tessera.log")).map_err(failed)?;
     tessera_system_tests::linux::expect_marker(&mut qemu, xtask::linux::NATIVE_BOOT_TIMEOUT)
         .map_err(failed)?;
     qemu.expect_count(SAFETY_LINE, 2, Duration::from_secs(60))

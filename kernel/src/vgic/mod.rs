@@ -482,16 +482,16 @@ impl Vgic {
         if held != intid {
             return None;
         }
-        bank.latch &= !bit;
         match state {
-            // The register retired under us; `lr_retired` will see the
-            // trigger as pending again, so keep it latched.
-            LrState::Invalid => {
-                bank.latch |= bit;
+            // The register retired under us: the trigger stays latched, and
+            // `lr_retired` makes it deliverable.
+            LrState::Invalid => None,
+            LrState::Pending | LrState::PendingActive => {
+                bank.latch &= !bit;
                 None
             }
-            LrState::Pending | LrState::PendingActive => None,
             LrState::Active => {
+                bank.latch &= !bit;
                 bank.lr_pending |= bit;
                 Some(lr::with_state(lr, LrState::PendingActive))
             }
