@@ -137,8 +137,16 @@ const _: () = assert!(core::mem::size_of::<CreateDomain>() == 120);
 /// (`vpl011`), so keyboard input may go to it (the console focus). Needs a
 /// `device_model`.
 pub const CREATE_VPL011: u16 = 1;
+/// `CreateDomain::flags`: the new domain is a device model its builder
+/// restarts when it stops (`on-crash = "restart"`). When it stops, the
+/// domains it serves are not stopped: their device accesses wait (the vCPU
+/// blocks) until the next domain with its id registers them again and says
+/// `IoreqCmd::Ready`, and are then delivered to it (docs/01, "A device
+/// model restarts"). Without it, a device model's destruction stops the
+/// domains it served.
+pub const CREATE_RESTARTS: u16 = 2;
 /// Every `CreateDomain` flag the kernel knows.
-pub const CREATE_FLAGS: u16 = CREATE_VPL011;
+pub const CREATE_FLAGS: u16 = CREATE_VPL011 | CREATE_RESTARTS;
 /// Most pins one `CreateDomain` carries: one per vCPU.
 pub const MAX_PINS: usize = crate::platform::MAX_VCPUS_PER_DOMAIN;
 /// pCPU numbers a pin may name are below this.

@@ -22,8 +22,8 @@
 use crate::addr::{GuestVa, PAGE_SIZE};
 use tessera_ipc::control::{
     ControlCmd, CreateDomain, DomainState, ModuleInfo, ShareMemory, COPY_MAX, CREATE_FLAGS,
-    CREATE_VPL011, LABEL_LEN, MAX_DOMID, MAX_PCPU_NUMBER, MAX_PINS, MEMORY_ALIGN, MEMORY_ANYWHERE,
-    NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
+    CREATE_RESTARTS, CREATE_VPL011, LABEL_LEN, MAX_DOMID, MAX_PCPU_NUMBER, MAX_PINS, MEMORY_ALIGN,
+    MEMORY_ANYWHERE, NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
 };
 use tessera_ipc::errno::Errno;
 use tessera_ipc::platform::{MAX_VCPUS_PER_DOMAIN, RAM_BASE};
@@ -198,6 +198,9 @@ pub struct CreateSpec {
     pub device_model: Option<u16>,
     /// Its device model emulates a PL011 for it (`CREATE_VPL011`).
     pub vpl011: bool,
+    /// It is a device model its builder restarts (`CREATE_RESTARTS`): the
+    /// domains it serves wait for its next generation when it stops.
+    pub restarts: bool,
     /// `tessera,pcpus`: distinct pCPU numbers below 64, at most one per
     /// vCPU; empty when it is not pinned. Not yet checked against the
     /// board.
@@ -251,6 +254,7 @@ pub fn parse_create(raw: &CreateDomain) -> Result<CreateSpec, Errno> {
         domid: (domid != 0).then_some(domid),
         device_model: (device_model != 0).then_some(device_model),
         vpl011: flags & CREATE_VPL011 != 0,
+        restarts: flags & CREATE_RESTARTS != 0,
         pins,
     })
 }
@@ -858,6 +862,20 @@ mod tests {
     }
 
     #[test]
+    fn a_create_may_say_its_builder_restarts_it() {
+        let mut raw = create(1, b"dm", LABEL);
+        assert!(!parse_create(&raw).unwrap().restarts);
+        raw.flags = CREATE_RESTARTS.into();
+        assert!(parse_create(&raw).unwrap().restarts);
+        raw.flags = (CREATE_RESTARTS | CREATE_VPL011).into();
+        assert_eq!(
+            parse_create(&raw),
+            Err(Errno::Einval),
+            "a UART still needs a device model"
+        );
+    }
+
+    #[test]
     fn a_bad_device_model_or_flag_is_refused() {
         let mut raw = create(1, b"guest", LABEL);
         raw.flags = CREATE_VPL011.into();
@@ -866,7 +884,7 @@ mod tests {
             Err(Errno::Einval),
             "a UART with no device model to emulate it"
         );
-        raw.flags = 2.into();
+        raw.flags = 4.into();
         raw.device_model = 1.into();
         assert_eq!(parse_create(&raw), Err(Errno::Einval), "an unknown flag");
         raw.flags = 0.into();

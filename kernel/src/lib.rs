@@ -28,4 +28,5 @@ pub mod placement;
 pub mod power;
 pub mod ram;
 pub mod sched;
+pub mod serving;
 pub mod vgic;

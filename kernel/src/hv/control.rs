@@ -828,7 +828,9 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
                 pins: spec.pins.iter().copied().collect(),
                 ..DomainFields::new(spec.name, sid, spec.vcpus)
             };
+            let restarts = spec.restarts;
             ctl.create(slot, fields).map_err(BuildError::errno)?;
+            ioreq::set_restarts(slot, restarts);
             log!(
                 "d{} {}: created by d{} {} as {}",
                 slot + 1,

@@ -15,6 +15,13 @@
 //! interrupt lines). A domain that names its device model may be registered
 //! for by that domain alone, and does not run until it says `Ready`
 //! (`control::Hold`).
+//!
+//! A device model its builder restarts (`CREATE_RESTARTS`) leaves the
+//! domains it served *orphaned* when it stops (`tessera_kernel::serving`):
+//! they keep running, an access to one of its devices blocks the vCPU
+//! instead of faulting, and an access that was waiting on the dead
+//! server's slot waits on. When the next domain with its id registers a
+//! domain again and says `Ready`, every waiting access is posted to it.
 
 use super::{domains, grant, index_of, kick_owner, mac, vcpu, Domain, OwnerState, MAX_DOMAINS};
 use crate::arch::aarch64::guest::VcpuFrame;
@@ -30,6 +37,7 @@ use tessera_ipc::platform;
 use tessera_kernel::control::SlotState;
 use tessera_kernel::esr::AccessSyndrome;
 use tessera_kernel::hypercall::IoreqCall;
+use tessera_kernel::serving::{on_server_stop, ServerLoss, Serving};
 use tessera_policy::{IoreqPerm, MmuPerm};
 
 /// Who serves one domain's MMIO.
@@ -64,13 +72,36 @@ struct Range {
 static SERVERS: [crate::arch::aarch64::Lock<Option<Server>>; MAX_DOMAINS] =
     [const { crate::arch::aarch64::Lock::new(None) }; MAX_DOMAINS];
 
+/// Per server domain: its builder restarts it (`CREATE_RESTARTS`).
+static RESTARTS: [AtomicBool; MAX_DOMAINS] = [const { AtomicBool::new(false) }; MAX_DOMAINS];
+
+/// Per served domain: its serving epoch and whether it waits for its
+/// device model's next generation. Changed under its `SERVERS` lock.
+static SERVING: [Serving; MAX_DOMAINS] = [const { Serving::new() }; MAX_DOMAINS];
+
+/// Domain `di`, just created, is a device model its builder restarts (or
+/// not).
+pub fn set_restarts(di: usize, restarts: bool) {
+    if let Some(r) = RESTARTS.get(di) {
+        r.store(restarts, Ordering::Release);
+    }
+}
+
 /// An access posted to a server and not yet answered: the owner's record of
-/// what to do with the answer (never taken from the shared slot).
+/// what to do with the answer (never taken from the shared slot), and of
+/// the access itself, to post it again if its server changes.
 #[derive(Clone, Copy, Debug)]
 pub struct PendingIo {
-    slot_pa: u64,
+    /// The slot it waits on, or `None` while it waits for a server.
+    slot_pa: Option<u64>,
+    /// The served domain's serving epoch when it was posted there.
+    ticket: u32,
     acc: AccessSyndrome,
     read: bool,
+    di: usize,
+    idx: usize,
+    ipa: u64,
+    write: Option<u64>,
 }
 
 /// The served domain `dom` named by server `si`, which must not be itself.
@@ -217,6 +248,7 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             mac::check(p, me.sid, target.sid, IoreqPerm::Register)?;
             as_server(si, ti, |_| ())?;
             super::control::device_model_ready(ti, si)?;
+            adopt(si, ti, target);
             Ok(0)
         }
         // The console calls need the caller's memory, and `Wait` blocks the
@@ -330,10 +362,17 @@ pub fn post(
     write: Option<u64>,
     own: &mut OwnerState,
 ) -> Outcome {
-    let (server, slot_pa) = {
+    let (server, slot_pa, ticket) = {
         let Some(mut s) = SERVERS.get(di).map(|s| s.lock()) else {
             return Outcome::Unclaimed;
         };
+        let Some(serving) = SERVING.get(di) else {
+            return Outcome::Unclaimed;
+        };
+        if serving.is_orphaned() {
+            drop(s);
+            return park(di, idx, ipa, acc, write, own);
+        }
         let Some(srv) = s.as_mut() else {
             return Outcome::Unclaimed;
         };
@@ -369,8 +408,53 @@ pub fn post(
         // The slot path wakes the server, which drains the posted writes
         // first: that announces them too.
         set_unannounced(di, false);
-        (srv.server, srv.page_pa + (idx * SLOT_SIZE) as u64)
+        (
+            srv.server,
+            srv.page_pa + (idx * SLOT_SIZE) as u64,
+            serving.ticket(),
+        )
     };
+    write_slot(slot_pa, ipa, acc, write);
+    own.pending_io = Some(PendingIo {
+        slot_pa: Some(slot_pa),
+        ticket,
+        acc,
+        read: write.is_none(),
+        di,
+        idx,
+        ipa,
+        write,
+    });
+    wake_server(server);
+    Outcome::Waiting
+}
+
+/// An access of an orphaned domain: it waits, with no slot, until a new
+/// server is ready for the domain (`try_finish` posts it then).
+#[cold]
+fn park(
+    di: usize,
+    idx: usize,
+    ipa: u64,
+    acc: AccessSyndrome,
+    write: Option<u64>,
+    own: &mut OwnerState,
+) -> Outcome {
+    own.pending_io = Some(PendingIo {
+        slot_pa: None,
+        ticket: SERVING.get(di).map_or(0, Serving::ticket),
+        acc,
+        read: write.is_none(),
+        di,
+        idx,
+        ipa,
+        write,
+    });
+    Outcome::Waiting
+}
+
+/// Fill the slot at `slot_pa` with an access and publish it (state READY).
+fn write_slot(slot_pa: u64, ipa: u64, acc: AccessSyndrome, write: Option<u64>) {
     // Word by word: the slot is 32-byte aligned (a page plus `idx * 32`),
     // and stores through a byte pointer would be split into 30 byte stores.
     let count_size = 1u64 | u64::from(acc.size) << 32;
@@ -389,13 +473,42 @@ pub fn post(
     }
     let dir = if write.is_none() { FLAG_DIR_READ } else { 0 };
     flags_of(slot_pa).store(STATE_IOREQ_READY | dir, Ordering::Release);
+}
+
+/// Post `io` again, to the server its domain has now: its slot was in a
+/// server that stopped. While the domain has no server ready for it, it
+/// stays parked.
+#[cold]
+fn repost(io: PendingIo, own: &mut OwnerState) {
+    let (Some(s), Some(serving)) = (SERVERS.get(io.di), SERVING.get(io.di)) else {
+        return;
+    };
+    let s = s.lock();
+    let ticket = serving.ticket();
+    let target = match s.as_ref() {
+        Some(srv) if !serving.is_orphaned() && io.idx < SLOTS_PER_PAGE => {
+            Some((srv.server, srv.page_pa + (io.idx * SLOT_SIZE) as u64))
+        }
+        _ => None,
+    };
+    let Some((server, slot_pa)) = target else {
+        own.pending_io = Some(PendingIo {
+            slot_pa: None,
+            ticket,
+            ..io
+        });
+        return;
+    };
+    // Under the lock: the server cannot stop (and its page be freed)
+    // before the access is in its slot.
+    write_slot(slot_pa, io.ipa, io.acc, io.write);
+    drop(s);
     own.pending_io = Some(PendingIo {
-        slot_pa,
-        acc,
-        read: write.is_none(),
+        slot_pa: Some(slot_pa),
+        ticket,
+        ..io
     });
     wake_server(server);
-    Outcome::Waiting
 }
 
 /// Tell server `server` there is work: directly if it waits in `Wait`,
@@ -531,13 +644,20 @@ pub fn try_finish(frame: &mut VcpuFrame, own: &mut OwnerState) -> bool {
     let Some(io) = own.pending_io else {
         return true;
     };
-    let flags = flags_of(io.slot_pa);
+    // A void ticket: the slot was in a server that stopped, whose RAM may
+    // be freed by now; it is never read again.
+    let held = SERVING.get(io.di).is_some_and(|s| s.holds(io.ticket));
+    let Some(slot_pa) = io.slot_pa.filter(|_| held) else {
+        repost(io, own);
+        return false;
+    };
+    let flags = flags_of(slot_pa);
     if flags.load(Ordering::Acquire) & 0xf != STATE_IORESP_READY {
         return false;
     }
     if io.read {
         // SAFETY: as in `flags_of`; `data` is at offset 8, 8-aligned.
-        let raw = unsafe { core::ptr::read_volatile((io.slot_pa + 8) as *const u64) };
+        let raw = unsafe { core::ptr::read_volatile((slot_pa + 8) as *const u64) };
         if let Some(x) = frame.x.get_mut(usize::from(io.acc.reg)) {
             *x = load_value(io.acc, raw);
         }
@@ -549,10 +669,16 @@ pub fn try_finish(frame: &mut VcpuFrame, own: &mut OwnerState) -> bool {
 
 /// Domain `di` stopped: as a server it serves no one any more (its slot
 /// page may be reloaded), and as a served domain its server keeps its
-/// registration, so a restarted domain is served again at once.
+/// registration, so a restarted domain is served again at once. A server
+/// its builder restarts leaves the domains it served orphaned instead
+/// (`orphan_served`).
 pub fn domain_stopped(di: usize) {
     if let Some(w) = WAITER.get(di) {
         w.store(0, Ordering::Release);
+    }
+    let restarts = RESTARTS.get(di).is_some_and(|r| r.load(Ordering::Acquire));
+    if on_server_stop(restarts) == ServerLoss::Wait {
+        orphan_served(di);
     }
     for s in SERVERS.iter() {
         let mut s = s.lock();
@@ -567,6 +693,62 @@ pub fn domain_stopped(di: usize) {
     }
 }
 
+/// Server `di`, which its builder restarts, stopped: every domain it served
+/// loses its registration (and the server its mapping of that domain's
+/// RAM) and waits for the server's next generation. Its vCPUs keep
+/// running; those that touch a device wait (`park`, `repost`).
+#[cold]
+fn orphan_served(di: usize) {
+    let server = domains().get(di);
+    for (ti, s) in SERVERS.iter().enumerate() {
+        let gone = {
+            let mut s = s.lock();
+            if s.as_ref().is_none_or(|srv| srv.server != di) {
+                continue;
+            }
+            if let Some(serving) = SERVING.get(ti) {
+                serving.orphan();
+            }
+            s.take()
+        };
+        set_unannounced(ti, false);
+        let Some(d) = domains().get(ti) else { continue };
+        if let Some(at) = gone.and_then(|srv| srv.mapped_at) {
+            grant::unmap_range_from(di, at, d.ram_size().next_multiple_of(4096));
+        }
+        super::console::log!(
+            "d{} {}: its device model d{} {} stopped; its device accesses wait for the next generation",
+            d.id,
+            d.name,
+            server.map_or(0, |s| s.id),
+            server.map_or("?", |s| s.name.as_str())
+        );
+    }
+}
+
+/// Server `si` said `Ready` for domain `ti`: if `ti` was orphaned, the
+/// accesses that waited are posted to `si` now.
+fn adopt(si: usize, ti: usize, target: &Domain) {
+    let was_orphaned = {
+        let _s = SERVERS.get(ti).map(|s| s.lock());
+        SERVING.get(ti).is_some_and(Serving::adopt)
+    };
+    if !was_orphaned {
+        return;
+    }
+    let server = domains().get(si);
+    super::console::log!(
+        "d{} {}: served again by d{} {}; waiting device accesses go to it",
+        target.id,
+        target.name,
+        server.map_or(0, |s| s.id),
+        server.map_or("?", |s| s.name.as_str())
+    );
+    for v in target.first_vcpu..target.first_vcpu + target.nr_vcpus {
+        kick_owner(v);
+    }
+}
+
 /// Domain `di` is being destroyed (it is stopped, `domain_stopped` ran),
 /// and its RAM, `ram_size` bytes, will go to another domain: nothing may
 /// still reach it. As a served domain, its server forgets it and loses the
@@ -575,7 +757,12 @@ pub fn domain_stopped(di: usize) {
 /// answer them) and forgets it.
 pub fn domain_destroyed(di: usize, ram_size: u64) {
     if let Some(s) = SERVERS.get(di) {
-        let old = s.lock().take();
+        let mut s = s.lock();
+        if let Some(serving) = SERVING.get(di) {
+            serving.forget();
+        }
+        let old = s.take();
+        drop(s);
         if let Some((server, at)) = old.and_then(|srv| Some((srv.server, srv.mapped_at?))) {
             grant::unmap_range_from(server, at, ram_size.next_multiple_of(4096));
         }
