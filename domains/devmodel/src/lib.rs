@@ -5,5 +5,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod guest_mem;
+pub mod persist;
 pub mod pl011;
 pub mod virtio;

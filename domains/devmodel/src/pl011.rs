@@ -27,6 +27,8 @@
     clippy::panic
 )]
 
+use crate::persist::{PersistError, Pl011State};
+
 #[cfg(test)]
 mod tests;
 
@@ -378,6 +380,72 @@ impl Pl011 {
             // the window is reserved.
             _ => {}
         }
+    }
+
+    /// The registers and receive FIFO, for the persistent state region
+    /// (`crate::persist`). Transmitted output is not kept: it is on the
+    /// wire as far as the guest knows.
+    pub fn snapshot(&self) -> Pl011State {
+        let mut rx = heapless::Vec::new();
+        for i in 0..self.rx.len() {
+            if let Some(&b) = self.rx.bytes.get(self.rx.slot(i)) {
+                let _ = rx.push(b);
+            }
+        }
+        Pl011State {
+            ilpr: self.ilpr,
+            ibrd: self.ibrd,
+            fbrd: self.fbrd,
+            lcr_h: self.lcr_h,
+            cr: self.cr,
+            ifls: self.ifls,
+            imsc: self.imsc,
+            dmacr: self.dmacr,
+            ris: self.ris,
+            rx,
+        }
+    }
+
+    /// Take over the UART from a previous device-model generation: every
+    /// register of `st` (untrusted) must hold only bits the register
+    /// implements and the receive FIFO no more than its depth, or nothing
+    /// changes. The transmit interrupt is raised, as after a transmitted
+    /// byte: output the guest posted to the old generation may be lost,
+    /// and a driver waiting to refill the FIFO must not wait for good.
+    pub fn restore(&mut self, st: &Pl011State) -> Result<(), PersistError> {
+        let fits = |v: u32, implemented: u32| v & !implemented == 0;
+        if !(fits(st.ilpr, ILPR_IMPLEMENTED)
+            && fits(st.ibrd, IBRD_IMPLEMENTED)
+            && fits(st.fbrd, FBRD_IMPLEMENTED)
+            && fits(st.lcr_h, lcr_h::IMPLEMENTED)
+            && fits(st.cr, cr::IMPLEMENTED)
+            && fits(st.ifls, ifls::IMPLEMENTED)
+            && fits(st.imsc, int::ALL)
+            && fits(st.dmacr, DMACR_IMPLEMENTED)
+            && fits(st.ris, int::ALL))
+        {
+            return Err(PersistError::Refused("pl011 register"));
+        }
+        let mut uart = Pl011::new();
+        uart.ilpr = st.ilpr;
+        uart.ibrd = st.ibrd;
+        uart.fbrd = st.fbrd;
+        uart.lcr_h = st.lcr_h;
+        uart.cr = st.cr;
+        uart.ifls = st.ifls;
+        uart.imsc = st.imsc;
+        uart.dmacr = st.dmacr;
+        uart.ris = st.ris | int::TX;
+        if st.rx.len() > uart.fifo_depth() {
+            return Err(PersistError::Refused("pl011 receive FIFO"));
+        }
+        for &b in &st.rx {
+            if !uart.rx.push(b) {
+                return Err(PersistError::Refused("pl011 receive FIFO"));
+            }
+        }
+        *self = uart;
+        Ok(())
     }
 
     /// Offers received bytes to the guest. Takes as many as the receive

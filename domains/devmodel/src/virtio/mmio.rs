@@ -15,6 +15,7 @@
 use super::queue::Queue;
 use super::{feature, Device, DeviceError};
 use crate::guest_mem::GuestMemory;
+use crate::persist::{PersistError, QueueState, TransportState};
 
 /// The most queues a device here has (net and console have two).
 pub const MAX_QUEUES: usize = 2;
@@ -478,6 +479,97 @@ impl<D: Device> VirtioMmio<D> {
         if self.status & status::DRIVER_OK != 0 {
             self.interrupt_status |= interrupt::CONFIG_CHANGE;
         }
+    }
+
+    /// The registers a driver configured, for the persistent state region
+    /// (`crate::persist`).
+    pub fn snapshot(&self) -> TransportState {
+        let mut queues = [QueueState::default(); MAX_QUEUES];
+        for (d, q) in queues.iter_mut().zip(self.queues.iter()) {
+            *d = q.snapshot();
+        }
+        TransportState {
+            device_id: self.device.device_id(),
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            driver_features_beyond_64: self.driver_features_beyond_64,
+            negotiated: self.negotiated,
+            queue_sel: self.queue_sel,
+            interrupt_status: self.interrupt_status,
+            queues,
+        }
+    }
+
+    /// Take over this device from a previous device-model generation: its
+    /// saved registers (`st`, untrusted) are checked as the driver's own
+    /// writes would be (the device type, status bits a driver or an error
+    /// can set, features this device offers, queues `Queue::restore`
+    /// accepts) and only then applied; on an error nothing changes. A live
+    /// device then serves every chain the driver made available and the
+    /// device had not completed (its notification may have died with the
+    /// old generation), and raises a used-buffer interrupt, which costs a
+    /// driver at most a look at its rings.
+    pub fn restore(
+        &mut self,
+        st: &TransportState,
+        mem: &mut dyn GuestMemory,
+    ) -> Result<(), PersistError> {
+        let refuse = PersistError::Refused;
+        if st.device_id != self.device.device_id() {
+            return Err(PersistError::DevicesDiffer);
+        }
+        if st.status & !(status::DRIVER_BITS | status::DEVICE_NEEDS_RESET) != 0 {
+            return Err(refuse("status"));
+        }
+        if st.interrupt_status & !(interrupt::USED_BUFFER | interrupt::CONFIG_CHANGE) != 0 {
+            return Err(refuse("interrupt status"));
+        }
+        let features_ok = st.status & status::FEATURES_OK != 0;
+        let accepted = st.negotiated & !self.offered_features() == 0
+            && st.negotiated & feature::VERSION_1 != 0
+            && st.negotiated == st.driver_features
+            && !st.driver_features_beyond_64;
+        if features_ok && !accepted || !features_ok && st.negotiated != 0 {
+            return Err(refuse("features"));
+        }
+        if st.status & status::DRIVER_OK != 0 && !features_ok {
+            return Err(refuse("status"));
+        }
+        let mut queues = self.queues.clone();
+        let count = self.queue_count();
+        for (i, (q, saved)) in queues.iter_mut().zip(st.queues.iter()).enumerate() {
+            if i >= count {
+                if *saved != QueueState::default() && saved.ready {
+                    return Err(refuse("queue"));
+                }
+                continue;
+            }
+            q.restore(saved, mem).map_err(|_| refuse("queue"))?;
+            q.set_ring_features(
+                st.negotiated & feature::RING_EVENT_IDX != 0,
+                st.negotiated & feature::RING_INDIRECT_DESC != 0,
+            );
+        }
+        // Act.
+        self.status = st.status;
+        self.device_features_sel = st.device_features_sel;
+        self.driver_features_sel = st.driver_features_sel;
+        self.driver_features = st.driver_features;
+        self.driver_features_beyond_64 = st.driver_features_beyond_64;
+        self.negotiated = st.negotiated;
+        self.queue_sel = st.queue_sel;
+        self.interrupt_status = st.interrupt_status;
+        self.queues = queues;
+        self.last_error = None;
+        if self.is_live() {
+            self.interrupt_status |= interrupt::USED_BUFFER;
+            for index in 0..count {
+                self.notify(index as u32, mem);
+            }
+        }
+        Ok(())
     }
 
     /// Status written 0 (§4.2.2.1: InterruptStatus and every QueueReady

@@ -26,7 +26,7 @@ pub mod rng;
 pub mod switch;
 
 #[cfg(test)]
-mod driver_model;
+pub(crate) mod driver_model;
 #[cfg(test)]
 mod tests;
 

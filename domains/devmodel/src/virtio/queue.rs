@@ -14,6 +14,7 @@
 //! DEVICE_NEEDS_RESET.
 
 use crate::guest_mem::{GuestMemory, OutOfRange};
+use crate::persist::QueueState;
 
 /// The most descriptors (direct plus indirect) one chain may have. The
 /// block device advertises `seg_max = MAX_CHAIN - 2` so Linux never builds
@@ -382,6 +383,46 @@ impl Queue {
     /// QueueReady written 0.
     pub fn disable(&mut self) {
         self.ready = false;
+    }
+
+    /// The configuration the driver gave this queue, for the persistent
+    /// state region.
+    pub fn snapshot(&self) -> QueueState {
+        QueueState {
+            size: self.size,
+            ready: self.ready,
+            desc_table: self.desc_table,
+            avail_ring: self.avail_ring,
+            used_ring: self.used_ring,
+        }
+    }
+
+    /// Take over a queue a previous device-model generation served, from
+    /// its saved configuration (untrusted: checked as the driver's own
+    /// writes are) and the rings in guest memory. The used ring's `idx`
+    /// says how many chains were completed; every chain after it is
+    /// served again, so one that was taken but not completed is not lost.
+    /// Refused: a size QueueNum would refuse, a ready queue whose rings
+    /// `enable` would refuse, or an `avail.idx` more than a queue ahead of
+    /// `used.idx`.
+    pub fn restore(&mut self, st: &QueueState, mem: &dyn GuestMemory) -> Result<(), QueueError> {
+        let mut q = Queue::new(self.max_size);
+        if st.size != q.max_size {
+            q.set_size(u32::from(st.size))?;
+        }
+        q.desc_table = st.desc_table;
+        q.avail_ring = st.avail_ring;
+        q.used_ring = st.used_ring;
+        if st.ready {
+            q.enable(mem)?;
+            let used = Self::read_u16(mem, q.used_ring + 2)?;
+            q.next_used = used;
+            q.next_avail = used;
+            q.signalled_used = used;
+            q.avail_idx(mem)?;
+        }
+        *self = q;
+        Ok(())
     }
 
     // Ring field addresses. `enable` checked that each whole part fits, so
