@@ -795,6 +795,10 @@ const TEST_SCRIPTS: &[(&str, &str)] = &[
     ("lib.sh", include_str!("../../tests/src/initramfs/lib.sh")),
     ("blk.sh", include_str!("../../tests/src/initramfs/blk.sh")),
     ("rng.sh", include_str!("../../tests/src/initramfs/rng.sh")),
+    (
+        "dm-restart.sh",
+        include_str!("../../tests/src/initramfs/dm-restart.sh"),
+    ),
     ("net.sh", include_str!("../../tests/src/initramfs/net.sh")),
     (
         "blk-read.sh",

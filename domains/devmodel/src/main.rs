@@ -17,6 +17,16 @@
 //! `devmodel: woke after <ms> ms asleep` (tests use it to show that an
 //! idle device model is not woken periodically).
 //!
+//! Restarts: with a shared-memory region `xen,shm-id = "devmodel-state"`
+//! (its builder's memory, lent again to each generation), the devices'
+//! registers are saved there before every answer that follows a change
+//! (`tessera_devmodel::persist`), and the disks live there too; a new
+//! generation finds them, checks them and takes the devices over, so the
+//! guests it serves keep their devices across its crash. Bootargs
+//! `crash-after=<N>` makes the first generation on a region crash on
+//! purpose when a guest notifies a virtio queue for the N-th time, before
+//! answering it (the test of that; a guest cannot reach it).
+//!
 //! On the host this is an empty program, so the workspace builds and lints.
 #![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_std, no_main)]
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -25,6 +35,7 @@
 mod shell {
     use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
     use tessera_devmodel::guest_mem::{GuestMemory, OutOfRange};
+    use tessera_devmodel::persist::{self, DomainState, Header, PersistError};
     use tessera_devmodel::pl011::Pl011;
     use tessera_devmodel::virtio::blk::{Blk, MemDisk, SECTOR_SIZE};
     use tessera_devmodel::virtio::console::Console;
@@ -138,6 +149,16 @@ mod shell {
     }
 
     impl Virtio {
+        fn snapshot(&self) -> persist::TransportState {
+            each_transport!(self, d => d.snapshot())
+        }
+        fn restore(
+            &mut self,
+            st: &persist::TransportState,
+            mem: &mut Window,
+        ) -> Result<(), PersistError> {
+            each_transport!(self, d => d.restore(st, mem))
+        }
         fn read(&self, off: u64, size: u8, mem: &Window) -> u64 {
             each_transport!(self, d => d.read(off, size, mem))
         }
@@ -233,6 +254,10 @@ mod shell {
         virtio: heapless::Vec<(Option<Virtio>, bool), 8>,
         /// Every range and its memory registered: it may start.
         ready: bool,
+        /// Its record in the state region (its index among the served).
+        record: usize,
+        /// Device state changed since it was last saved.
+        dirty: bool,
     }
 
     impl Served {
@@ -294,6 +319,7 @@ mod shell {
 
         #[inline(never)]
         fn after_change(&mut self, touched: Touched) {
+            self.dirty = true;
             let domid = self.domid;
             if let Touched::Virtio(n) = touched {
                 if let Some((Some(dev), level)) = self.virtio.get_mut(n) {
@@ -359,6 +385,113 @@ mod shell {
             }
         }
 
+        /// Save the devices' state in the state region, if there is one
+        /// and it changed: before any answer that follows the change goes
+        /// back, so a guest never sees a change its device model's next
+        /// generation would not know of.
+        #[inline(always)]
+        fn save_if_dirty(&mut self) {
+            if self.dirty && PERSISTING.load(Ordering::Relaxed) {
+                self.save();
+            }
+        }
+
+        #[inline(never)]
+        fn save(&mut self) {
+            self.dirty = false;
+            let mut state = DomainState {
+                domid: self.domid,
+                pl011: self.pl011.as_ref().map(Pl011::snapshot),
+                virtio: heapless::Vec::new(),
+            };
+            for (dev, _) in self.virtio.iter() {
+                let _ = state.virtio.push(dev.as_ref().map(Virtio::snapshot));
+            }
+            if let Some(region) = STATE.lock().as_mut() {
+                if let Err(e) = region.save(self.record, &state) {
+                    println!(
+                        "devmodel: d{} {}: cannot save its state: {e}",
+                        self.domid, self.name
+                    );
+                }
+            }
+        }
+
+        /// Take the devices over from the state a previous generation
+        /// saved; each is checked before anything changes, and a domain
+        /// whose record does not fit keeps fresh devices.
+        fn restore(&mut self, saved: &DomainState) -> Result<usize, PersistError> {
+            if saved.domid != self.domid {
+                return Err(PersistError::WrongDomain {
+                    want: self.domid,
+                    found: saved.domid,
+                });
+            }
+            let same_slots = saved.virtio.len() == self.virtio.len()
+                && saved
+                    .virtio
+                    .iter()
+                    .zip(self.virtio.iter())
+                    .all(|(s, (d, _))| s.is_some() == d.is_some());
+            if saved.pl011.is_some() != self.pl011.is_some() || !same_slots {
+                return Err(PersistError::DevicesDiffer);
+            }
+            let mut restored = 0;
+            if let (Some(uart), Some(st)) = (self.pl011.as_mut(), saved.pl011.as_ref()) {
+                uart.restore(st)?;
+                restored += 1;
+            }
+            for ((dev, _), st) in self.virtio.iter_mut().zip(saved.virtio.iter()) {
+                if let (Some(dev), Some(st)) = (dev.as_mut(), st.as_ref()) {
+                    dev.restore(st, &mut self.mem)?;
+                    restored += 1;
+                }
+            }
+            Ok(restored)
+        }
+
+        /// Restore the devices from this domain's record, saying how it
+        /// went; a record that does not fit leaves them fresh.
+        fn take_over(&mut self, starts: u32) {
+            let loaded = STATE.lock().as_mut().map(|r| r.load(self.record));
+            let (domid, name) = (self.domid, self.name.clone());
+            match loaded {
+                Some(Ok(Some(saved))) => match self.restore(&saved) {
+                    Ok(n) => println!(
+                        "devmodel: d{domid} {name}: {n} devices taken over from generation {}",
+                        starts.saturating_sub(1)
+                    ),
+                    Err(e) => println!(
+                        "devmodel: d{domid} {name}: cannot take its devices over: {e}; they start afresh"
+                    ),
+                },
+                Some(Ok(None)) => println!("devmodel: d{domid} {name}: no saved state; devices start afresh"),
+                Some(Err(e)) => println!(
+                    "devmodel: d{domid} {name}: saved state unusable: {e}; devices start afresh"
+                ),
+                None => {}
+            }
+        }
+
+        /// Tell the kernel every interrupt line's level, whatever it was
+        /// told before (a previous generation may have left one high).
+        fn resync_lines(&mut self) {
+            let domid = self.domid;
+            for (n, (dev, level)) in self.virtio.iter_mut().enumerate() {
+                *level = dev.as_ref().is_some_and(Virtio::irq_level);
+                let _ = ioreq::set_irq_level(domid, VIRTIO_MMIO_INTID_BASE + n as u32, *level);
+            }
+            if let Some(uart) = self.pl011.as_ref() {
+                self.pl011_irq = uart.irq_level();
+                let _ = ioreq::set_irq_level(domid, PL011_INTID, self.pl011_irq);
+                self.fast.set_shadow(
+                    0,
+                    PL011_BASE + tessera_devmodel::pl011::reg::FR,
+                    u64::from(uart.flag_register()),
+                );
+            }
+        }
+
         /// Serve every posted access; whether there was one. The last one
         /// answered is left in `held` for `ioreq::wait` to complete (with
         /// one call instead of two); an earlier held one is completed first.
@@ -372,15 +505,148 @@ mod shell {
             }
             for v in 0..self.vcpus {
                 if let Some(a) = self.slots.take(v) {
+                    if CRASH_AFTER.load(Ordering::Relaxed) != 0 {
+                        crash_if_due(&a);
+                    }
                     let (data, touched) = self.access(a);
                     self.after_access(touched);
                     self.slots.answer(v, data);
+                    self.save_if_dirty();
                     complete_held(held.replace((self.domid, v as u32)));
                     any = true;
                 }
             }
+            self.save_if_dirty();
             any
         }
+    }
+
+    /// Whether device state is saved (there is a state region).
+    static PERSISTING: AtomicBool = AtomicBool::new(false);
+    /// The state region's records, once found.
+    static STATE: spin::Mutex<Option<StateRegion>> = spin::Mutex::new(None);
+    /// Bootargs `crash-after=<N>` (0: never), for the first generation on a
+    /// state region only.
+    static CRASH_AFTER: AtomicU32 = AtomicU32::new(0);
+    /// QueueNotify writes served so far.
+    static NOTIFIES: AtomicU32 = AtomicU32::new(0);
+
+    /// Crash on purpose if `a` is the `crash-after`-th QueueNotify.
+    #[cold]
+    #[inline(never)]
+    fn crash_if_due(a: &Access) {
+        let notify = a.write.is_some()
+            && a.addr >= VIRTIO_MMIO_BASE
+            && (a.addr - VIRTIO_MMIO_BASE) % VIRTIO_MMIO_STRIDE
+                == tessera_devmodel::virtio::mmio::reg::QUEUE_NOTIFY;
+        if !notify {
+            return;
+        }
+        let n = NOTIFIES.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= CRASH_AFTER.load(Ordering::Relaxed) {
+            println!("devmodel: crash-after={n}: crashing on purpose, with a request unanswered");
+            tessera_rt::exit(ShutdownReason::Crash)
+        }
+    }
+
+    /// The records part of the state region, and where each served
+    /// domain's next record copy goes.
+    struct StateRegion {
+        records: &'static mut [u8],
+        /// By record: the sequence number of the newest copy, and which
+        /// copy the next save overwrites (the older one).
+        seq: [u64; MAX_SERVED],
+        next_copy: [usize; MAX_SERVED],
+    }
+
+    impl StateRegion {
+        fn save(&mut self, k: usize, state: &DomainState) -> Result<(), PersistError> {
+            let (Some(seq), Some(copy)) = (self.seq.get_mut(k), self.next_copy.get_mut(k)) else {
+                return Err(PersistError::Field("record"));
+            };
+            let range = persist::record_range(k, *copy).ok_or(PersistError::Field("record"))?;
+            let out = self
+                .records
+                .get_mut(range)
+                .ok_or(PersistError::RegionTooSmall(0))?;
+            let next = seq.wrapping_add(1).max(1);
+            persist::encode_record(state, next, out)?;
+            *seq = next;
+            *copy ^= 1;
+            Ok(())
+        }
+
+        /// The newest intact record `k`, and set up the next save after it.
+        fn load(&mut self, k: usize) -> Result<Option<DomainState>, PersistError> {
+            let pair = |copy| persist::record_range(k, copy).and_then(|r| self.records.get(r));
+            let (Some(a), Some(b)) = (pair(0), pair(1)) else {
+                return Err(PersistError::Field("record"));
+            };
+            let found = persist::latest(a, b)?;
+            let (copy, seq, state) = match found {
+                Some(f) => f,
+                None => return Ok(None),
+            };
+            if let (Some(s), Some(c)) = (self.seq.get_mut(k), self.next_copy.get_mut(k)) {
+                *s = seq;
+                *c = copy ^ 1;
+            }
+            Ok(Some(state))
+        }
+    }
+
+    /// This domain's state region, from its DT: the
+    /// `/reserved-memory/xen-shmem@...` node whose `xen,id` is
+    /// `persist::REGION_ID`, in the share window and at least the records'
+    /// size.
+    fn find_state_region(fdt: &fdt::Fdt) -> Option<&'static mut [u8]> {
+        let node = fdt
+            .find_node("/reserved-memory")?
+            .children()
+            .find(|n| n.property("xen,id").and_then(|p| p.as_str()) == Some(persist::REGION_ID))?;
+        let reg = node.property("reg")?.value;
+        let word = |i: usize| -> Option<u64> {
+            let b: [u8; 8] = reg.get(i * 8..i * 8 + 8)?.try_into().ok()?;
+            Some(u64::from_be_bytes(b))
+        };
+        let (base, size) = (word(0)?, word(1)?);
+        let window = tessera_ipc::control::SHARE_WINDOW_BASE
+            ..tessera_ipc::control::SHARE_WINDOW_BASE + tessera_ipc::control::SHARE_WINDOW_SIZE;
+        let end = base.checked_add(size)?;
+        if !window.contains(&base) || end > window.end || (size as usize) < persist::DISK_OFFSET {
+            println!(
+                "devmodel: the state region {base:#x}+{size:#x} is unusable; not saving state"
+            );
+            return None;
+        }
+        // SAFETY: the region is a shared-memory region our builder lent us
+        // (it is in our DT, in the share window, which our identity map
+        // covers as Normal memory); only its owner, who never touches it
+        // after zeroing it at boot, and we map it, and this is the one
+        // reference this program makes to it.
+        Some(unsafe { core::slice::from_raw_parts_mut(base as *mut u8, size as usize) })
+    }
+
+    /// Start saving state in `region`: its header (`None` if it was blank or
+    /// unusable, which is said and cleared) and the part past the records,
+    /// where the disks go.
+    fn take_state_region(region: &'static mut [u8]) -> (Option<Header>, &'static mut [u8]) {
+        let header = match persist::decode_header(region) {
+            Ok(h) => h,
+            Err(e) => {
+                println!("devmodel: state region: {e}; starting afresh");
+                region.fill(0);
+                None
+            }
+        };
+        let (records, disk_area) = region.split_at_mut(persist::DISK_OFFSET);
+        *STATE.lock() = Some(StateRegion {
+            records,
+            seq: [0; MAX_SERVED],
+            next_copy: [0; MAX_SERVED],
+        });
+        PERSISTING.store(true, Ordering::Relaxed);
+        (header, disk_area)
     }
 
     /// A PRNG for virtio-rng, seeded from the counter at start-up. Not a
@@ -405,36 +671,39 @@ mod shell {
         share: usize,
     }
 
+    /// Our initrd (`/chosen`'s range, checked to lie inside our RAM as
+    /// `/memory` describes it): the disks' first contents.
+    fn initrd(fdt: &fdt::Fdt) -> Option<&'static mut [u8]> {
+        let chosen = fdt.find_node("/chosen")?;
+        let prop = |name| chosen.property(name).and_then(|p| p.as_usize());
+        let (start, end) = (prop("linux,initrd-start")?, prop("linux,initrd-end")?);
+        let ram = fdt.memory().regions().next()?;
+        let ram_start = ram.starting_address as usize;
+        let ram_end = ram_start.checked_add(ram.size?)?;
+        if start < ram_start || end > ram_end || end <= start {
+            println!("devmodel: the disk store {start:#x}..{end:#x} is not in our RAM");
+            return None;
+        }
+        // SAFETY: the kernel placed the initrd in our RAM (checked above)
+        // clear of our image, stack and DTB, and nothing else in this
+        // program refers to it; it is handed out once, here.
+        Some(unsafe { core::slice::from_raw_parts_mut(start as *mut u8, end - start) })
+    }
+
     impl DiskStore {
-        /// The store for `disks` devices, from `/chosen`'s initrd range
-        /// (checked to lie inside our RAM as `/memory` describes it).
-        fn new(fdt: &fdt::Fdt, disks: usize) -> Option<DiskStore> {
-            let chosen = fdt.find_node("/chosen")?;
-            let prop = |name| chosen.property(name).and_then(|p| p.as_usize());
-            let (start, end) = (prop("linux,initrd-start")?, prop("linux,initrd-end")?);
-            let ram = fdt.memory().regions().next()?;
-            let ram_start = ram.starting_address as usize;
-            let ram_end = ram_start.checked_add(ram.size?)?;
-            if start < ram_start || end > ram_end || end <= start {
-                println!("devmodel: the disk store {start:#x}..{end:#x} is not in our RAM");
-                return None;
-            }
+        /// The store for `disks` devices over `rest`.
+        fn over(rest: &'static mut [u8], disks: usize) -> Option<DiskStore> {
             let sector = SECTOR_SIZE as usize;
-            let share = ((end - start) / disks.max(1)) & !(sector - 1);
+            let share = (rest.len() / disks.max(1)) & !(sector - 1);
             if share == 0 {
                 println!("devmodel: the disk store is too small for {disks} disks");
                 return None;
             }
             println!(
                 "devmodel: disk store of {} KiB: {disks} disks of {} KiB",
-                (end - start) >> 10,
+                rest.len() >> 10,
                 share >> 10
             );
-            // SAFETY: the kernel placed the initrd in our RAM (checked
-            // above) clear of our image, stack and DTB, and nothing else in
-            // this program refers to it; it is handed out once, here, and
-            // cut into disjoint shares.
-            let rest = unsafe { core::slice::from_raw_parts_mut(start as *mut u8, end - start) };
             Some(DiskStore { rest, share })
         }
 
@@ -558,11 +827,70 @@ mod shell {
             .children()
             .map(|node| virtio_kinds(&node).filter(|k| *k == b"blk").count())
             .sum::<usize>();
+        let region = find_state_region(&fdt);
+        let (restoring, disk_area) = match region {
+            Some(r) => {
+                let (h, disk_area) = take_state_region(r);
+                (h, Some(disk_area))
+            }
+            None => (None, None),
+        };
+        let starts = restoring.map_or(0, |h| h.starts);
+        let crash_after = BootArgs::new(tessera_rt::bootargs()).number("crash-after");
+        match crash_after {
+            Some(n) if PERSISTING.load(Ordering::Relaxed) && starts == 0 => {
+                CRASH_AFTER.store(n.clamp(1, u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+            }
+            Some(_) if PERSISTING.load(Ordering::Relaxed) => {
+                println!("devmodel: generation {starts} on this state region: crash-after is for the first only");
+            }
+            Some(_) => println!("devmodel: crash-after needs a state region; ignored"),
+            None => {}
+        }
+        let mut disk_bytes = 0;
         let mut store = if disks > 0 {
-            DiskStore::new(&fdt, disks)
+            match (initrd(&fdt), disk_area) {
+                (Some(src), Some(area)) if area.len() >= src.len() => {
+                    let len = src.len();
+                    let (kept, _) = area.split_at_mut(len);
+                    if restoring.is_some_and(|h| h.disk_bytes == len as u64) {
+                        println!(
+                            "devmodel: disks kept in the state region ({} KiB)",
+                            len >> 10
+                        );
+                    } else {
+                        kept.copy_from_slice(src);
+                        println!(
+                            "devmodel: disks copied into the state region ({} KiB)",
+                            len >> 10
+                        );
+                    }
+                    disk_bytes = len as u64;
+                    DiskStore::over(kept, disks)
+                }
+                (Some(src), area) => {
+                    if area.is_some() {
+                        println!(
+                            "devmodel: the state region has no room for the disks ({} KiB): they do not survive a restart",
+                            src.len() >> 10
+                        );
+                    }
+                    DiskStore::over(src, disks)
+                }
+                (None, _) => None,
+            }
         } else {
             None
         };
+        if let Some(r) = STATE.lock().as_mut() {
+            let header = Header {
+                starts: starts.saturating_add(1),
+                disk_bytes,
+            };
+            if let Err(e) = persist::encode_header(&header, r.records) {
+                println!("devmodel: state region: {e}");
+            }
+        }
         if disks > 0 && store.is_none() {
             println!(
                 "devmodel: {disks} virtio-blk devices but no disk store (give this domain a multiboot,ramdisk module)"
@@ -638,6 +966,8 @@ mod shell {
                 },
                 virtio: heapless::Vec::new(),
                 ready: true,
+                record: k,
+                dirty: true,
             });
             // Devices go straight into the static list, one at a time: all
             // of them together would not fit on the stack.
@@ -671,6 +1001,11 @@ mod shell {
                 };
                 let _ = this.virtio.push((dev, false));
             }
+            if restoring.is_some() {
+                this.take_over(starts);
+            }
+            this.resync_lines();
+            this.save_if_dirty();
             if !complete {
                 println!("devmodel: d{domid} {name}: not ready (see above); it stays held");
                 this.ready = false;
@@ -780,6 +1115,13 @@ mod shell {
             if INPUT.swap(false, Ordering::AcqRel) {
                 for s in served.iter_mut() {
                     s.input_arrived();
+                }
+            }
+            // Frames moved and input taken change device state too: it is
+            // saved before the held answer goes back.
+            if PERSISTING.load(Ordering::Relaxed) {
+                for s in served.iter_mut() {
+                    s.save_if_dirty();
                 }
             }
             // No second pass to see whether serving is done: the check

@@ -27,7 +27,9 @@ use crate::plan::{DomainSpec, LinkKind, LinkSpec, MAX_LINKS};
 use crate::supervisor::{OnCrash, RestartPolicy, Time};
 use crate::PayloadKind;
 use core::fmt;
-use tessera_ipc::control::{CreateDomain, CREATE_VPL011, LABEL_LEN, MAX_PINS, NAME_LEN};
+use tessera_ipc::control::{
+    CreateDomain, CREATE_RESTARTS, CREATE_VPL011, LABEL_LEN, MAX_PINS, NAME_LEN,
+};
 use tessera_ipc::errno::Errno;
 use tessera_sysdesc::config::{self, DomainConfig, Function, SystemConfig, MAX_DOMAINS, MAX_SHM};
 use tessera_sysdesc::fdt_writer::DtWriteError;
@@ -277,7 +279,10 @@ impl fmt::Display for CreateError {
 /// label, vCPUs and `domid`; the id of its `tessera,device-model`, which
 /// the kernel then lets alone serve it and waits for before it runs it
 /// (with `CREATE_VPL011` when that device model emulates its PL011, so
-/// the console focus finds it); and its `tessera,pcpus`.
+/// the console focus finds it); its `tessera,pcpus`; and, for a device
+/// model that serves a domain and whose `on-crash` is `"restart"`,
+/// `CREATE_RESTARTS`, so the kernel keeps the domains it serves waiting for
+/// its next generation when it crashes, instead of stopping them.
 pub fn create_request(cfg: &SystemConfig, ci: usize) -> Result<CreateDomain, CreateError> {
     use zerocopy::FromZeros;
     let dc = cfg.domains.get(ci).ok_or(CreateError::NoDomain)?;
@@ -297,12 +302,17 @@ pub fn create_request(cfg: &SystemConfig, ci: usize) -> Result<CreateDomain, Cre
         &dc.security_label,
         "security label",
     )?;
+    let mut flags = 0;
     if let Some(server) = dc.device_model {
         req.device_model = domid_of(cfg, server).into();
         if dc.vpl011 {
-            req.flags = CREATE_VPL011.into();
+            flags |= CREATE_VPL011;
         }
     }
+    if restarts_with_clients(cfg, ci) {
+        flags |= CREATE_RESTARTS;
+    }
+    req.flags = flags.into();
     let pins = req
         .pcpus
         .get_mut(..dc.pcpus.len())
@@ -313,6 +323,26 @@ pub fn create_request(cfg: &SystemConfig, ci: usize) -> Result<CreateDomain, Cre
     }
     req.nr_pcpus = (dc.pcpus.len().min(MAX_PINS) as u16).into();
     Ok(req)
+}
+
+/// Whether description domain `ci` is a device model that serves a domain
+/// and is restarted when it crashes: the domains it serves then wait for
+/// its next generation.
+pub fn restarts_with_clients(cfg: &SystemConfig, ci: usize) -> bool {
+    let restarts = cfg
+        .domains
+        .get(ci)
+        .is_some_and(|d| d.on_crash == config::OnCrash::Restart);
+    restarts && cfg.domains.iter().any(|d| d.device_model == Some(ci))
+}
+
+/// The description domains device model `ci` serves.
+pub fn clients_of(cfg: &SystemConfig, ci: usize) -> impl Iterator<Item = usize> + '_ {
+    cfg.domains
+        .iter()
+        .enumerate()
+        .filter(move |(_, d)| d.device_model == Some(ci))
+        .map(|(i, _)| i)
 }
 
 /// Why the kernel refused a pinned domain's `CreateDomain`, as a sentence
@@ -584,6 +614,27 @@ mod tests {
     }
 
     #[test]
+    fn a_device_model_restarted_on_a_crash_keeps_its_domains_waiting() {
+        let cfg = system(&[
+            node("guest", "").string("tessera,device-model", "dm"),
+            node("dm", "").string("on-crash", "restart"),
+            node("lonely", "").string("on-crash", "restart"),
+            node("domb", "").string("functions", "boot"),
+        ]);
+        let dm = create_request(&cfg, 1).unwrap();
+        assert_eq!(dm.flags.get(), CREATE_RESTARTS);
+        assert!(restarts_with_clients(&cfg, 1));
+        assert_eq!(
+            create_request(&cfg, 2).unwrap().flags.get(),
+            0,
+            "serves no one"
+        );
+        assert_eq!(create_request(&cfg, 0).unwrap().flags.get(), 0);
+        let stops = served();
+        assert!(!restarts_with_clients(&stops, 1), "on-crash is stop");
+    }
+
+    #[test]
     fn device_models_are_built_before_what_they_serve() {
         let cfg = served();
         let h = Hyperlaunch::new(&cfg, &cfg.boot_order().unwrap()).unwrap();
@@ -613,6 +664,8 @@ mod tests {
         assert_eq!(g2.pcpus, [1, 0, 0, 0, 0, 0, 0, 0]);
         let dm = create_request(&cfg, 1).unwrap();
         assert_eq!((dm.device_model.get(), dm.flags.get()), (0, 0));
+        assert_eq!(clients_of(&cfg, 1).collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(clients_of(&cfg, 0).count(), 0);
         assert_eq!(create_request(&cfg, 9).err(), Some(CreateError::NoDomain));
         assert!(CreateError::TooLong("name").to_string().contains("name"));
     }

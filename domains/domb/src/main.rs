@@ -754,6 +754,38 @@ mod shell {
         }
     }
 
+    /// Plan domain `k` will not run again: if it is a device model, it is
+    /// destroyed, and so is every running domain it served, which would
+    /// otherwise wait for it for good (their device accesses block while
+    /// a device model that restarts is away). Said per domain.
+    fn abandon_clients(b: &mut Builder, k: usize) {
+        let Some(dc) = b.domain(k) else { return };
+        let Some(ci) = b.hl.order.get(k).copied() else {
+            return;
+        };
+        let mut clients = hyperlaunch::clients_of(b.cfg, ci).peekable();
+        if clients.peek().is_none() {
+            return;
+        }
+        let _ = ctl::destroy(dc.domid);
+        for client in clients {
+            let Some(ck) = b.hl.order.iter().position(|&i| i == client) else {
+                continue;
+            };
+            let (Some(cc), Some(Life::Running)) = (b.domain(ck), b.life.get(ck).copied()) else {
+                continue;
+            };
+            let _ = ctl::destroy(cc.domid);
+            println!(
+                "domb: d{} {}: its device model d{} {} is not coming back; destroyed",
+                cc.domid, cc.name, dc.domid, dc.name
+            );
+            if let Some(l) = b.life.get_mut(ck) {
+                *l = Life::Done;
+            }
+        }
+    }
+
     fn carry_out(b: &mut Builder, plan: &Plan<'_>, action: Action) {
         match action {
             Action::Rebuild {
@@ -768,7 +800,9 @@ mod shell {
                 if let Some(l) = b.life.get_mut(k) {
                     *l = Life::Absent;
                 }
-                if b.build_and_report(plan, k, true) {
+                if !b.build_and_report(plan, k, true) {
+                    abandon_clients(b, k);
+                } else {
                     println!(
                         "domb: d{} {}: rebuilt as generation {generation}",
                         dc.domid, dc.name
@@ -794,6 +828,7 @@ mod shell {
                     *l = Life::Done;
                 }
                 println!("domb: d{} {}: left stopped: {reason}", dc.domid, dc.name);
+                abandon_clients(b, k);
                 for peer in notify_peers {
                     // Its channels to the stopped domain are closed
                     // already: a send there fails instead of hanging.
