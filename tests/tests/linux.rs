@@ -270,6 +270,60 @@ fn tessera_blk(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A device model killed on purpose recovers its guest's devices
+/// (`tests/images/linux-dm-restart`, hyperlaunch): its first generation
+/// crashes at the 40th virtio queue notification, with that request
+/// unanswered, while Linux loops reading its virtio-blk disk and
+/// virtio-rng. Linux keeps running, its device accesses waiting; domB
+/// rebuilds the device model, which takes the devices (and the disk, kept
+/// in the region domB lends it) over; the waiting accesses are served and
+/// the loop finds the disk it wrote before the crash.
+fn tessera_dm_restart(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("linux-dm-restart", 2))?;
+    qemu.forbid(TEST_FAIL, "an in-guest test failed")?;
+    qemu.forbid(r"stage-2 fault", "no domain may fault")?;
+    qemu.forbid(r"d3 linux: shutdown \(crash\)", "the guest must survive")?;
+    qemu.forbid(
+        r"cannot take its devices over|saved state unusable|devmodel: state region:",
+        "the saved state must be taken over",
+    )?;
+    qemu.expect(
+        r"^\(devmodel\) devmodel: disks copied into the state region",
+        BOOT,
+    )?;
+    qemu.expect_all(
+        &[
+            r"^\(linux\) dm-restart: wrote 64 KiB",
+            r"^\(devmodel\) devmodel: crash-after=40: crashing on purpose",
+        ],
+        BOOT,
+    )?;
+    qemu.expect(
+        r"d3 linux: its device model d2 devmodel stopped; its device accesses wait",
+        BOOT,
+    )?;
+    qemu.expect(
+        r"^\(domb\) domb: d2 devmodel: rebuilt as generation 1",
+        BOOT,
+    )?;
+    qemu.expect(
+        r"^\(devmodel\) devmodel: disks kept in the state region",
+        BOOT,
+    )?;
+    qemu.expect(
+        r"^\(devmodel\) devmodel: d3 linux: 3 devices taken over from generation 0",
+        BOOT,
+    )?;
+    qemu.expect(r"d3 linux: served again by d2 devmodel", BOOT)?;
+    qemu.expect(
+        r"^\(linux\) dm-restart: 40 rounds of disk and rng reads passed",
+        BOOT,
+    )?;
+    qemu.expect(&test_pass("dm-restart"), BOOT)?;
+    qemu.expect(r"d3 linux: shutdown \(poweroff\)", BOOT)?;
+    Ok(())
+}
+
 /// Ctrl-T: the kernel moves keyboard input to the next guest UART.
 const FOCUS_KEY: u8 = 0x14;
 
@@ -460,6 +514,11 @@ const TESTS: &[SystemTest] = &[
         name: "tessera-linux-blk",
         timeout: TEST_TIMEOUT,
         run: tessera_blk,
+    },
+    SystemTest {
+        name: "tessera-linux-dm-restart",
+        timeout: TEST_TIMEOUT,
+        run: tessera_dm_restart,
     },
     SystemTest {
         name: "tessera-linux-console",
