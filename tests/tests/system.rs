@@ -645,6 +645,76 @@ fn hold(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A device model that domB restarts keeps the guest it serves waiting
+/// across each of its crashes (`crash-after=3` kills every generation at
+/// the guest's third virtio notification, unanswered), and hands the
+/// waiting notification to the next generation; when domB's restart budget
+/// is spent, domB destroys the guest, which would otherwise wait for good.
+fn hyperlaunch_dm_giveup(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch-dm-giveup", 2))?;
+    qemu.forbid(r"stage-2 fault", "the waiting guest must not fault")?;
+    qemu.forbid(r"TEST virtio-notify", "the guest never finishes")?;
+    qemu.forbid(r"d3 guest: shutdown", "the kernel must not stop the guest")?;
+    qemu.forbid(r"d3 guest: its device model is destroyed", "it waits")?;
+    for generation in 1..=5 {
+        qemu.expect(
+            r"^\(devmodel\) devmodel: crash-after=3: crashing on purpose",
+            WAIT,
+        )?;
+        qemu.expect(
+            r"d3 guest: its device model d2 devmodel stopped; its device accesses wait for the next generation",
+            WAIT,
+        )?;
+        qemu.expect(
+            &domb(&format!("d2 devmodel: rebuilt as generation {generation}$")),
+            WAIT,
+        )?;
+        qemu.expect(
+            r"d3 guest: served again by d2 devmodel; waiting device accesses go to it",
+            WAIT,
+        )?;
+    }
+    qemu.expect(
+        r"^\(devmodel\) devmodel: crash-after=3: crashing on purpose",
+        WAIT,
+    )?;
+    qemu.expect(
+        &domb("d2 devmodel: left stopped: crashed again after 5 restarts"),
+        WAIT,
+    )?;
+    qemu.expect(
+        &domb("d3 guest: its device model d2 devmodel is not coming back; destroyed"),
+        WAIT,
+    )?;
+    qemu.expect(&domb("no domain left to supervise; powering off"), WAIT)?;
+    Ok(())
+}
+
+/// A device model whose on-crash is "stop" leaves no one waiting: the
+/// guest it served is stopped when domB destroys it, with a line saying
+/// why, and domB destroys the guest too.
+fn hyperlaunch_dm_stop(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch-dm-stop", 2))?;
+    qemu.forbid(r"stage-2 fault", "the guest must not fault")?;
+    qemu.forbid(r"TEST virtio-notify", "the guest never finishes")?;
+    qemu.forbid(
+        r"its device accesses wait",
+        "nothing restarts the device model",
+    )?;
+    qemu.expect(
+        r"^\(devmodel\) devmodel: crash-after=3: crashing on purpose",
+        WAIT,
+    )?;
+    qemu.expect(&domb("d2 devmodel: left stopped: on-crash is stop"), WAIT)?;
+    qemu.expect(r"d3 guest: its device model is destroyed", WAIT)?;
+    qemu.expect(
+        &domb("d3 guest: its device model d2 devmodel is not coming back; destroyed"),
+        WAIT,
+    )?;
+    qemu.expect(&domb("no domain left to supervise; powering off"), WAIT)?;
+    Ok(())
+}
+
 /// Hyperlaunch hold (`tests/images/hyperlaunch-hold`): domB builds the
 /// device model and the guest it serves (writing the device model's
 /// /tessera-ioreq node and naming it in the guest's CreateDomain), then
@@ -768,6 +838,8 @@ const TESTS: &[SystemTest] = &[
     test("hyperlaunch-reboot", 90, hyperlaunch_reboot),
     test("hold", 90, hold),
     test("hyperlaunch-hold", 90, hyperlaunch_hold),
+    test("hyperlaunch-dm-giveup", 90, hyperlaunch_dm_giveup),
+    test("hyperlaunch-dm-stop", 90, hyperlaunch_dm_stop),
     test("hyperlaunch-pins", 120, hyperlaunch_pins),
 ];
 

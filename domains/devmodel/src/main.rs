@@ -23,9 +23,10 @@
 //! (`tessera_devmodel::persist`), and the disks live there too; a new
 //! generation finds them, checks them and takes the devices over, so the
 //! guests it serves keep their devices across its crash. Bootargs
-//! `crash-after=<N>` makes the first generation on a region crash on
-//! purpose when a guest notifies a virtio queue for the N-th time, before
-//! answering it (the test of that; a guest cannot reach it).
+//! `crash-after=<N>` makes the device model crash on purpose when a guest
+//! notifies a virtio queue for the N-th time, before answering it (the
+//! tests of that; a guest cannot reach it): only the first generation on a
+//! state region, every generation without one.
 //!
 //! On the host this is an empty program, so the workspace builds and lints.
 #![cfg_attr(all(target_arch = "aarch64", target_os = "none"), no_std, no_main)]
@@ -525,8 +526,8 @@ mod shell {
     static PERSISTING: AtomicBool = AtomicBool::new(false);
     /// The state region's records, once found.
     static STATE: spin::Mutex<Option<StateRegion>> = spin::Mutex::new(None);
-    /// Bootargs `crash-after=<N>` (0: never), for the first generation on a
-    /// state region only.
+    /// Bootargs `crash-after=<N>` (0: never); with a state region, for its
+    /// first generation only.
     static CRASH_AFTER: AtomicU32 = AtomicU32::new(0);
     /// QueueNotify writes served so far.
     static NOTIFIES: AtomicU32 = AtomicU32::new(0);
@@ -838,13 +839,12 @@ mod shell {
         let starts = restoring.map_or(0, |h| h.starts);
         let crash_after = BootArgs::new(tessera_rt::bootargs()).number("crash-after");
         match crash_after {
-            Some(n) if PERSISTING.load(Ordering::Relaxed) && starts == 0 => {
-                CRASH_AFTER.store(n.clamp(1, u64::from(u32::MAX)) as u32, Ordering::Relaxed);
-            }
-            Some(_) if PERSISTING.load(Ordering::Relaxed) => {
+            Some(_) if PERSISTING.load(Ordering::Relaxed) && starts > 0 => {
                 println!("devmodel: generation {starts} on this state region: crash-after is for the first only");
             }
-            Some(_) => println!("devmodel: crash-after needs a state region; ignored"),
+            Some(n) => {
+                CRASH_AFTER.store(n.clamp(1, u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+            }
             None => {}
         }
         let mut disk_bytes = 0;

@@ -99,6 +99,7 @@ mod guest {
             "console-input" => (crate::console_input::run, OnPass::Poweroff),
             "idregs" => (crate::misc::idregs, OnPass::Poweroff),
             "ioreq-rogue" => (crate::misc::ioreq_rogue, OnPass::Poweroff),
+            "virtio-notify" => (crate::misc::virtio_notify, OnPass::Poweroff),
             "evtchn-local" => (crate::events::local, OnPass::Poweroff),
             "evtchn-deny" => (crate::events::deny, OnPass::Poweroff),
             "pingpong" => (crate::pingpong::run, OnPass::Poweroff),

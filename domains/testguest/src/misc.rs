@@ -182,3 +182,27 @@ pub fn ioreq_rogue() -> TestResult {
     println!("ioreq-rogue: d{dom} refused us: register, ready and map range are -EPERM");
     Ok(())
 }
+
+/// `test=virtio-notify count=<n>`: notify queue 0 of virtio-mmio slot 0
+/// `n` times (each write waits for the device model's answer), then pass.
+/// The device-model restart tests kill its device model part-way
+/// (`crash-after`): the guest must neither fault nor see an error, only
+/// wait, until its device model is back or it is destroyed.
+pub fn virtio_notify() -> TestResult {
+    /// QueueNotify's offset in a virtio-mmio window (virtio 1.2 §4.2.2).
+    const QUEUE_NOTIFY: u64 = 0x050;
+    let args = tessera_rt::bootargs::BootArgs::new(tessera_rt::bootargs());
+    let count = args.number("count").unwrap_or(10);
+    let notify = tessera_ipc::platform::VIRTIO_MMIO_BASE + QUEUE_NOTIFY;
+    for n in 0..count {
+        // SAFETY: slot 0's QueueNotify, in the virtio-mmio window the
+        // runtime maps as Device memory; the device model serves the write
+        // (queue 0 of whatever device is there; an empty ring does nothing).
+        unsafe { core::ptr::write_volatile(notify as *mut u32, 0) };
+        if (n + 1) % 1000 == 0 {
+            println!("virtio-notify: {} notifications answered", n + 1);
+        }
+    }
+    println!("virtio-notify: {count} notifications answered");
+    Ok(())
+}
