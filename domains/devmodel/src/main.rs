@@ -392,7 +392,7 @@ mod shell {
         /// generation would not know of.
         #[inline(always)]
         fn save_if_dirty(&mut self) {
-            if self.dirty && PERSISTING.load(Ordering::Relaxed) {
+            if self.dirty && EXTRAS.load(Ordering::Relaxed) & EXTRA_PERSIST != 0 {
                 self.save();
             }
         }
@@ -504,26 +504,38 @@ mod shell {
                 self.after_access(touched);
                 any = true;
             }
+            // Saving state and crashing on purpose cost the plain path one
+            // load.
+            let extras = EXTRAS.load(Ordering::Relaxed);
             for v in 0..self.vcpus {
                 if let Some(a) = self.slots.take(v) {
-                    if CRASH_AFTER.load(Ordering::Relaxed) != 0 {
+                    if extras & EXTRA_CRASH != 0 {
                         crash_if_due(&a);
                     }
                     let (data, touched) = self.access(a);
                     self.after_access(touched);
                     self.slots.answer(v, data);
-                    self.save_if_dirty();
+                    if extras & EXTRA_PERSIST != 0 {
+                        self.save_if_dirty();
+                    }
                     complete_held(held.replace((self.domid, v as u32)));
                     any = true;
                 }
             }
-            self.save_if_dirty();
+            if extras & EXTRA_PERSIST != 0 {
+                self.save_if_dirty();
+            }
             any
         }
     }
 
-    /// Whether device state is saved (there is a state region).
-    static PERSISTING: AtomicBool = AtomicBool::new(false);
+    /// What serving does beyond serving (`EXTRA_*`): one byte, so the
+    /// loop tests it once.
+    static EXTRAS: AtomicU8 = AtomicU8::new(0);
+    /// Device state is saved (there is a state region).
+    const EXTRA_PERSIST: u8 = 1;
+    /// Bootargs `crash-after` is armed.
+    const EXTRA_CRASH: u8 = 2;
     /// The state region's records, once found.
     static STATE: spin::Mutex<Option<StateRegion>> = spin::Mutex::new(None);
     /// Bootargs `crash-after=<N>` (0: never); with a state region, for its
@@ -646,7 +658,7 @@ mod shell {
             seq: [0; MAX_SERVED],
             next_copy: [0; MAX_SERVED],
         });
-        PERSISTING.store(true, Ordering::Relaxed);
+        EXTRAS.fetch_or(EXTRA_PERSIST, Ordering::Relaxed);
         (header, disk_area)
     }
 
@@ -839,11 +851,12 @@ mod shell {
         let starts = restoring.map_or(0, |h| h.starts);
         let crash_after = BootArgs::new(tessera_rt::bootargs()).number("crash-after");
         match crash_after {
-            Some(_) if PERSISTING.load(Ordering::Relaxed) && starts > 0 => {
+            Some(_) if EXTRAS.load(Ordering::Relaxed) & EXTRA_PERSIST != 0 && starts > 0 => {
                 println!("devmodel: generation {starts} on this state region: crash-after is for the first only");
             }
             Some(n) => {
                 CRASH_AFTER.store(n.clamp(1, u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+                EXTRAS.fetch_or(EXTRA_CRASH, Ordering::Relaxed);
             }
             None => {}
         }
@@ -1119,7 +1132,7 @@ mod shell {
             }
             // Frames moved and input taken change device state too: it is
             // saved before the held answer goes back.
-            if PERSISTING.load(Ordering::Relaxed) {
+            if EXTRAS.load(Ordering::Relaxed) & EXTRA_PERSIST != 0 {
                 for s in served.iter_mut() {
                     s.save_if_dirty();
                 }

@@ -479,7 +479,9 @@ fn write_slot(slot_pa: u64, ipa: u64, acc: AccessSyndrome, write: Option<u64>) {
 /// server that stopped. While the domain has no server ready for it, it
 /// stays parked.
 #[cold]
-fn repost(io: PendingIo, own: &mut OwnerState) {
+#[inline(never)]
+fn repost(own: &mut OwnerState) {
+    let Some(io) = own.pending_io else { return };
     let (Some(s), Some(serving)) = (SERVERS.get(io.di), SERVING.get(io.di)) else {
         return;
     };
@@ -641,15 +643,18 @@ pub fn load_value(acc: AccessSyndrome, raw: u64) -> u64 {
 /// Owner pCPU: if `v`'s posted access is answered, finish it (a read's data
 /// goes to its register) and return true; false while it is outstanding.
 pub fn try_finish(frame: &mut VcpuFrame, own: &mut OwnerState) -> bool {
-    let Some(io) = own.pending_io else {
+    let Some(io) = own.pending_io.as_ref() else {
         return true;
     };
     // A void ticket: the slot was in a server that stopped, whose RAM may
     // be freed by now; it is never read again.
     let held = SERVING.get(io.di).is_some_and(|s| s.holds(io.ticket));
-    let Some(slot_pa) = io.slot_pa.filter(|_| held) else {
-        repost(io, own);
-        return false;
+    let slot_pa = match io.slot_pa {
+        Some(pa) if held => pa,
+        _ => {
+            repost(own);
+            return false;
+        }
     };
     let flags = flags_of(slot_pa);
     if flags.load(Ordering::Acquire) & 0xf != STATE_IORESP_READY {
