@@ -557,6 +557,52 @@ pub fn find_first<'b, 'a>(
     find_below(root, NodePath::root(), pred, 1)
 }
 
+/// One depth-first walk finding, for each of `N` kinds of node, the first
+/// node `classify` says is of that kind (`Some(k)`, `k < N`). A host DT is
+/// walked once instead of once per device looked for: the `fdt` crate
+/// parses a node's properties on every look, and boot time counts.
+pub fn find_firsts<'b, 'a, const N: usize>(
+    fdt: &'b Fdt<'a>,
+    classify: &dyn Fn(&Node<'b, 'a>) -> Option<usize>,
+) -> [Option<Located<'b, 'a>>; N] {
+    let mut found = [const { None }; N];
+    if let Some(root) = root(fdt) {
+        firsts_below(root, NodePath::root(), classify, &mut found, 1);
+    }
+    found
+}
+
+fn firsts_below<'b, 'a, const N: usize>(
+    node: Node<'b, 'a>,
+    path: NodePath,
+    classify: &dyn Fn(&Node<'b, 'a>) -> Option<usize>,
+    found: &mut [Option<Located<'b, 'a>>; N],
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    // Read only for a node with a match below it: two more property scans
+    // per node would double the walk.
+    let mut cells = None;
+    for child in node.children() {
+        if found.iter().all(Option::is_some) {
+            return;
+        }
+        let child_path = path.child(child.name);
+        if let Some(slot) = classify(&child).and_then(|k| found.get_mut(k)) {
+            if slot.is_none() {
+                *slot = Some(Located {
+                    node: child,
+                    path: child_path.clone(),
+                    parent_cells: *cells.get_or_insert_with(|| Cells::of(&node)),
+                });
+            }
+        }
+        firsts_below(child, child_path, classify, found, depth + 1);
+    }
+}
+
 fn find_below<'b, 'a>(
     node: Node<'b, 'a>,
     path: NodePath,

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 use tessera_system_tests::hostdtb::broken_host_dtb;
-use tessera_system_tests::image::corrupt_module;
+use tessera_system_tests::image::{corrupt_chunk_digests, corrupt_module};
 use tessera_system_tests::linux::with_console;
 use tessera_system_tests::{lit, run_main, Context, Failure, Line, Qemu, SystemTest};
 
@@ -153,25 +153,53 @@ fn bad_host_dtb(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A copy of a good image with one byte of its `testguest` module flipped:
-/// the kernel checks every module's SHA-256 before using any, refuses the
-/// image with one line naming the module, and starts no domain.
+/// Copies of a good image, damaged. One byte of its `testguest` module
+/// flipped: the kernel checks a payload chunk by chunk as it first copies
+/// it into a domain (docs/02, "Lazy RAM"), so the guest is built but never
+/// runs an instruction of it: the fill is refused with one line naming the
+/// module and the bytes, and the domain stops. Its list of chunk digests
+/// damaged instead: the kernel refuses the image at boot and builds
+/// nothing.
 fn corrupt_module_refused(cx: &Context) -> Result<(), Failure> {
     let good = cx.image("hypercalls");
-    let mut bytes =
-        std::fs::read(&good).map_err(|e| Failure::new(format!("{}: {e}", good.display())))?;
-    let index = corrupt_module(&mut bytes, "testguest")?;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Failure::new(format!("{}: {e}", p.display())))
+    };
     let dir = cx.scratch();
     std::fs::create_dir_all(&dir).map_err(|e| Failure::new(format!("{}: {e}", dir.display())))?;
-    let bad = dir.join("corrupt-tessera.img");
-    std::fs::write(&bad, &bytes).map_err(|e| Failure::new(format!("{}: {e}", bad.display())))?;
-    let mut config = cx.config("hypercalls", 2);
-    config.kernel = bad;
-    let mut qemu = cx.boot(&config)?;
+    let boot_damaged = |bytes: &[u8], file: &str| {
+        let bad = dir.join(file);
+        std::fs::write(&bad, bytes).map_err(|e| Failure::new(format!("{}: {e}", bad.display())))?;
+        let mut config = cx.config("hypercalls", 2);
+        config.kernel = bad;
+        cx.boot(&config)
+    };
+
+    let mut bytes = read(&good)?;
+    let index = corrupt_module(&mut bytes, "testguest")?;
+    let mut qemu = boot_damaged(&bytes, "corrupt-payload.img")?;
+    qemu.expect(
+        &format!(
+            "^tessera: d\\d+ \\S+: module entry {index} \"testguest\" fails its SHA-256 \
+             check at bytes 0x[0-9a-f]+\\.\\.0x[0-9a-f]+; it is not used$"
+        ),
+        WAIT,
+    )?;
+    qemu.expect(
+        r"^tessera: d\d+ \S+: stage-2 fault at IPA .*; domain stopped$",
+        WAIT,
+    )?;
+    qemu.expect(&lit("tessera: all domains stopped, powering off"), WAIT)?;
+    qemu.assert_absent(r"^\(", "no instruction of a corrupt payload may run")?;
+    drop(qemu);
+
+    let mut bytes = read(&good)?;
+    let index = corrupt_chunk_digests(&mut bytes, "testguest")?;
+    let mut qemu = boot_damaged(&bytes, "corrupt-digests.img")?;
     qemu.expect(
         &lit(&format!(
-            "tessera: bad unified image: module entry {index} \"testguest\" fails its SHA-256 \
-             check; halting"
+            "tessera: bad unified image: module entry {index} \"testguest\": its chunk digests \
+             fail their SHA-256 check; halting"
         )),
         WAIT,
     )?;

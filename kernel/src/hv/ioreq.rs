@@ -199,9 +199,10 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             as_server(si, ti, |srv| match srv.mapped_at {
                 Some(at) if at == ipa => Ok(()),
                 Some(_) => Err(Errno::Eexist),
+                // Nothing is mapped yet: each block of the domain's RAM
+                // is filled and mapped here on the server's first touch
+                // (`lazy::on_fault`), the domain's own or not.
                 None => {
-                    grant::map_range_into(si, ipa, target.ram_pa(), size)
-                        .map_err(|_| Errno::Enomem)?;
                     srv.mapped_at = Some(ipa);
                     Ok(())
                 }
@@ -564,6 +565,30 @@ pub fn domain_stopped(di: usize) {
                 srv.fast_pa = None;
             }
         }
+    }
+}
+
+/// Which served domain's RAM the window at `ipa` of server `si` shows,
+/// and where that window starts.
+pub fn window_of(si: usize, ipa: u64) -> Option<(usize, u64)> {
+    SERVERS.iter().enumerate().find_map(|(ti, s)| {
+        let s = s.lock();
+        let at = s.as_ref().filter(|srv| srv.server == si)?.mapped_at?;
+        let size = domains().get(ti)?.ram_size();
+        (ipa >= at && ipa - at < size).then_some((ti, at))
+    })
+}
+
+/// Domain `ti`'s RAM starts over (`lazy::reset`): its server's window on
+/// the first `size` bytes is unmapped, to be mapped again block by block.
+pub fn forget_window(ti: usize, size: u64) {
+    let Some(s) = SERVERS.get(ti) else { return };
+    let window = s
+        .lock()
+        .as_ref()
+        .and_then(|srv| Some((srv.server, srv.mapped_at?)));
+    if let Some((server, at)) = window {
+        grant::unmap_range_from(server, at, size);
     }
 }
 
