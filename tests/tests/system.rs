@@ -413,7 +413,8 @@ fn grant_restart(cx: &Context) -> Result<(), Failure> {
 /// from the image's `testguest` module, wires it to a service domain it
 /// also creates, starts it and, once it has powered off, destroys both and
 /// builds in the freed slot again; then it pauses, resumes and destroys a
-/// running ticker. Every call is also tried wrongly (checked in the
+/// running ticker, and resets in place a domain that asks to reboot and
+/// starts it again. Every call is also tried wrongly (checked in the
 /// builder). The policy's refusals are logged.
 fn domctl(cx: &Context) -> Result<(), Failure> {
     let mut qemu = cx.boot(&cx.config("domctl", 2))?;
@@ -441,9 +442,21 @@ fn domctl(cx: &Context) -> Result<(), Failure> {
     qemu.expect(r"\(ticker\) TICKER 1 ", WAIT)?;
     qemu.expect(r"\(ticker\) TICKER \d+ late_max_us=\d{6,}$", WAIT)?;
     qemu.expect(r"\(ticker\) TICKER \d+ ", WAIT)?;
+    qemu.expect(r"tessera: d2 ticker: destroyed", WAIT)?;
+    // A domain that asks to reboot is reset in place and started again.
     qemu.expect_all(
         &[
-            r"tessera: d2 ticker: destroyed",
+            r"\(rebooter\) .*REBOOT-START",
+            &shutdown("rebooter", "reboot"),
+            r"tessera: d2 rebooter: reset in place by d1 builder \(generation 2\)",
+        ],
+        WAIT,
+    )?;
+    qemu.expect_all(
+        &[
+            r"\(rebooter\) .*REBOOT-START",
+            &shutdown("rebooter", "reboot"),
+            r"tessera: d2 rebooter: destroyed",
             &pass("builder", "domctl-build"),
         ],
         WAIT,
