@@ -10,6 +10,10 @@
 //! [`SlotState::Dying`] until every pCPU has passed a scheduling point, so no
 //! reference taken before survives into the slot's next life.
 //!
+//! A domain that asked to reboot may be *reset* ([`check_reset`],
+//! `Event::Reset`): stopped goes back to created, in place, and its
+//! builder loads and starts it again.
+//!
 //! A domain that names a device model is also *held* ([`Hold`]): its first
 //! `Unpause` starts none of its vCPUs until that device model says it
 //! serves it (`IoreqCmd::Ready`), so a guest never touches a device before
@@ -469,7 +473,7 @@ pub enum SlotState {
     /// Reserved by a creator that is writing the domain's fields; no lookup
     /// returns it.
     Creating = 1,
-    /// Built far enough to be named; never run yet.
+    /// Built far enough to be named; not run since it was created or reset.
     Created = 2,
     Running = 3,
     /// Paused after it ran.

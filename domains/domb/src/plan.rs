@@ -25,7 +25,11 @@
 //! order: when a service starts, every domain it serves exists already, so
 //! a device model can register for all of its domains at once (the kernel
 //! holds each served domain until its device model says it is ready). A
-//! rebuild after a crash builds and starts the one domain.
+//! rebuild after a crash builds and starts the one domain. A reboot the
+//! domain asked for is done in place: `Reset` instead of `Create` and
+//! `AssignMemory`, then only what a boot undoes (payloads, DTB, static
+//! channels, store introduction, measurement) and the start; its memory
+//! and what is mapped into it stay.
 //!
 //! Every link names a service end and a client end, and the service must
 //! come first in boot order, so services are unpaused before their
