@@ -389,14 +389,24 @@ impl Hold {
 /// powered-off domain is destroyed, not reset: `-EINVAL`), and it was made
 /// by a builder (`-EPERM` for one the kernel built itself from the
 /// system description, which it reboots itself). A slot that holds no
-/// domain is `-ESRCH`.
-pub fn check_reset(state: SlotState, exit: ExitReason, builder_made: bool) -> Result<(), Errno> {
+/// domain is `-ESRCH`. A stop still under way on another pCPU (its vCPUs
+/// not all stopped yet: `vcpus_stopped` false) is `-EBUSY`, to be tried
+/// again: the reset must come after everything the stop does.
+pub fn check_reset(
+    state: SlotState,
+    exit: ExitReason,
+    builder_made: bool,
+    vcpus_stopped: bool,
+) -> Result<(), Errno> {
     next(state, Event::Reset)?;
     if exit != ExitReason::Reboot {
         return Err(Errno::Einval);
     }
     if !builder_made {
         return Err(Errno::Eperm);
+    }
+    if !vcpus_stopped {
+        return Err(Errno::Ebusy);
     }
     Ok(())
 }
@@ -1086,7 +1096,12 @@ mod tests {
     #[test]
     fn only_a_builder_made_domain_that_asked_to_reboot_is_reset() {
         use SlotState::*;
-        assert_eq!(check_reset(Stopped, ExitReason::Reboot, true), Ok(()));
+        assert_eq!(check_reset(Stopped, ExitReason::Reboot, true, true), Ok(()));
+        assert_eq!(
+            check_reset(Stopped, ExitReason::Reboot, true, false),
+            Err(Errno::Ebusy),
+            "its stop is still under way"
+        );
         for exit in [
             ExitReason::None,
             ExitReason::Poweroff,
@@ -1095,26 +1110,26 @@ mod tests {
             ExitReason::Destroyed,
         ] {
             assert_eq!(
-                check_reset(Stopped, exit, true),
+                check_reset(Stopped, exit, true, true),
                 Err(Errno::Einval),
                 "{exit:?}"
             );
         }
         assert_eq!(
-            check_reset(Stopped, ExitReason::Reboot, false),
+            check_reset(Stopped, ExitReason::Reboot, false, true),
             Err(Errno::Eperm),
             "the kernel reboots its own domains"
         );
         for state in [Created, Running, Paused] {
             assert_eq!(
-                check_reset(state, ExitReason::Reboot, true),
+                check_reset(state, ExitReason::Reboot, true, true),
                 Err(Errno::Einval),
                 "{state:?}"
             );
         }
         for state in [Free, Creating, Dying] {
             assert_eq!(
-                check_reset(state, ExitReason::Reboot, true),
+                check_reset(state, ExitReason::Reboot, true, true),
                 Err(Errno::Esrch),
                 "{state:?}"
             );

@@ -409,7 +409,21 @@ mod shell {
                 }
                 Step::ShareMemory { .. } => return Err(Failure::Unexpected("share memory")),
                 Step::Reset { .. } => {
-                    call("reset in place", ctl::reset_domain(id))?;
+                    // -EBUSY: its stop is still under way on another pCPU
+                    // (another domain's stop woke us): wait for it, briefly.
+                    let start = timer::now();
+                    let limit = REAP_WAIT_MS * self.ticks_per_ms;
+                    loop {
+                        match ctl::reset_domain(id) {
+                            Err(e)
+                                if e.is(Errno::Ebusy)
+                                    && timer::now().saturating_sub(start) < limit =>
+                            {
+                                timer::delay_us(1_000);
+                            }
+                            r => break call("reset in place", r)?,
+                        }
+                    }
                     t.created = true;
                 }
                 Step::Measure { .. } => self.measure(t)?,

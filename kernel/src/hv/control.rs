@@ -1054,7 +1054,9 @@ impl Control {
         let d = domains().get(slot).ok_or(Errno::Esrch)?;
         let exit = ExitReason::try_from(u64::from(d.exit_reason.load(Ordering::Acquire)))
             .map_err(|_| Errno::Einval)?;
-        core_control::check_reset(d.slot_state(), exit, d.payload.is_empty())?;
+        let vcpus_stopped = (d.first_vcpu..d.first_vcpu + d.nr_vcpus)
+            .all(|v| vcpu(v).is_some_and(|s| s.power.is_stopped()));
+        core_control::check_reset(d.slot_state(), exit, d.payload.is_empty(), vcpus_stopped)?;
         let rec = self.slots.get_mut(slot).ok_or(Errno::Esrch)?;
         // Act. The slot stays `Stopped` (no vCPU of it is scheduled, and no
         // other control call changes it: we hold `CONTROL`) until the end.
