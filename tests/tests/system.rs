@@ -612,6 +612,49 @@ fn hyperlaunch_reboot(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Hyperlaunch reboot in place (`tests/images/hyperlaunch-reboot-in-place`):
+/// two guests ask to reboot at every boot. domB resets `inplace` in place
+/// (`ResetDomain`) and starts it again, generation after generation, with
+/// no rebuild; the policy does not let it reset `rebuilt`, so the kernel
+/// refuses (and logs the denial) and domB destroys and rebuilds that one.
+fn hyperlaunch_reboot_in_place(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch-reboot-in-place", 2))?;
+    qemu.forbid(r"stage-2 fault", "no domain may fault")?;
+    qemu.forbid(
+        r"d2 inplace: (destroyed|rebuilt as generation|cannot reboot in place)",
+        "inplace is reset in place, never rebuilt",
+    )?;
+    // Both guests reboot at once and again at every boot, so their lines
+    // interleave: one set.
+    let [in_place_1, in_place_2] = [1, 2].map(|generation| {
+        [
+            format!(
+                r"tessera: d2 inplace: reset in place by d1 domb \(generation {}\)",
+                generation + 1
+            ),
+            domb(&format!(
+                "d2 inplace: rebooted in place as generation {generation}$"
+            )),
+        ]
+    });
+    let mut patterns: Vec<String> = vec![
+        measured(2, "inplace"),
+        measured(3, "rebuilt"),
+        shutdown("inplace", "reboot"),
+        domb("d2 inplace: asked to reboot"),
+        r"tessera: avc: denied \{ reset \} for source=system_u:system_r:domB_t target=system_u:system_r:norest_t class=domain".into(),
+        domb(r"d3 rebuilt: cannot reboot in place: reset in place: -Eacces\(13\); rebuilding it"),
+        r"tessera: d3 rebuilt: destroyed".into(),
+        domb("d3 rebuilt: rebuilt as generation 1$"),
+    ];
+    patterns.extend(in_place_1);
+    patterns.extend(in_place_2);
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    qemu.expect_all(&patterns, WAIT)?;
+    qemu.expect(r"^\(rebuilt\) .*REBOOT-START", WAIT)?;
+    Ok(())
+}
+
 /// The line the kernel logs when it holds a served domain.
 fn waits_for(domain: &str, id: u16, server: &str, server_id: u16) -> String {
     format!(
@@ -779,6 +822,11 @@ const TESTS: &[SystemTest] = &[
     test("hyperlaunch-restart", 120, hyperlaunch_restart),
     test("hyperlaunch-deny", 90, hyperlaunch_deny),
     test("hyperlaunch-reboot", 90, hyperlaunch_reboot),
+    test(
+        "hyperlaunch-reboot-in-place",
+        90,
+        hyperlaunch_reboot_in_place,
+    ),
     test("hold", 90, hold),
     test("hyperlaunch-hold", 90, hyperlaunch_hold),
     test("hyperlaunch-pins", 120, hyperlaunch_pins),
