@@ -1050,6 +1050,13 @@ impl Control {
     ///
     /// Checked first (`core_control::check_reset`), then done; nothing in
     /// the doing can fail.
+    ///
+    /// Its RAM stays mapped and populated: the builder's next `CopyModule`
+    /// and `CopyToDomain` must write it at once. (Were those ever deferred
+    /// to the domain's first stage-2 fault on a page, a reset domain, whose
+    /// pages are all mapped already, would never fault and would run the
+    /// old boot's leftovers: such a change must copy eagerly here, or
+    /// unmap the RAM in this function.)
     fn reset(&mut self, slot: usize) -> Result<(), Errno> {
         let d = domains().get(slot).ok_or(Errno::Esrch)?;
         let exit = ExitReason::try_from(u64::from(d.exit_reason.load(Ordering::Acquire)))
