@@ -1000,10 +1000,13 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             }
             Ok(0)
         }
+        // Looked up under the lock, so the domain the policy is asked about
+        // is the one reset (not a later one in its slot).
         ControlCall::ResetDomain { dom } => {
+            let mut ctl = CONTROL.lock();
             let (ti, t) = target(di, dom, false, false)?;
             check(t.sid, DomainPerm::Reset.into())?;
-            CONTROL.lock().reset(ti)?;
+            ctl.reset(ti)?;
             log!(
                 "d{} {}: reset in place by d{} {} (generation {})",
                 t.id,
