@@ -441,7 +441,8 @@ fn grant_restart(cx: &Context) -> Result<(), Failure> {
 /// from the image's `testguest` module, wires it to a service domain it
 /// also creates, starts it and, once it has powered off, destroys both and
 /// builds in the freed slot again; then it pauses, resumes and destroys a
-/// running ticker. Every call is also tried wrongly (checked in the
+/// running ticker, and resets in place a domain that asks to reboot and
+/// starts it again. Every call is also tried wrongly (checked in the
 /// builder). The policy's refusals are logged.
 fn domctl(cx: &Context) -> Result<(), Failure> {
     let mut qemu = cx.boot(&cx.config("domctl", 2))?;
@@ -469,9 +470,21 @@ fn domctl(cx: &Context) -> Result<(), Failure> {
     qemu.expect(r"\(ticker\) TICKER 1 ", WAIT)?;
     qemu.expect(r"\(ticker\) TICKER \d+ late_max_us=\d{6,}$", WAIT)?;
     qemu.expect(r"\(ticker\) TICKER \d+ ", WAIT)?;
+    qemu.expect(r"tessera: d2 ticker: destroyed", WAIT)?;
+    // A domain that asks to reboot is reset in place and started again.
     qemu.expect_all(
         &[
-            r"tessera: d2 ticker: destroyed",
+            r"\(rebooter\) .*REBOOT-START",
+            &shutdown("rebooter", "reboot"),
+            r"tessera: d2 rebooter: reset in place by d1 builder \(generation 2\)",
+        ],
+        WAIT,
+    )?;
+    qemu.expect_all(
+        &[
+            r"\(rebooter\) .*REBOOT-START",
+            &shutdown("rebooter", "reboot"),
+            r"tessera: d2 rebooter: destroyed",
             &pass("builder", "domctl-build"),
         ],
         WAIT,
@@ -624,6 +637,49 @@ fn hyperlaunch_reboot(cx: &Context) -> Result<(), Failure> {
     qemu.expect(r"tessera: d1 domb: system reset$", WAIT)?;
     qemu.wait_exit(WAIT)?;
     qemu.assert_absent(ALL_STOPPED, "a reset is not a power-off")?;
+    Ok(())
+}
+
+/// Hyperlaunch reboot in place (`tests/images/hyperlaunch-reboot-in-place`):
+/// two guests ask to reboot at every boot. domB resets `inplace` in place
+/// (`ResetDomain`) and starts it again, generation after generation, with
+/// no rebuild; the policy does not let it reset `rebuilt`, so the kernel
+/// refuses (and logs the denial) and domB destroys and rebuilds that one.
+fn hyperlaunch_reboot_in_place(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch-reboot-in-place", 2))?;
+    qemu.forbid(r"stage-2 fault", "no domain may fault")?;
+    qemu.forbid(
+        r"d2 inplace: (destroyed|rebuilt as generation|cannot reboot in place)",
+        "inplace is reset in place, never rebuilt",
+    )?;
+    // Both guests reboot at once and again at every boot, so their lines
+    // interleave: one set.
+    let [in_place_1, in_place_2] = [1, 2].map(|generation| {
+        [
+            format!(
+                r"tessera: d2 inplace: reset in place by d1 domb \(generation {}\)",
+                generation + 1
+            ),
+            domb(&format!(
+                "d2 inplace: rebooted in place as generation {generation}$"
+            )),
+        ]
+    });
+    let mut patterns: Vec<String> = vec![
+        measured(2, "inplace"),
+        measured(3, "rebuilt"),
+        shutdown("inplace", "reboot"),
+        domb("d2 inplace: asked to reboot"),
+        r"tessera: avc: denied \{ reset \} for source=system_u:system_r:domB_t target=system_u:system_r:norest_t class=domain".into(),
+        domb(r"d3 rebuilt: cannot reboot in place: reset in place: -Eacces\(13\); rebuilding it"),
+        r"tessera: d3 rebuilt: destroyed".into(),
+        domb("d3 rebuilt: rebuilt as generation 1$"),
+    ];
+    patterns.extend(in_place_1);
+    patterns.extend(in_place_2);
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    qemu.expect_all(&patterns, WAIT)?;
+    qemu.expect(r"^\(rebuilt\) .*REBOOT-START", WAIT)?;
     Ok(())
 }
 
@@ -794,6 +850,11 @@ const TESTS: &[SystemTest] = &[
     test("hyperlaunch-restart", 120, hyperlaunch_restart),
     test("hyperlaunch-deny", 90, hyperlaunch_deny),
     test("hyperlaunch-reboot", 90, hyperlaunch_reboot),
+    test(
+        "hyperlaunch-reboot-in-place",
+        90,
+        hyperlaunch_reboot_in_place,
+    ),
     test("hold", 90, hold),
     test("hyperlaunch-hold", 90, hyperlaunch_hold),
     test("hyperlaunch-pins", 120, hyperlaunch_pins),

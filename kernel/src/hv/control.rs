@@ -1033,6 +1033,23 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             }
             Ok(0)
         }
+        // Looked up under the lock, so the domain the policy is asked about
+        // is the one reset (not a later one in its slot).
+        ControlCall::ResetDomain { dom } => {
+            let mut ctl = CONTROL.lock();
+            let (ti, t) = target(di, dom, false, false)?;
+            check(t.sid, DomainPerm::Reset.into())?;
+            ctl.reset(ti)?;
+            log!(
+                "d{} {}: reset in place by d{} {} (generation {})",
+                t.id,
+                t.name,
+                me.id,
+                me.name,
+                t.generation.load(Ordering::Acquire)
+            );
+            Ok(0)
+        }
         ControlCall::ShareMemory { arg } => {
             let raw: ShareMemory = read_arg(me, arg.raw())?;
             let spec = core_control::parse_share(&raw)?;
@@ -1051,6 +1068,66 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
 }
 
 impl Control {
+    /// `ResetDomain`: take domain `slot`, stopped because it asked to
+    /// reboot, back to *created* in place, for its builder to load and
+    /// start again. What stays is what makes it the same partition: its
+    /// id, vCPUs and their pCPUs, its RAM allocation and stage 2
+    /// (with the regions shared into it and out of it), and its device
+    /// model's registration, so the device model serves the next boot as
+    /// it served this one (`docs/01`, "Domain control"). What goes is what
+    /// the guest made of it: vCPU state and contexts (each vCPU powers on
+    /// afresh, its registers, timer and interrupt state reset by its
+    /// owner pCPU at its next start, as on a dom0less reboot), the virtual
+    /// GIC, event channels and grants (closed when it stopped; again here,
+    /// in case a vCPU that was mid-call bound something since), pending
+    /// IOREQ slots, its TLB entries, and its RAM's content: every block is
+    /// refilled from zeros and the reloaded payloads on first touch
+    /// (`lazy`), so nothing of the old boot is seen by the new one.
+    ///
+    /// Checked first (`core_control::check_reset`), then done; nothing in
+    /// the doing can fail.
+    ///
+    fn reset(&mut self, slot: usize) -> Result<(), Errno> {
+        let d = domains().get(slot).ok_or(Errno::Esrch)?;
+        let exit = ExitReason::try_from(u64::from(d.exit_reason.load(Ordering::Acquire)))
+            .map_err(|_| Errno::Einval)?;
+        let vcpus_stopped = (d.first_vcpu..d.first_vcpu + d.nr_vcpus)
+            .all(|v| vcpu(v).is_some_and(|s| s.power.is_stopped()));
+        core_control::check_reset(d.slot_state(), exit, d.payload.is_empty(), vcpus_stopped)?;
+        let rec = self.slots.get_mut(slot).ok_or(Errno::Esrch)?;
+        // Act. The slot stays `Stopped` (no vCPU of it is scheduled, and no
+        // other control call changes it: we hold `CONTROL`) until the end.
+        release_links(slot, d);
+        let server = ioreq::served_domain_reset(slot, d.nr_vcpus);
+        let still_served = server.is_some_and(|s| {
+            domains()
+                .get(s)
+                .is_some_and(|sd| matches!(sd.slot_state(), SlotState::Running | SlotState::Paused))
+        });
+        rec.hold = rec.hold.after_reset(still_served);
+        rec.contexts = [None; MAX_VCPUS_PER_DOMAIN];
+        *d.vgic.lock() = Vgic::new(d.nr_vcpus);
+        for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
+            if let Some(s) = vcpu(v) {
+                s.power.reset();
+                s.irq_hint.store(false, Ordering::Relaxed);
+                s.ioreq_wake.store(false, Ordering::Relaxed);
+            }
+        }
+        // Its RAM starts over as on a first boot (lazy RAM): every block
+        // leaves its stage 2 and its device model's window (TLBs flushed)
+        // and nothing recorded stays, so the builder's next `CopyModule`
+        // records afresh and each block is refilled, zeros and payloads,
+        // on its first touch.
+        super::lazy::reset(slot, d);
+        guest::flush_stage2_all(d.s2_root, d.id);
+        d.exit_reason
+            .store(ExitReason::None as u8, Ordering::Release);
+        d.generation.fetch_add(1, Ordering::AcqRel);
+        advance(d, Event::Reset)?;
+        Ok(())
+    }
+
     /// Map `spec`'s part of the owner's RAM into the user, which is being
     /// built; the owner must not be going away.
     fn share(

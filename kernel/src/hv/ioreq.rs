@@ -592,6 +592,31 @@ pub fn forget_window(ti: usize, size: u64) {
     }
 }
 
+/// Served domain `di`, with `nr_vcpus` vCPUs, is reset in place
+/// (`ResetDomain`; it is stopped, so none of its vCPUs posts): its server
+/// keeps its registration (ranges, fast page, the mapping of its RAM), but
+/// the slots its old vCPUs left are emptied, so the server does not carry
+/// out an access of the old boot against the new one. A server that has
+/// taken a slot already may still answer it and call `Complete`: the
+/// answer waits in the slot, which no vCPU reads (each clears its pending
+/// access when it powers on), and the next access posted there overwrites
+/// it; `Complete` only kicks a vCPU. Posted writes already in the fast
+/// page's ring stay, in order, ahead of the new boot's. Returns the
+/// server's domain index, if it has one.
+pub fn served_domain_reset(di: usize, nr_vcpus: usize) -> Option<usize> {
+    let server = {
+        let s = SERVERS.get(di)?.lock();
+        let srv = s.as_ref()?;
+        for idx in 0..nr_vcpus.min(SLOTS_PER_PAGE) {
+            flags_of(srv.page_pa + (idx * SLOT_SIZE) as u64)
+                .store(STATE_IOREQ_NONE, Ordering::Release);
+        }
+        srv.server
+    };
+    set_unannounced(di, false);
+    Some(server)
+}
+
 /// Domain `di` is being destroyed (it is stopped, `domain_stopped` ran),
 /// and its RAM, `ram_size` bytes, will go to another domain: nothing may
 /// still reach it. As a served domain, its server forgets it and loses the
