@@ -553,8 +553,8 @@ pub fn find_first<'b, 'a>(
     fdt: &'b Fdt<'a>,
     pred: &dyn Fn(&Node<'b, 'a>) -> bool,
 ) -> Option<Located<'b, 'a>> {
-    let root = root(fdt)?;
-    find_below(root, NodePath::root(), pred, 1)
+    let [found] = find_firsts::<1>(fdt, &|n| pred(n).then_some(0));
+    found
 }
 
 /// One depth-first walk finding, for each of `N` kinds of node, the first
@@ -601,34 +601,6 @@ fn firsts_below<'b, 'a, const N: usize>(
         }
         firsts_below(child, child_path, classify, found, depth + 1);
     }
-}
-
-fn find_below<'b, 'a>(
-    node: Node<'b, 'a>,
-    path: NodePath,
-    pred: &dyn Fn(&Node<'b, 'a>) -> bool,
-    depth: usize,
-) -> Option<Located<'b, 'a>> {
-    // The structure check bounds the depth; keep the recursion bounded even
-    // if that ever changes.
-    if depth > MAX_DEPTH {
-        return None;
-    }
-    let cells = Cells::of(&node);
-    for child in node.children() {
-        let child_path = path.child(child.name);
-        if pred(&child) {
-            return Some(Located {
-                node: child,
-                path: child_path,
-                parent_cells: cells,
-            });
-        }
-        if let Some(found) = find_below(child, child_path, pred, depth + 1) {
-            return Some(found);
-        }
-    }
-    None
 }
 
 #[cfg(test)]
