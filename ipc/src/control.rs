@@ -73,6 +73,17 @@ crate::abi_enum! {
         /// `mmu { map_read map_write }` on the owner, and `grant { map_read
         /// map_write }` each way between owner and user.
         ShareMemory = 11,
+        /// x1 = domain, stopped because it asked to reboot (`exit_reason`
+        /// Reboot): take it back, in place, to *created* (built, not yet
+        /// run) for its next boot. Same id, vCPUs and pins, RAM (its
+        /// content kept), stage 2 with the regions shared into it, and
+        /// device model (registration and readiness); vCPU state, contexts,
+        /// virtual GIC and timers start afresh, its event channels and
+        /// grants are gone (closed when it stopped), and `generation` goes
+        /// up by one. The builder then loads it again (`CopyModule`,
+        /// `CopyToDomain`, `SetVcpuContext`, `BindEvtchn`) and unpauses it.
+        /// `domain reset`.
+        ResetDomain = 12,
     }
 }
 
@@ -192,7 +203,8 @@ crate::abi_enum! {
         /// `SCHEDOP_shutdown` poweroff or suspend, or PSCI SYSTEM_OFF.
         Poweroff = 1,
         /// A reboot it asked for that the kernel could not do itself (it
-        /// has no image of a domain a builder made).
+        /// has no image of a domain a builder made): its builder resets it
+        /// in place (`ResetDomain`) or rebuilds it.
         Reboot = 2,
         /// `SCHEDOP_shutdown` crash or watchdog.
         Crash = 3,
@@ -213,7 +225,8 @@ pub struct DomainInfo {
     /// An [`ExitReason`] value.
     pub exit_reason: u8,
     pub vcpus: U32,
-    /// Starts at 1 and counts the restarts the kernel did itself.
+    /// Starts at 1 and counts the restarts the kernel did itself: its
+    /// own reboots of a dom0less domain, and `ResetDomain`.
     pub generation: U32,
     pub _pad: U32,
     /// Bytes of RAM (0 before `AssignMemory`).
@@ -256,7 +269,8 @@ mod tests {
 
     #[test]
     fn unknown_numbers_are_errors() {
-        assert_eq!(ControlCmd::try_from(12), Err(12));
+        assert_eq!(ControlCmd::try_from(13), Err(13));
+        assert_eq!(ControlCmd::try_from(12), Ok(ControlCmd::ResetDomain));
         assert_eq!(ControlCmd::try_from(0), Ok(ControlCmd::CreateDomain));
         assert_eq!(DomainState::try_from(5), Err(5));
         assert_eq!(ExitReason::try_from(6), Err(6));

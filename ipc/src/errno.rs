@@ -7,6 +7,8 @@ crate::abi_enum! {
         Eperm = 1,
         Enoent = 2,
         Esrch = 3,
+        /// I/O error: a module's bytes fail their SHA-256 check.
+        Eio = 5,
         /// No such device: a pCPU the board does not have.
         Enxio = 6,
         Eagain = 11,

@@ -10,6 +10,10 @@
 //! [`SlotState::Dying`] until every pCPU has passed a scheduling point, so no
 //! reference taken before survives into the slot's next life.
 //!
+//! A domain that asked to reboot may be *reset* ([`check_reset`],
+//! `Event::Reset`): stopped goes back to created, in place, and its
+//! builder loads and starts it again.
+//!
 //! A domain that names a device model is also *held* ([`Hold`]): its first
 //! `Unpause` starts none of its vCPUs until that device model says it
 //! serves it (`IoreqCmd::Ready`), so a guest never touches a device before
@@ -21,8 +25,9 @@
 
 use crate::addr::{GuestVa, PAGE_SIZE};
 use tessera_ipc::control::{
-    ControlCmd, CreateDomain, DomainState, ModuleInfo, ShareMemory, COPY_MAX, CREATE_FLAGS,
-    CREATE_RESTARTS, CREATE_VPL011, LABEL_LEN, MAX_DOMID, MAX_PCPU_NUMBER, MAX_PINS, MEMORY_ALIGN,
+    ControlCmd, CreateDomain, DomainState, ExitReason, ModuleInfo, ShareMemory, COPY_MAX,
+    CREATE_FLAGS, CREATE_RESTARTS, CREATE_VPL011, LABEL_LEN, MAX_DOMID, MAX_PCPU_NUMBER, MAX_PINS,
+    MEMORY_ALIGN,
     MEMORY_ANYWHERE, NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
 };
 use tessera_ipc::errno::Errno;
@@ -88,6 +93,9 @@ pub enum ControlCall {
     },
     ShareMemory {
         arg: GuestVa,
+    },
+    ResetDomain {
+        dom: u16,
     },
 }
 
@@ -171,6 +179,7 @@ pub fn decode(args: &[u64; 6]) -> Result<ControlCall, Errno> {
             }
         }
         ControlCmd::ShareMemory => ControlCall::ShareMemory { arg: GuestVa(a1) },
+        ControlCmd::ResetDomain => ControlCall::ResetDomain { dom: domid(a1)? },
     })
 }
 
@@ -348,6 +357,23 @@ impl Hold {
         }
     }
 
+    /// The hold of a domain reset in place (`ResetDomain`), which has not
+    /// been unpaused since: a device model that said `Ready` and still
+    /// has it registered (`still_registered`) keeps serving it, so it
+    /// starts at its next `Unpause`; otherwise (its device model was
+    /// destroyed meanwhile, or never said `Ready`) it waits for `Ready`
+    /// again, as a new domain does.
+    pub fn after_reset(self, still_registered: bool) -> Self {
+        match self {
+            Self::Free => Self::Free,
+            Self::Served { server } if still_registered => Self::Served { server },
+            Self::Served { server } | Self::Waiting { server, .. } => Self::Waiting {
+                server,
+                started: false,
+            },
+        }
+    }
+
     /// Whether an unpause left the domain waiting for its device model.
     pub fn is_holding(&self) -> bool {
         matches!(self, Self::Waiting { started: true, .. })
@@ -360,6 +386,34 @@ impl Hold {
             _ => None,
         }
     }
+}
+
+/// Whether `ResetDomain` may take a domain back to *created*: it is
+/// stopped (`-EINVAL` otherwise: it runs, is paused or is still being
+/// built), because it asked to reboot (`exit_reason` Reboot; a crashed or
+/// powered-off domain is destroyed, not reset: `-EINVAL`), and it was made
+/// by a builder (`-EPERM` for one the kernel built itself from the
+/// system description, which it reboots itself). A slot that holds no
+/// domain is `-ESRCH`. A stop still under way on another pCPU (its vCPUs
+/// not all stopped yet: `vcpus_stopped` false) is `-EBUSY`, to be tried
+/// again: the reset must come after everything the stop does.
+pub fn check_reset(
+    state: SlotState,
+    exit: ExitReason,
+    builder_made: bool,
+    vcpus_stopped: bool,
+) -> Result<(), Errno> {
+    next(state, Event::Reset)?;
+    if exit != ExitReason::Reboot {
+        return Err(Errno::Einval);
+    }
+    if !builder_made {
+        return Err(Errno::Eperm);
+    }
+    if !vcpus_stopped {
+        return Err(Errno::Ebusy);
+    }
+    Ok(())
 }
 
 /// What a `ModuleInfo` asks for.
@@ -434,7 +488,7 @@ pub enum SlotState {
     /// Reserved by a creator that is writing the domain's fields; no lookup
     /// returns it.
     Creating = 1,
-    /// Built far enough to be named; never run yet.
+    /// Built far enough to be named; not run since it was created or reset.
     Created = 2,
     Running = 3,
     /// Paused after it ran.
@@ -503,6 +557,9 @@ pub enum Event {
     Stop,
     /// The kernel restarts a stopped domain it built itself (reboot).
     Restart,
+    /// `ResetDomain`: a stopped domain goes back to built-but-not-run, in
+    /// place, for its builder to load and start again.
+    Reset,
     Destroy,
     /// Every pCPU has passed a scheduling point since `Destroy`.
     Reap,
@@ -527,7 +584,10 @@ pub fn next(from: SlotState, event: Event) -> Result<SlotState, Errno> {
         (Event::Pause, Running) => Ok(Paused),
         (Event::Stop, Running | Paused) => Ok(Stopped),
         (Event::Restart, Stopped) => Ok(Running),
-        (Event::Unpause | Event::Pause | Event::Stop | Event::Restart, _) => Err(Errno::Einval),
+        (Event::Reset, Stopped) => Ok(Created),
+        (Event::Unpause | Event::Pause | Event::Stop | Event::Restart | Event::Reset, _) => {
+            Err(Errno::Einval)
+        }
     }
 }
 
@@ -596,13 +656,13 @@ mod tests {
 
     #[test]
     fn unknown_sub_commands_are_enosys() {
-        assert_eq!(call([12, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
+        assert_eq!(call([13, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
         assert_eq!(call([u64::MAX, 0, 0, 0, 0, 0]), Err(Errno::Enosys));
     }
 
     #[test]
     fn domain_ids_are_16_bits() {
-        for cmd in [1, 2, 3, 5, 6, 7, 8, 9] {
+        for cmd in [1, 2, 3, 5, 6, 7, 8, 9, 12] {
             assert_eq!(
                 call([cmd, 0x1_0000, 4 * MIB, MEMORY_ANYWHERE, 1, 0]),
                 Err(Errno::Einval),
@@ -617,6 +677,29 @@ mod tests {
         assert_eq!(
             call([8, 3, 0, 0, 0, 0]),
             Ok(ControlCall::Destroy { dom: 3 })
+        );
+    }
+
+    #[test]
+    fn reset_names_one_domain_and_ignores_the_rest() {
+        assert_eq!(
+            call([12, 3, 0, 0, 0, 0]),
+            Ok(ControlCall::ResetDomain { dom: 3 })
+        );
+        assert_eq!(
+            call([12, 16, u64::MAX, 7, 7, 7]),
+            Ok(ControlCall::ResetDomain { dom: 16 }),
+            "x2..x5 are not read"
+        );
+        assert_eq!(
+            call([12, u64::MAX, 0, 0, 0, 0]),
+            Err(Errno::Einval),
+            "an id beyond 16 bits"
+        );
+        // Id 0 and ids past the slots decode: the lookup says -ESRCH.
+        assert_eq!(
+            call([12, 0, 0, 0, 0, 0]),
+            Ok(ControlCall::ResetDomain { dom: 0 })
         );
     }
 
@@ -989,6 +1072,90 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_keeps_a_ready_device_model_that_still_serves() {
+        let mut h = Hold::new(Some(1));
+        assert_eq!(h.start(), HoldAction::Wait);
+        assert_eq!(h.ready(1), Ok(HoldAction::Start));
+        let mut again = h.after_reset(true);
+        assert_eq!(again, Hold::Served { server: 1 });
+        assert_eq!(again.start(), HoldAction::Start, "no wait after a reset");
+        assert_eq!(again.ready(4), Err(Errno::Eperm), "still only its own");
+    }
+
+    #[test]
+    fn a_reset_waits_again_for_a_device_model_that_is_gone_or_not_ready() {
+        let served = {
+            let mut h = Hold::new(Some(1));
+            let _ = h.ready(1);
+            h
+        };
+        // Its device model was destroyed while it was stopped.
+        let mut h = served.after_reset(false);
+        assert_eq!(
+            h,
+            Hold::Waiting {
+                server: 1,
+                started: false
+            }
+        );
+        assert_eq!(h.start(), HoldAction::Wait, "held, and logged once");
+        assert_eq!(h.ready(1), Ok(HoldAction::Start));
+        // Never ready: the old unpause does not count for the new boot.
+        let mut never = Hold::new(Some(2));
+        assert_eq!(never.start(), HoldAction::Wait);
+        for registered in [true, false] {
+            let mut h = never.after_reset(registered);
+            assert!(!h.is_holding(), "not unpaused since the reset");
+            assert_eq!(h.start(), HoldAction::Wait);
+        }
+        assert_eq!(Hold::Free.after_reset(false), Hold::Free);
+        assert_eq!(Hold::Free.after_reset(true), Hold::Free);
+    }
+
+    #[test]
+    fn only_a_builder_made_domain_that_asked_to_reboot_is_reset() {
+        use SlotState::*;
+        assert_eq!(check_reset(Stopped, ExitReason::Reboot, true, true), Ok(()));
+        assert_eq!(
+            check_reset(Stopped, ExitReason::Reboot, true, false),
+            Err(Errno::Ebusy),
+            "its stop is still under way"
+        );
+        for exit in [
+            ExitReason::None,
+            ExitReason::Poweroff,
+            ExitReason::Crash,
+            ExitReason::Fault,
+            ExitReason::Destroyed,
+        ] {
+            assert_eq!(
+                check_reset(Stopped, exit, true, true),
+                Err(Errno::Einval),
+                "{exit:?}"
+            );
+        }
+        assert_eq!(
+            check_reset(Stopped, ExitReason::Reboot, false, true),
+            Err(Errno::Eperm),
+            "the kernel reboots its own domains"
+        );
+        for state in [Created, Running, Paused] {
+            assert_eq!(
+                check_reset(state, ExitReason::Reboot, true, true),
+                Err(Errno::Einval),
+                "{state:?}"
+            );
+        }
+        for state in [Free, Creating, Dying] {
+            assert_eq!(
+                check_reset(state, ExitReason::Reboot, true, true),
+                Err(Errno::Esrch),
+                "{state:?}"
+            );
+        }
+    }
+
+    #[test]
     fn module_queries_are_by_index_or_name() {
         let mut raw = ModuleInfo::new_zeroed();
         raw.index = 3.into();
@@ -1073,6 +1240,9 @@ mod tests {
             (Stop, Stopped),
             (Restart, Running),
             (Stop, Stopped),
+            (Reset, Created),
+            (Unpause, Running),
+            (Stop, Stopped),
             (Destroy, Dying),
             (Destroy, Dying),
             (Reap, Free),
@@ -1100,6 +1270,7 @@ mod tests {
             (Stop, Running),
             (Stop, Paused),
             (Restart, Stopped),
+            (Reset, Stopped),
             (Destroy, Created),
             (Destroy, Running),
             (Destroy, Paused),
@@ -1108,7 +1279,7 @@ mod tests {
             (Reap, Dying),
         ];
         for event in [
-            Reserve, Publish, Abandon, Unpause, Pause, Stop, Restart, Destroy, Reap,
+            Reserve, Publish, Abandon, Unpause, Pause, Stop, Restart, Reset, Destroy, Reap,
         ] {
             for from in SlotState::ALL {
                 let r = next(from, event);

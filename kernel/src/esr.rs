@@ -159,9 +159,42 @@ pub const fn instruction_len(esr: u64) -> u64 {
     }
 }
 
+/// Whether `esr` is an instruction or data abort from a lower EL that is
+/// a translation fault (FSC 0b0001LL, any level): the access found no
+/// stage-2 mapping, as opposed to a permission, alignment or external
+/// fault.
+pub fn is_translation_abort(esr: u64) -> bool {
+    let ec = (esr >> 26) & 0x3f;
+    (ec == 0x20 || ec == 0x24) && esr & 0x3c == 0x04
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn translation_aborts_are_told_from_other_faults() {
+        for level in 0..4u64 {
+            assert!(is_translation_abort((0x24 << 26) | 0x04 | level));
+            assert!(is_translation_abort((0x20 << 26) | 0x04 | level));
+        }
+        assert!(
+            !is_translation_abort((0x24 << 26) | 0x0f),
+            "permission fault"
+        );
+        assert!(
+            !is_translation_abort((0x24 << 26) | 0x0b),
+            "access flag fault"
+        );
+        assert!(
+            !is_translation_abort((0x24 << 26) | 0x21),
+            "alignment fault"
+        );
+        assert!(
+            !is_translation_abort((0x16 << 26) | 0x04),
+            "an HVC is no abort"
+        );
+    }
 
     #[test]
     fn decodes_hvc_and_smc() {

@@ -16,8 +16,8 @@ use core::fmt;
 
 pub use tessera_sysdesc::config::MemRange;
 use tessera_sysdesc::dtb::{
-    self, is_compatible, prop, reg_entries, string_value, Cells, DtbFormatError, Located, NodePath,
-    RegError,
+    self, is_compatible, prop, reg_entries, string_list, string_value, Cells, DtbFormatError,
+    Located, NodePath, RegError,
 };
 
 /// Most RAM ranges recorded.
@@ -239,8 +239,18 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
         }
     }
 
-    let (gicd, gicr) = parse_gic(&fdt)?;
-    let (uart, uart_irq) = parse_uart(&fdt)?;
+    // One walk finds the first node of each device kind.
+    let [gic, pl011, psci, timer] = dtb::find_firsts::<4>(&fdt, &|n| {
+        string_list(prop(n, "compatible")?).find_map(|c| match c {
+            "arm,gic-v3" => Some(0),
+            "arm,pl011" => Some(1),
+            "arm,psci-1.0" | "arm,psci-0.2" | "arm,psci" => Some(2),
+            "arm,armv8-timer" => Some(3),
+            _ => None,
+        })
+    });
+    let (gicd, gicr) = parse_gic(gic)?;
+    let (uart, uart_irq) = parse_uart(&fdt, pl011)?;
     Ok(HostPlatform {
         memory,
         reserved,
@@ -249,8 +259,8 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
         gicr,
         uart,
         uart_irq,
-        psci_conduit: parse_psci(&fdt)?,
-        timer_ppis: parse_timer(&fdt)?,
+        psci_conduit: parse_psci(&fdt, psci)?,
+        timer_ppis: parse_timer(timer)?,
     })
 }
 
@@ -297,9 +307,8 @@ fn parse_cpus(fdt: &fdt::Fdt<'_>) -> Result<heapless::Vec<u64, MAX_HOST_CPUS>, H
     Ok(mpidrs)
 }
 
-fn parse_gic(fdt: &fdt::Fdt<'_>) -> Result<(MemRange, MemRange), HostDtError> {
-    let gic = dtb::find_first(fdt, &|n| is_compatible(n, "arm,gic-v3"))
-        .ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoGic))?;
+fn parse_gic(gic: Option<Located<'_, '_>>) -> Result<(MemRange, MemRange), HostDtError> {
+    let gic = gic.ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoGic))?;
     let mut frames = reg_ranges(&gic.node, &gic.path, gic.parent_cells)?;
     match (frames.next(), frames.next()) {
         (Some(gicd), Some(gicr)) => Ok((gicd, gicr)),
@@ -314,8 +323,11 @@ fn parse_gic(fdt: &fdt::Fdt<'_>) -> Result<(MemRange, MemRange), HostDtError> {
 }
 
 /// The UART named by `/chosen/stdout-path` if it is a PL011, else the first
-/// PL011 in the tree: its registers and its SPI.
-fn parse_uart(fdt: &fdt::Fdt<'_>) -> Result<(MemRange, Option<u32>), HostDtError> {
+/// PL011 in the tree (`first_pl011`): its registers and its SPI.
+fn parse_uart<'b, 'a>(
+    fdt: &'b fdt::Fdt<'a>,
+    first_pl011: Option<Located<'b, 'a>>,
+) -> Result<(MemRange, Option<u32>), HostDtError> {
     let from_chosen = dtb::lookup(fdt, "/chosen")
         .and_then(|chosen| prop(&chosen.node, P_STDOUT))
         .and_then(string_value)
@@ -333,8 +345,9 @@ fn parse_uart(fdt: &fdt::Fdt<'_>) -> Result<(MemRange, Option<u32>), HostDtError
         .filter(|found| is_compatible(&found.node, "arm,pl011"));
     let uart = match from_chosen {
         Some(found) => found,
-        None => dtb::find_first(fdt, &|n| is_compatible(n, "arm,pl011"))
-            .ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoUart))?,
+        None => {
+            first_pl011.ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoUart))?
+        }
     };
     Ok((first_reg(&uart)?, first_spi(&uart.node)))
 }
@@ -354,14 +367,13 @@ fn first_spi(node: &dtb::Node<'_, '_>) -> Option<u32> {
     (ty == u64::from(GIC_TYPE_SPI) && n < u64::from(SPI_COUNT)).then(|| SPI_INTID_BASE + n as u32)
 }
 
-fn parse_psci(fdt: &fdt::Fdt<'_>) -> Result<Conduit, HostDtError> {
-    let psci = dtb::find_first(fdt, &|n| {
-        is_compatible(n, "arm,psci-1.0")
-            || is_compatible(n, "arm,psci-0.2")
-            || is_compatible(n, "arm,psci")
-    })
-    .or_else(|| dtb::lookup(fdt, "/psci"))
-    .ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoPsci))?;
+fn parse_psci<'b, 'a>(
+    fdt: &'b fdt::Fdt<'a>,
+    psci: Option<Located<'b, 'a>>,
+) -> Result<Conduit, HostDtError> {
+    let psci = psci
+        .or_else(|| dtb::lookup(fdt, "/psci"))
+        .ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoPsci))?;
     match prop(&psci.node, P_METHOD).and_then(string_value) {
         Some("smc") => Ok(Conduit::Smc),
         Some("hvc") => Ok(Conduit::Hvc),
@@ -376,9 +388,8 @@ fn parse_psci(fdt: &fdt::Fdt<'_>) -> Result<Conduit, HostDtError> {
 /// The timer's `interrupts` are, in order: secure physical, non-secure
 /// physical, virtual and hypervisor timer (Linux binding
 /// `arm,arch_timer`); a fifth (hypervisor virtual) is ignored.
-fn parse_timer(fdt: &fdt::Fdt<'_>) -> Result<TimerPpis, HostDtError> {
-    let timer = dtb::find_first(fdt, &|n| is_compatible(n, "arm,armv8-timer"))
-        .ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoTimer))?;
+fn parse_timer(timer: Option<Located<'_, '_>>) -> Result<TimerPpis, HostDtError> {
+    let timer = timer.ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoTimer))?;
     let fail = |kind| error(&timer.path, Some(P_INTERRUPTS), kind);
     let value = prop(&timer.node, P_INTERRUPTS).unwrap_or_default();
     const TRIPLE: usize = 12;

@@ -2,7 +2,15 @@
 //!
 //! The table sits in memory the kernel was loaded with, right after its own
 //! footprint. Nothing in it is trusted: every entry is bounds-checked against
-//! the table, and a module's SHA-256 is verified before the kernel uses it.
+//! the table, and no byte of a module is used before a SHA-256 vouches for it.
+//!
+//! Two kinds of check, so that boot does not hash tens of MiB before the
+//! first domain runs (docs/02, "Lazy RAM"):
+//! - at boot, every module's list of chunk digests against its
+//!   `chunks_sha256`, and the whole of every module that is read in place
+//!   (the system description, the policy, partial device trees);
+//! - each 64 KiB chunk of a payload (kernels, ramdisks, disks) the first
+//!   time its bytes are copied into a domain ([`VerifyModules::chunk_ok_with`]).
 //!
 //! The digest is FIPS 180-4 padding around a block function the caller
 //! chooses, so the boot path can use the CPU's SHA-256 instructions (the
@@ -12,7 +20,7 @@
 use sha2::digest::generic_array::GenericArray;
 #[cfg(test)]
 use sha2::{Digest, Sha256};
-pub use tessera_ipc::image::{Module, ModuleTable, TableError};
+pub use tessera_ipc::image::{Module, ModuleKind, ModuleTable, TableError};
 
 /// Why the image was refused at boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,6 +29,8 @@ pub enum ImageError {
     Table(TableError),
     /// Entry `n` failed its checksum.
     Corrupt(usize),
+    /// Entry `n`'s list of chunk digests failed its checksum.
+    CorruptChunkList(usize),
 }
 
 impl From<TableError> for ImageError {
@@ -34,6 +44,12 @@ impl core::fmt::Display for ImageError {
         match self {
             Self::Table(e) => write!(f, "{e}"),
             Self::Corrupt(n) => write!(f, "module entry {n} fails its SHA-256 check"),
+            Self::CorruptChunkList(n) => {
+                write!(
+                    f,
+                    "module entry {n}'s chunk digests fail their SHA-256 check"
+                )
+            }
         }
     }
 }
@@ -87,19 +103,40 @@ pub fn sha256_with(mut compress: impl FnMut(&mut [u32; 8], &[u8]), data: &[u8]) 
     out
 }
 
-/// What the kernel adds to the shared table reader: the checksums, which it
-/// verifies once at boot before any module is used, and the boot log's
-/// wording of a refusal.
+/// Whether the kernel or domB reads a module of `kind` where it lies (so
+/// it is checked whole at boot), rather than copying it into a domain
+/// (checked chunk by chunk as it is copied).
+pub fn read_in_place(kind: ModuleKind) -> bool {
+    matches!(
+        kind,
+        ModuleKind::SystemDtb | ModuleKind::Policy | ModuleKind::DeviceTree
+    )
+}
+
+/// What the kernel adds to the shared table reader: the checks, and the
+/// boot log's wording of a refusal.
 pub trait VerifyModules<'a> {
-    /// Verify every module's SHA-256 in software.
-    fn verify_all(&self) -> Result<(), ImageError> {
-        self.verify_all_with(sha256_compress_soft)
+    /// [`Self::verify_at_boot_with`] in software.
+    fn verify_at_boot(&self) -> Result<(), ImageError> {
+        self.verify_at_boot_with(sha256_compress_soft)
     }
 
-    /// [`Self::verify_all`] with `compress` as SHA-256's block function
-    /// (see [`sha256_with`]).
-    fn verify_all_with(&self, compress: impl FnMut(&mut [u32; 8], &[u8]))
-        -> Result<(), ImageError>;
+    /// The boot-time checks, with `compress` as SHA-256's block function
+    /// (see [`sha256_with`]): every module's chunk digest list, and every
+    /// module [`read_in_place`] whole.
+    fn verify_at_boot_with(
+        &self,
+        compress: impl FnMut(&mut [u32; 8], &[u8]),
+    ) -> Result<(), ImageError>;
+
+    /// Whether chunk `i` of `module` matches its digest (false for a chunk
+    /// it does not have).
+    fn chunk_ok_with(
+        &self,
+        module: &Module<'_>,
+        i: u64,
+        compress: impl FnMut(&mut [u32; 8], &[u8]),
+    ) -> bool;
 
     /// `error` as the boot log says it, naming the module a checksum
     /// failure is about: `module entry 2 "testguest" fails its SHA-256
@@ -108,23 +145,41 @@ pub trait VerifyModules<'a> {
 }
 
 impl<'a> VerifyModules<'a> for ModuleTable<'a> {
-    fn verify_all_with(
+    fn verify_at_boot_with(
         &self,
         mut compress: impl FnMut(&mut [u32; 8], &[u8]),
     ) -> Result<(), ImageError> {
         for n in 0..self.len() {
             // `parse` checked every entry, so `get` cannot fail here.
             let m = self.get(n).ok_or(TableError::BadEntry(n))?;
-            if sha256_with(&mut compress, m.data) != m.sha256 {
+            if sha256_with(&mut compress, m.chunk_digests.as_flattened()) != m.chunks_sha256 {
+                return Err(ImageError::CorruptChunkList(n));
+            }
+            if read_in_place(m.kind) && sha256_with(&mut compress, m.data) != m.sha256 {
                 return Err(ImageError::Corrupt(n));
             }
         }
         Ok(())
     }
 
+    fn chunk_ok_with(
+        &self,
+        module: &Module<'_>,
+        i: u64,
+        compress: impl FnMut(&mut [u32; 8], &[u8]),
+    ) -> bool {
+        let want = usize::try_from(i)
+            .ok()
+            .and_then(|i| module.chunk_digests.get(i));
+        match (module.chunk(i), want) {
+            (Some(bytes), Some(want)) => sha256_with(compress, bytes) == *want,
+            _ => false,
+        }
+    }
+
     fn describe(&self, error: ImageError) -> DescribedError<'a> {
         let name = match error {
-            ImageError::Corrupt(n) => self.get(n).map(|m| m.name),
+            ImageError::Corrupt(n) | ImageError::CorruptChunkList(n) => self.get(n).map(|m| m.name),
             ImageError::Table(_) => None,
         };
         DescribedError { error, name }
@@ -147,6 +202,13 @@ impl core::fmt::Display for DescribedError<'_> {
                 let name = core::str::from_utf8(name).unwrap_or("<not UTF-8>");
                 write!(f, "module entry {n} {name:?} fails its SHA-256 check")
             }
+            (ImageError::CorruptChunkList(n), Some(name)) => {
+                let name = core::str::from_utf8(name).unwrap_or("<not UTF-8>");
+                write!(
+                    f,
+                    "module entry {n} {name:?}: its chunk digests fail their SHA-256 check"
+                )
+            }
             (error, _) => write!(f, "{error}"),
         }
     }
@@ -155,49 +217,11 @@ impl core::fmt::Display for DescribedError<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_ipc::image::{
-        ModuleEntry, ModuleKind, TableHeader, NAME_LEN, TABLE_MAGIC, TABLE_VERSION,
-    };
-    use zerocopy::IntoBytes;
+    use tessera_ipc::image::{ModuleEntry, ModuleKind, TableHeader};
 
     /// Builds a table the way xtask does, for tests.
     fn build(mods: &[(ModuleKind, &str, &[u8])]) -> Vec<u8> {
-        let hdr_len =
-            core::mem::size_of::<TableHeader>() + mods.len() * core::mem::size_of::<ModuleEntry>();
-        let mut offset = hdr_len.next_multiple_of(16);
-        let mut entries = Vec::new();
-        let mut body = Vec::new();
-        for (kind, name, data) in mods {
-            let mut n = [0u8; NAME_LEN];
-            n[..name.len()].copy_from_slice(name.as_bytes());
-            let sha: [u8; 32] = Sha256::digest(data).into();
-            entries.push(ModuleEntry {
-                kind: (*kind as u32).into(),
-                _pad: 0.into(),
-                offset: (offset as u64).into(),
-                size: (data.len() as u64).into(),
-                sha256: sha,
-                name: n,
-            });
-            body.push((offset, *data));
-            offset = (offset + data.len()).next_multiple_of(16);
-        }
-        let header = TableHeader {
-            magic: TABLE_MAGIC,
-            version: TABLE_VERSION.into(),
-            count: (mods.len() as u32).into(),
-            total_size: (offset as u64).into(),
-        };
-        let mut out = vec![0u8; offset];
-        out[..24].copy_from_slice(header.as_bytes());
-        for (i, e) in entries.iter().enumerate() {
-            let at = 24 + i * 104;
-            out[at..at + 104].copy_from_slice(e.as_bytes());
-        }
-        for (at, data) in body {
-            out[at..at + data.len()].copy_from_slice(data);
-        }
-        out
+        tessera_ipc::image::pack_table(mods, |b| Sha256::digest(b).into())
     }
 
     #[test]
@@ -207,7 +231,7 @@ mod tests {
             (ModuleKind::Kernel, "guest", b"code"),
         ]);
         let t = ModuleTable::parse(&img).unwrap();
-        t.verify_all().unwrap();
+        t.verify_at_boot().unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t.find(ModuleKind::Kernel, "guest").unwrap().data, b"code");
         assert_eq!(t.first(ModuleKind::SystemDtb).unwrap().name, b"system.dtb");
@@ -248,15 +272,70 @@ mod tests {
     }
 
     #[test]
-    fn refuses_corrupt_module() {
-        let mut img = build(&[(ModuleKind::Kernel, "guest", b"code")]);
+    fn refuses_a_corrupt_module_read_in_place_at_boot() {
+        let mut img = build(&[(ModuleKind::Policy, "policy", b"code")]);
         let last = img.iter().rposition(|&b| b == b'e').unwrap();
         img[last] = b'E';
         let table = ModuleTable::parse(&img).unwrap();
-        assert_eq!(table.verify_all(), Err(ImageError::Corrupt(0)));
+        assert_eq!(table.verify_at_boot(), Err(ImageError::Corrupt(0)));
         assert_eq!(
             table.describe(ImageError::Corrupt(0)).to_string(),
-            "module entry 0 \"guest\" fails its SHA-256 check"
+            "module entry 0 \"policy\" fails its SHA-256 check"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_payload_passes_boot_but_not_its_chunk_check() {
+        let big: Vec<u8> = (0..0x2_8000u32).map(|i| (i * 13) as u8).collect();
+        let mut img = build(&[(ModuleKind::Kernel, "guest", &big)]);
+        let table = ModuleTable::parse(&img).unwrap();
+        let m = table.get(0).unwrap();
+        assert_eq!(m.chunk_digests.len(), 3);
+        for i in 0..3 {
+            assert!(
+                table.chunk_ok_with(&m, i, sha256_compress_soft),
+                "chunk {i}"
+            );
+        }
+        assert!(
+            !table.chunk_ok_with(&m, 3, sha256_compress_soft),
+            "no such chunk"
+        );
+        // One byte of chunk 1 flipped: boot passes (payloads are checked
+        // as they are copied), chunk 1 fails, 0 and 2 still pass.
+        let at = img.len() - big.len() + 0x1_0000 + 5;
+        img[at] ^= 0x40;
+        let table = ModuleTable::parse(&img).unwrap();
+        table.verify_at_boot().unwrap();
+        let m = table.get(0).unwrap();
+        assert!(table.chunk_ok_with(&m, 0, sha256_compress_soft));
+        assert!(!table.chunk_ok_with(&m, 1, sha256_compress_soft));
+        assert!(table.chunk_ok_with(&m, 2, sha256_compress_soft));
+    }
+
+    #[test]
+    fn refuses_a_corrupt_chunk_digest_list_at_boot() {
+        let mut img = build(&[
+            (ModuleKind::SystemDtb, "system.dtb", b"dt"),
+            (ModuleKind::Kernel, "guest", b"code"),
+        ]);
+        // Entry 1's list: the first byte of its one digest.
+        let entry = core::mem::size_of::<TableHeader>() + core::mem::size_of::<ModuleEntry>();
+        let list_at = u64::from_le_bytes(
+            img[entry + core::mem::offset_of!(ModuleEntry, chunks_offset)..][..8]
+                .try_into()
+                .unwrap(),
+        ) as usize;
+        img[list_at] ^= 1;
+        let table = ModuleTable::parse(&img).unwrap();
+        assert_eq!(table.verify_at_boot(), Err(ImageError::CorruptChunkList(1)));
+        assert_eq!(
+            table.describe(ImageError::CorruptChunkList(1)).to_string(),
+            "module entry 1 \"guest\": its chunk digests fail their SHA-256 check"
+        );
+        assert_eq!(
+            ImageError::CorruptChunkList(4).to_string(),
+            "module entry 4's chunk digests fail their SHA-256 check"
         );
     }
 
@@ -322,7 +401,7 @@ mod tests {
             Some(TableError::BadEntry(0))
         );
         let mut bad = img.clone();
-        bad[12] = 200; // count far beyond the bytes present
+        bad[13] = 200; // count far beyond the bytes present
         assert_eq!(ModuleTable::parse(&bad).err(), Some(TableError::Truncated));
         assert_eq!(
             ModuleTable::parse(&img[..img.len() - 1]).err(),

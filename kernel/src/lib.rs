@@ -23,6 +23,7 @@ pub mod hostdt;
 pub mod hypercall;
 pub mod idregs;
 pub mod image;
+pub mod lazy_ram;
 pub mod pagetable;
 pub mod placement;
 pub mod power;

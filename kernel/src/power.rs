@@ -108,6 +108,12 @@ impl VcpuPower {
         self.state.store(STOPPED, Ordering::Release);
     }
 
+    /// Whether the stop of its domain has reached it (`stop`), and no
+    /// reset since.
+    pub fn is_stopped(&self) -> bool {
+        self.state.load(Ordering::Acquire) == STOPPED
+    }
+
     /// Back to OFF after a domain reboot.
     pub fn reset(&self) {
         self.state.store(OFF, Ordering::Release);
@@ -190,10 +196,15 @@ mod tests {
     #[test]
     fn stopped_vcpus_stay_down() {
         let p = VcpuPower::new();
+        assert!(!p.is_stopped());
         p.stop();
+        assert!(p.is_stopped());
+        p.power_off();
+        assert!(p.is_stopped(), "CPU_OFF does not undo a stop");
         assert_eq!(p.power_on(0, 0), Err(PowerOnError::Stopped));
         assert_eq!(p.take_start(), None);
         p.reset();
+        assert!(!p.is_stopped());
         assert_eq!(p.power_on(0, 0), Ok(()));
         p.stop();
         assert_eq!(p.take_start(), None, "a stop drops a pending start");

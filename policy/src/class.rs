@@ -150,6 +150,9 @@ classes! {
         SetVcpuContext = 4, "setvcpucontext";
         GetDomainInfo = 5, "getdomaininfo";
         Shutdown = 6, "shutdown";
+        /// Take a domain that asked to reboot back to built-but-not-run,
+        /// in place (`ResetDomain`).
+        Reset = 7, "reset";
     }
     /// Event channels.
     Event = 1, "event", EventPerm {

@@ -553,36 +553,54 @@ pub fn find_first<'b, 'a>(
     fdt: &'b Fdt<'a>,
     pred: &dyn Fn(&Node<'b, 'a>) -> bool,
 ) -> Option<Located<'b, 'a>> {
-    let root = root(fdt)?;
-    find_below(root, NodePath::root(), pred, 1)
+    let [found] = find_firsts::<1>(fdt, &|n| pred(n).then_some(0));
+    found
 }
 
-fn find_below<'b, 'a>(
+/// One depth-first walk finding, for each of `N` kinds of node, the first
+/// node `classify` says is of that kind (`Some(k)`, `k < N`). A host DT is
+/// walked once instead of once per device looked for: the `fdt` crate
+/// parses a node's properties on every look, and boot time counts.
+pub fn find_firsts<'b, 'a, const N: usize>(
+    fdt: &'b Fdt<'a>,
+    classify: &dyn Fn(&Node<'b, 'a>) -> Option<usize>,
+) -> [Option<Located<'b, 'a>>; N] {
+    let mut found = [const { None }; N];
+    if let Some(root) = root(fdt) {
+        firsts_below(root, NodePath::root(), classify, &mut found, 1);
+    }
+    found
+}
+
+fn firsts_below<'b, 'a, const N: usize>(
     node: Node<'b, 'a>,
     path: NodePath,
-    pred: &dyn Fn(&Node<'b, 'a>) -> bool,
+    classify: &dyn Fn(&Node<'b, 'a>) -> Option<usize>,
+    found: &mut [Option<Located<'b, 'a>>; N],
     depth: usize,
-) -> Option<Located<'b, 'a>> {
-    // The structure check bounds the depth; keep the recursion bounded even
-    // if that ever changes.
+) {
     if depth > MAX_DEPTH {
-        return None;
+        return;
     }
-    let cells = Cells::of(&node);
+    // Read only for a node with a match below it: two more property scans
+    // per node would double the walk.
+    let mut cells = None;
     for child in node.children() {
+        if found.iter().all(Option::is_some) {
+            return;
+        }
         let child_path = path.child(child.name);
-        if pred(&child) {
-            return Some(Located {
-                node: child,
-                path: child_path,
-                parent_cells: cells,
-            });
+        if let Some(slot) = classify(&child).and_then(|k| found.get_mut(k)) {
+            if slot.is_none() {
+                *slot = Some(Located {
+                    node: child,
+                    path: child_path.clone(),
+                    parent_cells: *cells.get_or_insert_with(|| Cells::of(&node)),
+                });
+            }
         }
-        if let Some(found) = find_below(child, child_path, pred, depth + 1) {
-            return Some(found);
-        }
+        firsts_below(child, child_path, classify, found, depth + 1);
     }
-    None
 }
 
 #[cfg(test)]

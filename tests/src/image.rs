@@ -55,6 +55,29 @@ pub fn module_range(image: &[u8], name: &str) -> Result<(usize, core::ops::Range
     }
 }
 
+/// Flips every bit of the first byte of module `name`'s list of chunk
+/// digests; returns its table index.
+pub fn corrupt_chunk_digests(image: &mut [u8], name: &str) -> Result<usize, Failure> {
+    let (index, _) = module_range(image, name)?;
+    let table = table_offset(image)?;
+    let entry_at =
+        table + core::mem::size_of::<TableHeader>() + index * core::mem::size_of::<ModuleEntry>();
+    let entry = image
+        .get(entry_at..)
+        .and_then(|b| ModuleEntry::read_from_prefix(b).ok())
+        .map(|(e, _)| e)
+        .ok_or_else(|| Failure::new("module entry out of range"))?;
+    let at = usize::try_from(entry.chunks_offset.get())
+        .ok()
+        .and_then(|o| table.checked_add(o))
+        .ok_or_else(|| Failure::new("chunk digests out of range"))?;
+    let byte = image
+        .get_mut(at)
+        .ok_or_else(|| Failure::new("chunk digests out of range"))?;
+    *byte = !*byte;
+    Ok(index)
+}
+
 /// Flips every bit of the middle byte of module `name`; returns its table
 /// index (what the kernel's refusal names).
 pub fn corrupt_module(image: &mut [u8], name: &str) -> Result<usize, Failure> {
@@ -70,8 +93,7 @@ pub fn corrupt_module(image: &mut [u8], name: &str) -> Result<usize, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_ipc::image::{ModuleKind, NAME_LEN, TABLE_VERSION};
-    use zerocopy::IntoBytes;
+    use tessera_ipc::image::ModuleKind;
 
     const ALIGN: usize = MODULE_ALIGN as usize;
 
@@ -84,39 +106,12 @@ mod tests {
             stray.copy_from_slice(&TABLE_MAGIC);
         }
         let table = kernel.next_multiple_of(ALIGN);
-        let entries_len = core::mem::size_of::<TableHeader>()
-            + modules.len() * core::mem::size_of::<ModuleEntry>();
-        let mut at = entries_len.next_multiple_of(ALIGN);
-        let mut entries = Vec::new();
-        for (name, data) in modules {
-            let mut n = [0u8; NAME_LEN];
-            n[..name.len()].copy_from_slice(name.as_bytes());
-            entries.push(ModuleEntry {
-                kind: (ModuleKind::Kernel as u32).into(),
-                _pad: 0.into(),
-                offset: (at as u64).into(),
-                size: (data.len() as u64).into(),
-                sha256: [0; 32],
-                name: n,
-            });
-            at = (at + data.len()).next_multiple_of(ALIGN);
-        }
-        let header = TableHeader {
-            magic: TABLE_MAGIC,
-            version: TABLE_VERSION.into(),
-            count: (modules.len() as u32).into(),
-            total_size: (at as u64).into(),
-        };
-        out.resize(table + at, 0);
-        let mut bytes = header.as_bytes().to_vec();
-        for e in &entries {
-            bytes.extend_from_slice(e.as_bytes());
-        }
-        out[table..table + bytes.len()].copy_from_slice(&bytes);
-        for ((_, data), e) in modules.iter().zip(&entries) {
-            let start = table + e.offset.get() as usize;
-            out[start..start + data.len()].copy_from_slice(data);
-        }
+        let listed: Vec<(ModuleKind, &str, &[u8])> = modules
+            .iter()
+            .map(|&(name, data)| (ModuleKind::Kernel, name, data))
+            .collect();
+        out.resize(table, 0);
+        out.extend_from_slice(&tessera_ipc::image::pack_table(&listed, |_| [0; 32]));
         out
     }
 

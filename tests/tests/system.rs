@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 use tessera_system_tests::hostdtb::broken_host_dtb;
-use tessera_system_tests::image::corrupt_module;
+use tessera_system_tests::image::{corrupt_chunk_digests, corrupt_module};
 use tessera_system_tests::linux::with_console;
 use tessera_system_tests::{lit, run_main, Context, Failure, Line, Qemu, SystemTest};
 
@@ -153,25 +153,53 @@ fn bad_host_dtb(cx: &Context) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A copy of a good image with one byte of its `testguest` module flipped:
-/// the kernel checks every module's SHA-256 before using any, refuses the
-/// image with one line naming the module, and starts no domain.
+/// Copies of a good image, damaged. One byte of its `testguest` module
+/// flipped: the kernel checks a payload chunk by chunk as it first copies
+/// it into a domain (docs/02, "Lazy RAM"), so the guest is built but never
+/// runs an instruction of it: the fill is refused with one line naming the
+/// module and the bytes, and the domain stops. Its list of chunk digests
+/// damaged instead: the kernel refuses the image at boot and builds
+/// nothing.
 fn corrupt_module_refused(cx: &Context) -> Result<(), Failure> {
     let good = cx.image("hypercalls");
-    let mut bytes =
-        std::fs::read(&good).map_err(|e| Failure::new(format!("{}: {e}", good.display())))?;
-    let index = corrupt_module(&mut bytes, "testguest")?;
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| Failure::new(format!("{}: {e}", p.display())))
+    };
     let dir = cx.scratch();
     std::fs::create_dir_all(&dir).map_err(|e| Failure::new(format!("{}: {e}", dir.display())))?;
-    let bad = dir.join("corrupt-tessera.img");
-    std::fs::write(&bad, &bytes).map_err(|e| Failure::new(format!("{}: {e}", bad.display())))?;
-    let mut config = cx.config("hypercalls", 2);
-    config.kernel = bad;
-    let mut qemu = cx.boot(&config)?;
+    let boot_damaged = |bytes: &[u8], file: &str| {
+        let bad = dir.join(file);
+        std::fs::write(&bad, bytes).map_err(|e| Failure::new(format!("{}: {e}", bad.display())))?;
+        let mut config = cx.config("hypercalls", 2);
+        config.kernel = bad;
+        cx.boot(&config)
+    };
+
+    let mut bytes = read(&good)?;
+    let index = corrupt_module(&mut bytes, "testguest")?;
+    let mut qemu = boot_damaged(&bytes, "corrupt-payload.img")?;
+    qemu.expect(
+        &format!(
+            "^tessera: d\\d+ \\S+: module entry {index} \"testguest\" fails its SHA-256 \
+             check at bytes 0x[0-9a-f]+\\.\\.0x[0-9a-f]+; it is not used$"
+        ),
+        WAIT,
+    )?;
+    qemu.expect(
+        r"^tessera: d\d+ \S+: stage-2 fault at IPA .*; domain stopped$",
+        WAIT,
+    )?;
+    qemu.expect(&lit("tessera: all domains stopped, powering off"), WAIT)?;
+    qemu.assert_absent(r"^\(", "no instruction of a corrupt payload may run")?;
+    drop(qemu);
+
+    let mut bytes = read(&good)?;
+    let index = corrupt_chunk_digests(&mut bytes, "testguest")?;
+    let mut qemu = boot_damaged(&bytes, "corrupt-digests.img")?;
     qemu.expect(
         &lit(&format!(
-            "tessera: bad unified image: module entry {index} \"testguest\" fails its SHA-256 \
-             check; halting"
+            "tessera: bad unified image: module entry {index} \"testguest\": its chunk digests \
+             fail their SHA-256 check; halting"
         )),
         WAIT,
     )?;
@@ -413,7 +441,8 @@ fn grant_restart(cx: &Context) -> Result<(), Failure> {
 /// from the image's `testguest` module, wires it to a service domain it
 /// also creates, starts it and, once it has powered off, destroys both and
 /// builds in the freed slot again; then it pauses, resumes and destroys a
-/// running ticker. Every call is also tried wrongly (checked in the
+/// running ticker, and resets in place a domain that asks to reboot and
+/// starts it again. Every call is also tried wrongly (checked in the
 /// builder). The policy's refusals are logged.
 fn domctl(cx: &Context) -> Result<(), Failure> {
     let mut qemu = cx.boot(&cx.config("domctl", 2))?;
@@ -441,9 +470,21 @@ fn domctl(cx: &Context) -> Result<(), Failure> {
     qemu.expect(r"\(ticker\) TICKER 1 ", WAIT)?;
     qemu.expect(r"\(ticker\) TICKER \d+ late_max_us=\d{6,}$", WAIT)?;
     qemu.expect(r"\(ticker\) TICKER \d+ ", WAIT)?;
+    qemu.expect(r"tessera: d2 ticker: destroyed", WAIT)?;
+    // A domain that asks to reboot is reset in place and started again.
     qemu.expect_all(
         &[
-            r"tessera: d2 ticker: destroyed",
+            r"\(rebooter\) .*REBOOT-START",
+            &shutdown("rebooter", "reboot"),
+            r"tessera: d2 rebooter: reset in place by d1 builder \(generation 2\)",
+        ],
+        WAIT,
+    )?;
+    qemu.expect_all(
+        &[
+            r"\(rebooter\) .*REBOOT-START",
+            &shutdown("rebooter", "reboot"),
+            r"tessera: d2 rebooter: destroyed",
             &pass("builder", "domctl-build"),
         ],
         WAIT,
@@ -596,6 +637,49 @@ fn hyperlaunch_reboot(cx: &Context) -> Result<(), Failure> {
     qemu.expect(r"tessera: d1 domb: system reset$", WAIT)?;
     qemu.wait_exit(WAIT)?;
     qemu.assert_absent(ALL_STOPPED, "a reset is not a power-off")?;
+    Ok(())
+}
+
+/// Hyperlaunch reboot in place (`tests/images/hyperlaunch-reboot-in-place`):
+/// two guests ask to reboot at every boot. domB resets `inplace` in place
+/// (`ResetDomain`) and starts it again, generation after generation, with
+/// no rebuild; the policy does not let it reset `rebuilt`, so the kernel
+/// refuses (and logs the denial) and domB destroys and rebuilds that one.
+fn hyperlaunch_reboot_in_place(cx: &Context) -> Result<(), Failure> {
+    let mut qemu = cx.boot(&cx.config("hyperlaunch-reboot-in-place", 2))?;
+    qemu.forbid(r"stage-2 fault", "no domain may fault")?;
+    qemu.forbid(
+        r"d2 inplace: (destroyed|rebuilt as generation|cannot reboot in place)",
+        "inplace is reset in place, never rebuilt",
+    )?;
+    // Both guests reboot at once and again at every boot, so their lines
+    // interleave: one set.
+    let [in_place_1, in_place_2] = [1, 2].map(|generation| {
+        [
+            format!(
+                r"tessera: d2 inplace: reset in place by d1 domb \(generation {}\)",
+                generation + 1
+            ),
+            domb(&format!(
+                "d2 inplace: rebooted in place as generation {generation}$"
+            )),
+        ]
+    });
+    let mut patterns: Vec<String> = vec![
+        measured(2, "inplace"),
+        measured(3, "rebuilt"),
+        shutdown("inplace", "reboot"),
+        domb("d2 inplace: asked to reboot"),
+        r"tessera: avc: denied \{ reset \} for source=system_u:system_r:domB_t target=system_u:system_r:norest_t class=domain".into(),
+        domb(r"d3 rebuilt: cannot reboot in place: reset in place: -Eacces\(13\); rebuilding it"),
+        r"tessera: d3 rebuilt: destroyed".into(),
+        domb("d3 rebuilt: rebuilt as generation 1$"),
+    ];
+    patterns.extend(in_place_1);
+    patterns.extend(in_place_2);
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    qemu.expect_all(&patterns, WAIT)?;
+    qemu.expect(r"^\(rebuilt\) .*REBOOT-START", WAIT)?;
     Ok(())
 }
 
@@ -836,6 +920,11 @@ const TESTS: &[SystemTest] = &[
     test("hyperlaunch-restart", 120, hyperlaunch_restart),
     test("hyperlaunch-deny", 90, hyperlaunch_deny),
     test("hyperlaunch-reboot", 90, hyperlaunch_reboot),
+    test(
+        "hyperlaunch-reboot-in-place",
+        90,
+        hyperlaunch_reboot_in_place,
+    ),
     test("hold", 90, hold),
     test("hyperlaunch-hold", 90, hyperlaunch_hold),
     test("hyperlaunch-dm-giveup", 90, hyperlaunch_dm_giveup),

@@ -9,11 +9,14 @@
 use crate::error::Error;
 use sha2::{Digest, Sha256};
 use tessera_ipc::image::{
-    Arm64ImageHeader, ModuleEntry, ModuleKind, TableHeader, ARM64_IMAGE_MAGIC, MODULE_ALIGN,
-    NAME_LEN, TABLE_MAGIC, TABLE_VERSION,
+    pack_table, Arm64ImageHeader, ModuleEntry, ModuleKind, TableHeader, ARM64_IMAGE_MAGIC,
+    CHUNK_SIZE, DIGEST_LEN, MODULE_ALIGN, NAME_LEN, TABLE_MAGIC, TABLE_VERSION,
 };
+#[cfg(test)]
 use zerocopy::little_endian::{U32, U64};
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::FromBytes;
+#[cfg(test)]
+use zerocopy::IntoBytes;
 
 /// One payload to place in the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,46 +86,14 @@ pub fn pack(kernel: &[u8], kernel_footprint: u64, modules: &[Module]) -> Result<
     }
 
     let table_start = table_offset(kernel_footprint.max(kernel.len() as u64));
-    let table_bytes = (size_of::<TableHeader>() + modules.len() * size_of::<ModuleEntry>()) as u64;
-    let mut entries = Vec::with_capacity(modules.len());
-    let mut next = align_up(table_bytes);
-    for module in modules {
-        let mut name = [0u8; NAME_LEN];
-        name[..module.name.len()].copy_from_slice(module.name.as_bytes());
-        entries.push(ModuleEntry {
-            kind: U32::new(module.kind.raw()),
-            _pad: U32::new(0),
-            offset: U64::new(next),
-            size: U64::new(module.data.len() as u64),
-            sha256: Sha256::digest(&module.data).into(),
-            name,
-        });
-        next = align_up(next + module.data.len() as u64);
-    }
-    // The table ends where the last module's bytes end, not at its padding.
-    let total_size = modules.last().map_or(table_bytes, |m| {
-        entries.last().map_or(table_bytes, |e| e.offset.get()) + m.data.len() as u64
-    });
-    let table_header = TableHeader {
-        magic: TABLE_MAGIC,
-        version: U32::new(TABLE_VERSION),
-        count: U32::new(modules.len() as u32),
-        total_size: U64::new(total_size),
-    };
-
-    let mut image = vec![0u8; to_usize(table_start + total_size)];
+    let listed: Vec<(ModuleKind, &str, &[u8])> = modules
+        .iter()
+        .map(|m| (m.kind, m.name.as_str(), m.data.as_slice()))
+        .collect();
+    let table = pack_table(&listed, |bytes| Sha256::digest(bytes).into());
+    let mut image = vec![0u8; to_usize(table_start)];
     image[..kernel.len()].copy_from_slice(kernel);
-    let mut at = to_usize(table_start);
-    image[at..at + size_of::<TableHeader>()].copy_from_slice(table_header.as_bytes());
-    at += size_of::<TableHeader>();
-    for entry in &entries {
-        image[at..at + size_of::<ModuleEntry>()].copy_from_slice(entry.as_bytes());
-        at += size_of::<ModuleEntry>();
-    }
-    for (module, entry) in modules.iter().zip(&entries) {
-        let start = to_usize(table_start + entry.offset.get());
-        image[start..start + module.data.len()].copy_from_slice(&module.data);
-    }
+    image.extend_from_slice(&table);
     let image_size = image.len() as u64;
     image[IMAGE_SIZE_OFFSET..IMAGE_SIZE_OFFSET + 8].copy_from_slice(&image_size.to_le_bytes());
     Ok(image)
@@ -172,6 +143,20 @@ pub fn read_table(image: &[u8], table_start: u64) -> Result<Vec<PackedModule>, R
             .and_then(|end| table.get(to_usize(offset)..to_usize(end)))
             .ok_or(ReadError::Truncated("module data"))?;
         if <[u8; 32]>::from(Sha256::digest(data)) != entry.sha256 {
+            return Err(ReadError::ChecksumMismatch { index });
+        }
+        let list_len = entry.size.get().div_ceil(CHUNK_SIZE) * DIGEST_LEN as u64;
+        let list = entry
+            .chunks_offset
+            .get()
+            .checked_add(list_len)
+            .and_then(|end| table.get(to_usize(entry.chunks_offset.get())..to_usize(end)))
+            .ok_or(ReadError::Truncated("chunk digests"))?;
+        let chunks_match = list
+            .chunks(DIGEST_LEN)
+            .zip(data.chunks(CHUNK_SIZE as usize))
+            .all(|(d, c)| d == Sha256::digest(c).as_slice());
+        if !chunks_match || <[u8; 32]>::from(Sha256::digest(list)) != entry.chunks_sha256 {
             return Err(ReadError::ChecksumMismatch { index });
         }
         modules.push(PackedModule {

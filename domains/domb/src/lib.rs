@@ -22,8 +22,9 @@
 //!   label with SHA-256 into a TCG crypto-agile event log, computes the PCR
 //!   values the log implies, replays a log, and formats the boot line.
 //! - [`supervisor`] is the `on-crash` state machine: stop, restart with
-//!   back-off and a restart budget, or reboot the system; it also says which
-//!   peers must hear that a domain restarted.
+//!   back-off and a restart budget, or reboot the system, and a reboot a
+//!   domain asks for (at once, in place); it also says which peers must
+//!   hear that a domain restarted.
 //!
 //! # How the EL1 shell uses it
 //! `src/main.rs`, built for `aarch64-unknown-none` on `tessera-rt` as
@@ -46,9 +47,12 @@
 //!    domain stopped) or the timer set to
 //!    [`supervisor::Supervisor::next_deadline`], feeds the matching
 //!    [`supervisor::Event`], and carries out the actions. A `Rebuild`
-//!    destroys the old domain and walks the rebuild steps again; binding a
-//!    static channel to a running peer is what tells that peer (the kernel
-//!    raises its port).
+//!    destroys the old domain and walks the rebuild steps again; a
+//!    `ResetInPlace` (a domain that asked to reboot) walks
+//!    [`plan::Plan::try_for_each_reboot_step`], whose first step has the
+//!    kernel reset the domain in place (`ResetDomain`), and falls back to a
+//!    rebuild if that fails; binding a static channel to a running peer is
+//!    what tells that peer (the kernel raises its port).
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

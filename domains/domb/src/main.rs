@@ -222,6 +222,37 @@ mod shell {
             built
         }
 
+        /// Boots plan domain `k` again in place after it asked to reboot:
+        /// the kernel resets it (same id, memory, shared regions and device
+        /// model), then its payloads, DTB and vCPU context are loaded again,
+        /// its channels to running domains bound again, it is measured and
+        /// started. On a failure the caller rebuilds it from scratch.
+        fn reboot(&mut self, plan: &Plan<'_>, k: usize) -> Result<(), Failure> {
+            let Some(dc) = self.domain(k) else {
+                return Err(Failure::Unexpected("no such domain"));
+            };
+            let payloads = self.payloads(dc)?;
+            let layout = layout::layout(
+                dc.memory_bytes,
+                payloads.kernel.data,
+                payloads.ramdisk.map(|r| r.data.len() as u64),
+            )
+            .map_err(Failure::Layout)?;
+            let stages = core::array::from_fn::<Stage, MAX_DOMAINS, _>(|i| self.stage(i));
+            let running = |other: usize| stages.get(other) == Some(&Stage::Running);
+            let mut log_buf = [0u8; DOMAIN_LOG_SIZE];
+            let mut target = Target {
+                k,
+                dc,
+                payloads,
+                layout,
+                dtb_len: 0,
+                created: false,
+                log: EventLog::new(&mut log_buf).map_err(Failure::Measure)?,
+            };
+            plan.try_for_each_reboot_step(k, running, |step| self.issue(&mut target, step))
+        }
+
         /// Starts plan domain `k`, built earlier (at boot, once every
         /// domain is built); on a failure it is destroyed.
         fn start(&mut self, plan: &Plan<'_>, k: usize) -> Result<(), Failure> {
@@ -377,6 +408,24 @@ mod shell {
                     )?;
                 }
                 Step::ShareMemory { .. } => return Err(Failure::Unexpected("share memory")),
+                Step::Reset { .. } => {
+                    // -EBUSY: its stop is still under way on another pCPU
+                    // (another domain's stop woke us): wait for it, briefly.
+                    let start = timer::now();
+                    let limit = REAP_WAIT_MS * self.ticks_per_ms;
+                    loop {
+                        match ctl::reset_domain(id) {
+                            Err(e)
+                                if e.is(Errno::Ebusy)
+                                    && timer::now().saturating_sub(start) < limit =>
+                            {
+                                timer::delay_us(1_000);
+                            }
+                            r => break call("reset in place", r)?,
+                        }
+                    }
+                    t.created = true;
+                }
                 Step::Measure { .. } => self.measure(t)?,
                 Step::Unpause { .. } | Step::IntroduceToStore { .. } => {
                     self.issue_start(t.k, step)?
@@ -745,7 +794,8 @@ mod shell {
                     let _ = ctl::destroy(dc.domid);
                     Life::Crashed
                 }
-                // A reboot is rebuilt by the action that follows.
+                // A reboot is reset in place (or rebuilt) by the action
+                // that follows.
                 _ => Life::Crashed,
             };
             if let Some(l) = b.life.get_mut(k) {
@@ -786,6 +836,43 @@ mod shell {
         }
     }
 
+    /// Destroys what is left of plan domain `k` (after a crash, or a
+    /// reboot that could not be done in place) and builds and starts it
+    /// again as `generation`.
+    fn rebuild(
+        b: &mut Builder,
+        plan: &Plan<'_>,
+        k: usize,
+        generation: u32,
+        notify_peers: &supervisor::Peers,
+    ) {
+        let Some(dc) = b.domain(k) else { return };
+        let _ = ctl::destroy(dc.domid);
+        if let Some(l) = b.life.get_mut(k) {
+            *l = Life::Absent;
+        }
+        if b.build_and_report(plan, k, true) {
+            println!(
+                "domb: d{} {}: rebuilt as generation {generation}",
+                dc.domid, dc.name
+            );
+            tell_peers(dc, notify_peers);
+        } else {
+            abandon_clients(b, k);
+        }
+    }
+
+    /// Its static channels to `dc` were bound again just now, which
+    /// raised each running peer's port: say so.
+    fn tell_peers(dc: &DomainConfig, notify_peers: &supervisor::Peers) {
+        for peer in notify_peers {
+            println!(
+                "domb: {peer}: told that its peer d{} {} restarted",
+                dc.domid, dc.name
+            );
+        }
+    }
+
     fn carry_out(b: &mut Builder, plan: &Plan<'_>, action: Action) {
         match action {
             Action::Rebuild {
@@ -793,27 +880,37 @@ mod shell {
                 generation,
                 notify_peers,
             } => {
+                if let Some(k) = b.index_of(domain) {
+                    rebuild(b, plan, k, generation, &notify_peers);
+                }
+            }
+            Action::ResetInPlace {
+                domain,
+                generation,
+                notify_peers,
+            } => {
                 let Some(k) = b.index_of(domain) else { return };
                 let Some(dc) = b.domain(k) else { return };
-                // Whatever is left of it goes first (a reboot, a crash).
-                let _ = ctl::destroy(dc.domid);
-                if let Some(l) = b.life.get_mut(k) {
-                    *l = Life::Absent;
-                }
-                if !b.build_and_report(plan, k, true) {
-                    abandon_clients(b, k);
-                } else {
-                    println!(
-                        "domb: d{} {}: rebuilt as generation {generation}",
-                        dc.domid, dc.name
-                    );
-                    for peer in notify_peers {
-                        // Its static channels to the new domain were bound
-                        // again just now, which raised its ports.
+                match b.reboot(plan, k) {
+                    Ok(()) => {
+                        if let Some(l) = b.life.get_mut(k) {
+                            *l = Life::Running;
+                        }
                         println!(
-                            "domb: {peer}: told that its peer d{} {} restarted",
+                            "domb: d{} {}: rebooted in place as generation {generation}",
                             dc.domid, dc.name
                         );
+                        tell_peers(dc, &notify_peers);
+                    }
+                    // A kernel or policy without `ResetDomain`, say: the
+                    // domain is built afresh instead (a device model does
+                    // not serve that one; the kernel holds it).
+                    Err(e) => {
+                        println!(
+                            "domb: d{} {}: cannot reboot in place: {e}; rebuilding it",
+                            dc.domid, dc.name
+                        );
+                        rebuild(b, plan, k, generation, &notify_peers);
                     }
                 }
             }

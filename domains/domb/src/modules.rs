@@ -13,54 +13,18 @@
 pub use tessera_ipc::image::{Module, ModuleTable, TableError};
 
 #[cfg(test)]
-use crate::measure::Sha256Digest;
-#[cfg(test)]
-use tessera_ipc::image::{ModuleEntry, ModuleKind, TableHeader, TABLE_MAGIC, TABLE_VERSION};
+use tessera_ipc::image::ModuleKind;
 
 /// Builds a table the way `cargo xtask build` packs one, for tests.
 #[cfg(test)]
 pub(crate) fn build_table(modules: &[(ModuleKind, &str, &[u8])]) -> Vec<u8> {
-    use tessera_ipc::image::NAME_LEN;
-    use zerocopy::IntoBytes;
-    let head = core::mem::size_of::<TableHeader>() + modules.len() * size_of::<ModuleEntry>();
-    let mut offset = head.next_multiple_of(64);
-    let mut entries = Vec::new();
-    let mut placed = Vec::new();
-    for (kind, name, data) in modules {
-        let mut padded = [0u8; NAME_LEN];
-        padded[..name.len()].copy_from_slice(name.as_bytes());
-        entries.push(ModuleEntry {
-            kind: (*kind as u32).into(),
-            _pad: 0.into(),
-            offset: (offset as u64).into(),
-            size: (data.len() as u64).into(),
-            sha256: Sha256Digest::of(data).0,
-            name: padded,
-        });
-        placed.push((offset, *data));
-        offset = (offset + data.len()).next_multiple_of(64);
-    }
-    let header = TableHeader {
-        magic: TABLE_MAGIC,
-        version: TABLE_VERSION.into(),
-        count: (modules.len() as u32).into(),
-        total_size: (offset as u64).into(),
-    };
-    let mut out = vec![0u8; offset];
-    out[..24].copy_from_slice(header.as_bytes());
-    for (i, e) in entries.iter().enumerate() {
-        let at = 24 + i * size_of::<ModuleEntry>();
-        out[at..at + size_of::<ModuleEntry>()].copy_from_slice(e.as_bytes());
-    }
-    for (at, data) in placed {
-        out[at..at + data.len()].copy_from_slice(data);
-    }
-    out
+    tessera_ipc::image::pack_table(modules, |b| crate::measure::Sha256Digest::of(b).0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::Sha256Digest;
 
     fn sample() -> Vec<u8> {
         build_table(&[
@@ -96,7 +60,7 @@ mod tests {
     #[test]
     fn a_table_running_past_its_window_is_refused() {
         let bytes = sample();
-        for cut in [0, 10, 24, 24 + 104, bytes.len() - 1] {
+        for cut in [0, 10, 24, 24 + E, bytes.len() - 1] {
             assert_eq!(
                 ModuleTable::parse(&bytes[..cut]).err(),
                 Some(TableError::Truncated),
@@ -107,6 +71,36 @@ mod tests {
         let mut longer = bytes.clone();
         longer.extend_from_slice(&[0xAA; 100]);
         assert!(ModuleTable::parse(&longer).is_ok());
+    }
+
+    /// Bytes of one table entry.
+    const E: usize = core::mem::size_of::<tessera_ipc::image::ModuleEntry>();
+
+    #[test]
+    fn chunk_digest_lists_must_lie_in_the_table_and_modules_on_64k() {
+        let bytes = sample();
+        let table = ModuleTable::parse(&bytes).unwrap();
+        let m = table.get(1).unwrap();
+        assert_eq!(m.chunk_digests.len(), m.data.len().div_ceil(0x1_0000));
+        assert_eq!(m.chunk(0), Some(m.data));
+        assert_eq!(m.chunk(1), None);
+        assert_eq!(m.chunks_covering(0, m.data.len() as u64), Some((0, 0)));
+        assert_eq!(m.chunks_covering(0, 0), None);
+        assert_eq!(m.chunks_covering(1, m.data.len() as u64), None);
+        // Entry 0's chunk list (at 24 + 104, after the name) moved past the table.
+        let mut list_past_end = sample();
+        list_past_end[24 + 104..24 + 112].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(
+            ModuleTable::parse(&list_past_end).err(),
+            Some(TableError::BadEntry(0))
+        );
+        // Entry 1's offset (at 24 + E + 8) moved off its 64 KiB boundary.
+        let mut misaligned = sample();
+        misaligned[24 + E + 8] = 0x40;
+        assert_eq!(
+            ModuleTable::parse(&misaligned).err(),
+            Some(TableError::BadEntry(1))
+        );
     }
 
     #[test]
@@ -123,16 +117,16 @@ mod tests {
             ModuleTable::parse(&bad_version).err(),
             Some(TableError::BadVersion(9))
         );
-        // Entry 1's size (at 24 + 104 + 16) made to run past the table.
+        // Entry 1's size (at 24 + E + 16) made to run past the table.
         let mut past_end = sample();
-        past_end[24 + 104 + 16..24 + 104 + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+        past_end[24 + E + 16..24 + E + 24].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(
             ModuleTable::parse(&past_end).err(),
             Some(TableError::BadEntry(1))
         );
-        // Entry 2's kind (at 24 + 2 * 104) made unknown.
+        // Entry 2's kind (at 24 + 2 * E) made unknown.
         let mut bad_kind = sample();
-        bad_kind[24 + 2 * 104] = 0x77;
+        bad_kind[24 + 2 * E] = 0x77;
         assert_eq!(
             ModuleTable::parse(&bad_kind).err(),
             Some(TableError::BadEntry(2))

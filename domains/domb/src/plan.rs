@@ -25,7 +25,11 @@
 //! order: when a service starts, every domain it serves exists already, so
 //! a device model can register for all of its domains at once (the kernel
 //! holds each served domain until its device model says it is ready). A
-//! rebuild after a crash builds and starts the one domain.
+//! rebuild after a crash builds and starts the one domain. A reboot the
+//! domain asked for is done in place: `Reset` instead of `Create` and
+//! `AssignMemory`, then only what a boot undoes (payloads, DTB, static
+//! channels, store introduction, measurement) and the start; its memory
+//! and what is mapped into it stay.
 //!
 //! Every link names a service end and a client end, and the service must
 //! come first in boot order, so services are unpaused before their
@@ -139,6 +143,12 @@ pub enum Step<'a> {
         domain: usize,
     },
     Unpause {
+        domain: usize,
+    },
+    /// Take the domain, stopped because it asked to reboot, back to built
+    /// and not yet run, in place (`ResetDomain`): it keeps its memory, the
+    /// regions and memory shared with it, and its device model.
+    Reset {
         domain: usize,
     },
 }
@@ -363,24 +373,66 @@ impl<'a> Plan<'a> {
         self.start_steps(index, stage, &mut issue)
     }
 
+    /// Passes the steps that boot domain `index` again after it asked to
+    /// reboot, in place, with `running(other)` saying which other domains
+    /// are up: `Reset` instead of `Create` and `AssignMemory`, then only
+    /// what a boot undoes. Its payloads and DTB are loaded again, its
+    /// static event channels to running domains (closed when it stopped)
+    /// bound again, it is introduced to a running store again and
+    /// measured again (a new boot, a new event log); its lent regions and
+    /// shared memory stay mapped, so they are not mapped again. Then its
+    /// start, as for a rebuild. An index past the list issues nothing.
+    pub fn try_for_each_reboot_step<E>(
+        &self,
+        index: usize,
+        running: impl Fn(usize) -> bool,
+        mut issue: impl FnMut(Step<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let stage = |other: usize| {
+            if other != index && running(other) {
+                Stage::Running
+            } else {
+                Stage::Absent
+            }
+        };
+        self.load_steps(index, &stage, true, &mut issue)?;
+        self.start_steps(index, stage, &mut issue)
+    }
+
     fn build_steps<E>(
         &self,
         index: usize,
         stage: impl Fn(usize) -> Stage,
         issue: &mut impl FnMut(Step<'a>) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.load_steps(index, &stage, false, issue)
+    }
+
+    /// A build (`in_place` false), or the steps after a reset in place,
+    /// which keeps the domain's memory and what is mapped into it.
+    fn load_steps<E>(
+        &self,
+        index: usize,
+        stage: &impl Fn(usize) -> Stage,
+        in_place: bool,
+        issue: &mut impl FnMut(Step<'a>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let Some(domain) = self.domains.get(index) else {
             return Ok(());
         };
         let exists = |other: usize| other != index && stage(other) != Stage::Absent;
-        issue(Step::Create {
-            domain: index,
-            label: domain.label,
-        })?;
-        issue(Step::AssignMemory {
-            domain: index,
-            bytes: domain.memory_bytes,
-        })?;
+        if in_place {
+            issue(Step::Reset { domain: index })?;
+        } else {
+            issue(Step::Create {
+                domain: index,
+                label: domain.label,
+            })?;
+            issue(Step::AssignMemory {
+                domain: index,
+                bytes: domain.memory_bytes,
+            })?;
+        }
         for &kind in domain.payloads {
             issue(Step::CopyModule {
                 domain: index,
@@ -388,7 +440,7 @@ impl<'a> Plan<'a> {
             })?;
         }
         issue(Step::SetGuestDtb { domain: index })?;
-        for &region in domain.regions {
+        for &region in domain.regions.iter().filter(|_| !in_place) {
             issue(Step::MapRegion {
                 domain: index,
                 region,
@@ -402,7 +454,8 @@ impl<'a> Plan<'a> {
             } else {
                 continue;
             };
-            if exists(other) {
+            let kept = in_place && matches!(link.kind, LinkKind::SharedMemory { .. });
+            if exists(other) && !kept {
                 issue(link_step(link_index, link))?;
             }
         }
@@ -999,6 +1052,120 @@ mod tests {
         assert!(!alone.iter().any(|s| matches!(s, Step::BindEvtchn { .. })));
     }
 
+    fn reboot_steps<'a>(plan: &Plan<'a>, index: usize, running: &[bool]) -> Vec<Step<'a>> {
+        let mut out = Vec::new();
+        plan.try_for_each_reboot_step(
+            index,
+            |d| running[d],
+            |step| {
+                out.push(step);
+                Ok::<(), Infallible>(())
+            },
+        )
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_reboot_resets_in_place_and_loads_again() {
+        let domains = [DomainSpec {
+            payloads: LINUX,
+            ..domain("guest")
+        }];
+        let plan = Plan::new(&domains, &[]).unwrap();
+        assert_eq!(
+            reboot_steps(&plan, 0, &[true]),
+            [
+                Step::Reset { domain: 0 },
+                Step::CopyModule {
+                    domain: 0,
+                    kind: PayloadKind::Kernel
+                },
+                Step::CopyModule {
+                    domain: 0,
+                    kind: PayloadKind::Ramdisk
+                },
+                Step::CopyModule {
+                    domain: 0,
+                    kind: PayloadKind::PartialDtb
+                },
+                Step::SetGuestDtb { domain: 0 },
+                Step::Measure { domain: 0 },
+                Step::Unpause { domain: 0 },
+            ]
+        );
+        assert!(reboot_steps(&plan, 1, &[true]).is_empty(), "past the list");
+    }
+
+    #[test]
+    fn a_reboot_keeps_what_is_mapped_and_binds_channels_to_running_peers() {
+        let domains = [
+            DomainSpec {
+                is_store: true,
+                ..domain("xenstored")
+            },
+            DomainSpec {
+                uses_store: true,
+                regions: &[1, 0],
+                ..domain("guest")
+            },
+            domain("peer"),
+        ];
+        let links = [
+            evtchn(0, 1),
+            LinkSpec {
+                kind: LinkKind::SharedMemory { bytes: 4096 },
+                service: 0,
+                client: 1,
+            },
+            evtchn(1, 2),
+        ];
+        let plan = Plan::new(&domains, &links).unwrap();
+        let steps = reboot_steps(&plan, 1, &[true, true, false]);
+        assert!(
+            !steps.iter().any(|s| matches!(
+                s,
+                Step::Create { .. }
+                    | Step::AssignMemory { .. }
+                    | Step::MapRegion { .. }
+                    | Step::ShareMemory { .. }
+            )),
+            "memory and what is mapped into it stay: {steps:?}"
+        );
+        let tail: Vec<_> = steps
+            .iter()
+            .skip_while(|s| **s != Step::SetGuestDtb { domain: 1 })
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                &Step::SetGuestDtb { domain: 1 },
+                &Step::BindEvtchn {
+                    link: 0,
+                    service: 0,
+                    client: 1
+                },
+                &Step::IntroduceToStore {
+                    domain: 1,
+                    store: 0
+                },
+                &Step::Measure { domain: 1 },
+                &Step::Unpause { domain: 1 },
+            ],
+            "the stopped peer gets its channel when it is rebuilt"
+        );
+        assert_eq!(steps.first(), Some(&Step::Reset { domain: 1 }));
+        // A store that reboots introduces every running user again.
+        let store = reboot_steps(&plan, 0, &[true, true, true]);
+        assert_eq!(
+            store.last(),
+            Some(&Step::IntroduceToStore {
+                domain: 1,
+                store: 0
+            })
+        );
+    }
+
     #[test]
     fn bad_domains_are_refused() {
         let two_kernels = [
@@ -1161,7 +1328,8 @@ mod tests {
             | Step::MapRegion { domain, .. }
             | Step::IntroduceToStore { domain, .. }
             | Step::Measure { domain }
-            | Step::Unpause { domain } => vec![domain],
+            | Step::Unpause { domain }
+            | Step::Reset { domain } => vec![domain],
             Step::BindEvtchn {
                 service, client, ..
             }

@@ -125,10 +125,10 @@ pub enum Event {
     /// `domain` crashed (the kernel stopped it) at `now`.
     Crashed { domain: DomainId, now: Time },
     /// `domain` asked to be rebooted (PSCI SYSTEM_RESET or a reboot
-    /// shutdown) at `now`. It is rebuilt at once with the next generation,
-    /// whatever its `on-crash` says, as a dom0less kernel reboots one: a
-    /// reboot is not a crash, so it neither backs off nor counts against
-    /// the restart budget.
+    /// shutdown) at `now`. It boots again at once, in place, with the next
+    /// generation ([`Action::ResetInPlace`]), whatever its `on-crash` says,
+    /// as a dom0less kernel reboots one: a reboot is not a crash, so it
+    /// neither backs off nor counts against the restart budget.
     RebootRequested { domain: DomainId, now: Time },
     /// The clock reads `now`; restarts that are due happen.
     Tick { now: Time },
@@ -143,6 +143,16 @@ pub enum Action {
     /// Destroy what is left of `domain` and build it again as `generation`,
     /// then tell each of `notify_peers` that its peer restarted.
     Rebuild {
+        domain: DomainId,
+        generation: Generation,
+        notify_peers: Peers,
+    },
+    /// Boot `domain` again in place as `generation` (it asked to reboot):
+    /// reset it, keeping its memory, shared regions and device model, load
+    /// it again and start it, then tell each of `notify_peers` that its
+    /// peer restarted. If it cannot be reset, the shell rebuilds it as for
+    /// [`Action::Rebuild`].
+    ResetInPlace {
         domain: DomainId,
         generation: Generation,
         notify_peers: Peers,
@@ -381,7 +391,7 @@ impl Supervisor {
             return Ok(actions);
         }
         if let (Some(slot), Event::RebootRequested { .. }) = (crashed, event) {
-            if let Some(action) = self.rebuild_now(slot, now) {
+            if let Some(action) = self.reboot_now(slot, now) {
                 let _ = actions.push(action);
             }
         } else if let Some(slot) = crashed {
@@ -509,9 +519,9 @@ impl Supervisor {
         })
     }
 
-    /// Rebuilds the running domain in `slot` at once (a reboot it asked
-    /// for), with the next generation.
-    fn rebuild_now(&mut self, slot: usize, now: Time) -> Option<Action> {
+    /// Boots the running domain in `slot` again at once, in place (a
+    /// reboot it asked for), with the next generation.
+    fn reboot_now(&mut self, slot: usize, now: Time) -> Option<Action> {
         let domain = self.domains.get_mut(slot)?;
         let Some(generation) = domain.generation.checked_add(1) else {
             return self.leave_stopped(slot, StopReason::GenerationsExhausted);
@@ -519,7 +529,7 @@ impl Supervisor {
         domain.generation = generation;
         domain.status = Status::Running { since: now };
         let id = domain.id;
-        Some(Action::Rebuild {
+        Some(Action::ResetInPlace {
             domain: id,
             generation,
             notify_peers: self.running_peers(slot),
@@ -602,6 +612,14 @@ mod tests {
         }
     }
 
+    fn reset(domain: DomainId, generation: Generation, peers: &[DomainId]) -> Action {
+        Action::ResetInPlace {
+            domain,
+            generation,
+            notify_peers: peers.iter().copied().collect(),
+        }
+    }
+
     /// Crashes `domain` and ticks until it is rebuilt; returns the delay.
     fn crash_and_wait(sup: &mut Supervisor, domain: DomainId, now: Time) -> Time {
         let mut actions = crash(sup, domain, now);
@@ -639,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reboot_request_rebuilds_at_once_whatever_on_crash_says() {
+    fn a_reboot_request_resets_in_place_at_once_whatever_on_crash_says() {
         let mut sup = Supervisor::new();
         sup.add_domain(A, OnCrash::Stop, 0).unwrap();
         sup.add_domain(B, restart(50, 50, 1_000, 1, 1_000), 0)
@@ -648,12 +666,12 @@ mod tests {
         let reboot = |sup: &mut Supervisor, domain, now| {
             sup.handle(Event::RebootRequested { domain, now }).unwrap()
         };
-        assert_eq!(reboot(&mut sup, A, 5).as_slice(), &[rebuild(A, 1, &[B])]);
+        assert_eq!(reboot(&mut sup, A, 5).as_slice(), &[reset(A, 1, &[B])]);
         assert_eq!(sup.status(A), Some(Status::Running { since: 5 }));
         // Not a crash: no back-off, and the budget of one restart is
-        // still there for a real crash.
-        assert_eq!(reboot(&mut sup, B, 6).as_slice(), &[rebuild(B, 1, &[A])]);
-        assert_eq!(reboot(&mut sup, B, 7).as_slice(), &[rebuild(B, 2, &[A])]);
+        // still there for a real crash, which is rebuilt (not reset).
+        assert_eq!(reboot(&mut sup, B, 6).as_slice(), &[reset(B, 1, &[A])]);
+        assert_eq!(reboot(&mut sup, B, 7).as_slice(), &[reset(B, 2, &[A])]);
         assert!(crash(&mut sup, B, 8).is_empty());
         assert_eq!(tick(&mut sup, 58).as_slice(), &[rebuild(B, 3, &[A])]);
         // A stopped domain cannot ask for anything.
@@ -1028,7 +1046,9 @@ mod tests {
                                 let in_window = restarts[d].iter().filter(|&&t| crash - t < window).count();
                                 prop_assert_eq!(in_window, max_restarts as usize);
                             }
-                            Action::RebootSystem { .. } => prop_assert!(false, "no domain reboots"),
+                            Action::RebootSystem { .. } | Action::ResetInPlace { .. } => {
+                                prop_assert!(false, "no domain reboots")
+                            }
                         }
                     }
                     if let Some(deadline) = sup.next_deadline() {

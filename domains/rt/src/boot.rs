@@ -146,7 +146,11 @@ tessera_primary_entry:
     adr     x1, _start
     ldr     x2, =_start
     cmp     x1, x2
-    b.eq    .Lrelocated
+    // Loaded where it was linked: the BSS is untouched RAM, which Tessera
+    // hands out zeroed (docs/02, "Lazy RAM"), so it is not zeroed again;
+    // zeroing megabytes here would also make the kernel fill every block
+    // of it at once.
+    b.eq    .Lzeroed
     ldr     x3, =__load_end
 .Lcopy:
     ldp     x4, x5, [x1], #16

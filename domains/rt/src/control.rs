@@ -148,6 +148,12 @@ pub fn destroy(dom: u16) -> Result<()> {
     call(ControlCmd::Destroy, dom.into(), 0, 0, 0).map(|_| ())
 }
 
+/// Take domain `dom`, stopped because it asked to reboot, back to built
+/// and not yet run, in place (`ResetDomain`): load it and unpause it again.
+pub fn reset_domain(dom: u16) -> Result<()> {
+    call(ControlCmd::ResetDomain, dom.into(), 0, 0, 0).map(|_| ())
+}
+
 /// Domain `dom`'s state.
 pub fn domain_info(dom: u16) -> Result<DomainInfo> {
     let mut info = DomainInfo::new_zeroed();

@@ -313,7 +313,7 @@ mod tests {
             check(Errno::Einval.to_ret()),
             Err(HypercallError::Errno(Errno::Einval))
         );
-        assert_eq!(check(-5i64 as u64), Err(HypercallError::Unknown(-5)));
+        assert_eq!(check(-4i64 as u64), Err(HypercallError::Unknown(-4)));
         assert!(HypercallError::from(Errno::Eacces).is(Errno::Eacces));
         assert_eq!(
             HypercallError::Errno(Errno::Enosys).to_ret(),

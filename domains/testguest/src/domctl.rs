@@ -5,7 +5,8 @@
 //!   itself, wires a static event channel and a shared page to a service
 //!   domain it also creates, starts the domain, waits for it to power off,
 //!   and destroys everything, then pauses, resumes and destroys a running
-//!   ticker domain; on the way, every call is also made wrong
+//!   ticker domain, then resets a domain that asked to reboot in place
+//!   and starts it again; on the way, every call is also made wrong
 //!   (bad arguments, memory that is not free or is the kernel's, a module
 //!   that does not fit, links the policy forbids) and must fail with its
 //!   own error code.
@@ -181,6 +182,11 @@ pub fn build() -> TestResult {
         "copy into no memory",
     )?;
     refused(ctl::pause(child), Einval, "pause a created domain")?;
+    refused(
+        ctl::reset_domain(child),
+        Einval,
+        "reset a domain being built",
+    )?;
 
     // Memory: only free RAM, never the kernel's.
     refused(
@@ -353,6 +359,7 @@ pub fn build() -> TestResult {
 
     ok!(ctl::unpause(child), "unpause child");
     refused(ctl::unpause(child), Einval, "unpause a started domain")?;
+    refused(ctl::reset_domain(child), Einval, "reset a running domain")?;
     refused(
         ctl::assign_memory(child, CHILD_RAM, None),
         Ebusy,
@@ -375,6 +382,14 @@ pub fn build() -> TestResult {
         "child did not power off: {info:?}"
     );
     step("child ran and powered off");
+    refused(
+        ctl::reset_domain(child),
+        Einval,
+        "reset a domain that powered off (not a reboot)",
+    )?;
+    refused(ctl::reset_domain(me), Einval, "reset self")?;
+    refused(ctl::reset_domain(99), Esrch, "reset d99")?;
+    refused(ctl::reset_domain(0), Esrch, "reset d0")?;
 
     ok!(ctl::destroy(child), "destroy child");
     ok!(ctl::destroy(svc), "destroy svc");
@@ -395,7 +410,75 @@ pub fn build() -> TestResult {
     step("destroyed domains are reaped and their slot and memory reused");
     pause_and_destroy_a_running_domain(index)?;
     step("a running domain paused, resumed and destroyed");
+    reset_a_domain_that_reboots(index)?;
+    step("a domain that asked to reboot reset in place and started again");
     Ok(())
+}
+
+/// Waits until domain `dom` stops, and checks it stopped to reboot.
+fn wait_reboot(dom: u16) -> TestResult {
+    let stopped = wait_until(WAIT_MS, || {
+        matches!(state_of(dom), Ok(DomainState::Stopped) | Err(_))
+    });
+    ensure!(stopped, "d{dom} did not stop after {WAIT_MS} ms");
+    let info = ok!(ctl::domain_info(dom), "getdomaininfo(rebooter)");
+    ensure!(
+        info.exit_reason == ExitReason::Reboot as u8,
+        "d{dom} did not stop to reboot: {info:?}"
+    );
+    Ok(())
+}
+
+/// A domain that asks to reboot (`test=reboot`, at once) is reset in place
+/// (`ResetDomain`): it is *created* again with the same RAM and the next
+/// generation, loaded and started again, and reboots again; then it is
+/// destroyed.
+fn reset_a_domain_that_reboots(module: u32) -> TestResult {
+    use tessera_ipc::errno::Errno::*;
+    let dom = ok!(ctl::create("rebooter", GUEST, 1), "create rebooter");
+    ok!(ctl::assign_memory(dom, CHILD_RAM, None), "rebooter memory");
+    let mut dtb = [0u8; 1024];
+    let Some(len) = mini_dtb(&mut dtb, "test=reboot", CHILD_RAM) else {
+        fail!("the DTB does not fit its buffer");
+    };
+    let load = |what: &str| -> TestResult {
+        ok!(ctl::copy_module(dom, module, RAM_BASE), "load rebooter");
+        ok!(
+            ctl::copy_to_domain(dom, &dtb[..len], DTB_IPA),
+            "rebooter DTB"
+        );
+        ok!(
+            ctl::set_vcpu_context(dom, 0, RAM_BASE, DTB_IPA),
+            "rebooter context"
+        );
+        ok!(ctl::unpause(dom), "start rebooter");
+        println!("domctl: rebooter started ({what})");
+        Ok(())
+    };
+    load("first boot")?;
+    wait_reboot(dom)?;
+    let before = ok!(ctl::domain_info(dom), "getdomaininfo(rebooter)");
+    ok!(ctl::reset_domain(dom), "reset the rebooter in place");
+    let after = ok!(ctl::domain_info(dom), "getdomaininfo(rebooter)");
+    ensure!(
+        after.state == DomainState::Created as u8
+            && after.exit_reason == ExitReason::None as u8
+            && after.generation.get() == before.generation.get() + 1
+            && after.ram_host_base.get() == before.ram_host_base.get()
+            && after.ram_size.get() == CHILD_RAM,
+        "after the reset: {after:?} (before: {before:?})"
+    );
+    refused(ctl::reset_domain(dom), Einval, "reset it twice")?;
+    refused(
+        ctl::assign_memory(dom, CHILD_RAM, None),
+        Eexist,
+        "memory for a reset domain (it kept its own)",
+    )?;
+    refused(ctl::unpause(dom), Einval, "start it with no vCPU context")?;
+    load("after the reset")?;
+    wait_reboot(dom)?;
+    ok!(ctl::destroy(dom), "destroy the rebooter");
+    wait_gone(dom)
 }
 
 /// Sleeps for `ms` of counter time.

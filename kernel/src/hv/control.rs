@@ -38,6 +38,7 @@ use tessera_kernel::control::{
     VcpuMap,
 };
 use tessera_kernel::image::ModuleTable;
+use tessera_kernel::lazy_ram;
 use tessera_kernel::placement::Placement;
 use tessera_kernel::ram::{RamError, RamMap};
 use tessera_kernel::sched::MAX_VCPUS_PER_PCPU;
@@ -205,6 +206,18 @@ static CONTROL: Lock<Control> = Lock::new(Control {
 /// checksums were verified at boot).
 static MODULES: spin::Once<ModuleTable<'static>> = spin::Once::new();
 
+/// The image's module table (once the kernel has checked it at boot).
+pub(super) fn modules() -> Option<&'static ModuleTable<'static>> {
+    MODULES.get()
+}
+
+/// The index of the module whose bytes `data` is.
+pub(super) fn module_index_of(data: &[u8]) -> Option<usize> {
+    MODULES.get()?.modules().find_map(|m| {
+        (m.data.as_ptr() == data.as_ptr() && m.data.len() == data.len()).then_some(m.index)
+    })
+}
+
 /// Boot: the host's RAM with what is reserved, the module table, and the
 /// pCPUs with the ones pinned domains own. Halts if the RAM map cannot
 /// hold them.
@@ -242,15 +255,10 @@ pub(super) fn create_in(slot: usize, fields: DomainFields) -> Result<(), BuildEr
 }
 
 /// Give domain `slot` `size` bytes of RAM at `RAM_BASE`: any free RAM, or
-/// the fixed host range at `host`; zeroed if `scrub` (the dom0less loader
-/// zeroes what its payloads do not cover itself).
-pub(super) fn assign_memory(
-    slot: usize,
-    size: u64,
-    host: Option<u64>,
-    scrub: bool,
-) -> Result<(), BuildError> {
-    CONTROL.lock().assign(slot, size, host, scrub)
+/// the fixed host range at `host`; each block is zeroed (or filled with
+/// the payloads recorded for it) when first touched (`lazy`).
+pub(super) fn assign_memory(slot: usize, size: u64, host: Option<u64>) -> Result<(), BuildError> {
+    CONTROL.lock().assign(slot, size, host)
 }
 
 /// Boot: map host memory at `host` (a static shared region, or the
@@ -395,13 +403,7 @@ impl Control {
         }
     }
 
-    fn assign(
-        &mut self,
-        slot: usize,
-        size: u64,
-        host: Option<u64>,
-        scrub: bool,
-    ) -> Result<(), BuildError> {
+    fn assign(&mut self, slot: usize, size: u64, host: Option<u64>) -> Result<(), BuildError> {
         let d = Self::building(slot)?;
         if d.ram_size() != 0 {
             return Err(Errno::Eexist.into());
@@ -416,30 +418,50 @@ impl Control {
         }
         .map_err(BuildError::Memory)?;
         let rec = self.slots.get_mut(slot).ok_or(Errno::Esrch)?;
-        let mapped = PageTable::<Stage2>::from_root(PhysAddr(d.s2_root), 1, mmu::VA_BITS).map(
-            &mut rec.tables,
-            platform::RAM_BASE,
-            PhysAddr(pa),
-            pages,
-            Attrs::RAM,
-        );
+        // The stage 2's tables for all of it are built now, from the build
+        // pool: the tracked blocks are mapped one by one (so a filled block
+        // is a 2 MiB leaf under a table that exists) and unmapped again,
+        // to be mapped as each is filled; the rest stays mapped, zeroed.
+        let mut s2 = PageTable::<Stage2>::from_root(PhysAddr(d.s2_root), 1, mmu::VA_BITS);
+        let tracked = pages.min(lazy_ram::TRACKED_BLOCKS * lazy_ram::BLOCK);
+        let mut off = 0;
+        let mut mapped = Ok(());
+        while off < pages && mapped.is_ok() {
+            let len = if off < tracked {
+                (tracked - off).min(lazy_ram::BLOCK)
+            } else {
+                pages - off
+            };
+            mapped = s2.map(
+                &mut rec.tables,
+                platform::RAM_BASE + off,
+                PhysAddr(pa + off),
+                len,
+                Attrs::RAM,
+            );
+            off += len;
+        }
         if mapped.is_err() {
+            let _ = s2.unmap(&mut rec.tables, platform::RAM_BASE, off);
             let _ = ram.free(pa, pages);
             return Err(Errno::Enomem.into());
         }
-        if scrub {
-            // SAFETY: `[pa, pa + size)` was just taken for this domain alone,
-            // is identity-mapped Normal RAM at EL2, and the domain has not run.
-            unsafe { arch::zero_to_poc(pa, size) };
+        let _ = s2.unmap(&mut rec.tables, platform::RAM_BASE, tracked);
+        if pages > tracked {
+            // SAFETY: `[pa + tracked, pa + pages)` was just taken for this
+            // domain alone, is identity-mapped Normal RAM at EL2, and the
+            // domain has not run.
+            unsafe { arch::zero_to_poc(pa + tracked, pages - tracked) };
         }
         d.ram_pa.store(pa, Ordering::Relaxed);
         d.ram_size.store(size, Ordering::Release);
+        super::lazy::reset(slot, d);
         Ok(())
     }
 
     fn set_context(&mut self, slot: usize, idx: usize, pc: u64, x0: u64) -> Result<(), Errno> {
         let d = Self::building(slot)?;
-        if idx >= d.nr_vcpus || !pc.is_multiple_of(4) || d.ram_pa_of(pc, 4).is_none() {
+        if idx >= d.nr_vcpus || !pc.is_multiple_of(4) || d.ram_offset_of(pc, 4).is_none() {
             return Err(Errno::Einval);
         }
         let rec = self.slots.get_mut(slot).ok_or(Errno::Esrch)?;
@@ -466,6 +488,12 @@ impl Control {
         // instructions may be fetched from the domain's RAM.
         // SAFETY: invalidating the instruction cache is always safe.
         unsafe { core::arch::asm!("ic ialluis", "dsb ish", "isb", options(nostack)) };
+        // A partition that owns its pCPUs (`tessera,pcpus`) is there for
+        // its timing: its RAM is filled now, so no first touch ever stalls
+        // it (filling a payload block costs milliseconds).
+        if !d.pins.is_empty() {
+            super::lazy::ensure(slot, d, 0, d.ram_size()).map_err(super::lazy::FillError::errno)?;
+        }
         // Counted before it can stop, so the count never goes below zero.
         LIVE_DOMAINS.fetch_add(1, Ordering::AcqRel);
         advance(d, Event::Unpause)?;
@@ -608,10 +636,10 @@ impl Control {
         events::domain_stopped(slot, d.nr_vcpus);
         let (pa, size) = (d.ram_pa(), d.ram_size());
         if size != 0 {
-            // SAFETY: the domain's RAM, identity-mapped; no vCPU, device
-            // model, grant or shared mapping reaches it any more, and every
-            // pCPU has left whatever it was doing with it.
-            unsafe { arch::zero_to_poc(pa, size) };
+            // No vCPU, device model, grant or shared mapping reaches its
+            // RAM any more, and every pCPU has left whatever it was doing
+            // with it: what it wrote is zeroed (the rest never was).
+            super::lazy::scrub(slot, d);
             if let Some(ram) = self.ram.as_mut() {
                 if ram.free(pa, size.next_multiple_of(PAGE_SIZE)).is_err() {
                     log!("d{}: its RAM was not allocated to it; kept", d.id);
@@ -854,8 +882,7 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             check(t.sid, DomainPerm::Create.into())?;
             let mut ctl = CONTROL.lock();
             ctl.reap();
-            ctl.assign(ti, size, host, true)
-                .map_err(BuildError::errno)?;
+            ctl.assign(ti, size, host).map_err(BuildError::errno)?;
             Ok(0)
         }
         ControlCall::ModuleInfo { dom, arg } => {
@@ -889,10 +916,15 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
                 .ok_or(Errno::Enoent)?
                 .data;
             let off = core_control::ram_offset(t.ram_size(), ipa, data.len() as u64)?;
-            // SAFETY: `[off, off + len)` lies in the domain's RAM (checked
-            // above), identity-mapped at EL2, and the domain has not run;
-            // `data` is a module of the image, outside every domain's RAM.
-            unsafe { arch::copy_to_poc(t.ram_pa() + off, data) };
+            // Recorded, not copied: each block gets its bytes, checked
+            // chunk by chunk against the image, when first touched.
+            let p = lazy_ram::Payload {
+                at: off,
+                module: module as usize,
+                from: 0,
+                len: data.len() as u64,
+            };
+            super::lazy::record(ti, t, p)?;
             Ok(data.len() as u64)
         }
         ControlCall::CopyToDomain { dom, src, ipa, len } => {
@@ -901,6 +933,7 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             let _ctl = CONTROL.lock();
             let t = Control::building(ti)?;
             let off = core_control::ram_offset(t.ram_size(), ipa, len)?;
+            super::lazy::ensure(ti, t, off, len).map_err(super::lazy::FillError::errno)?;
             // Every source page first, so a bad pointer copies nothing.
             let mut page = src.raw() & !(PAGE_SIZE - 1);
             while page < src.raw() + len {
@@ -1002,6 +1035,23 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
             }
             Ok(0)
         }
+        // Looked up under the lock, so the domain the policy is asked about
+        // is the one reset (not a later one in its slot).
+        ControlCall::ResetDomain { dom } => {
+            let mut ctl = CONTROL.lock();
+            let (ti, t) = target(di, dom, false, false)?;
+            check(t.sid, DomainPerm::Reset.into())?;
+            ctl.reset(ti)?;
+            log!(
+                "d{} {}: reset in place by d{} {} (generation {})",
+                t.id,
+                t.name,
+                me.id,
+                me.name,
+                t.generation.load(Ordering::Acquire)
+            );
+            Ok(0)
+        }
         ControlCall::ShareMemory { arg } => {
             let raw: ShareMemory = read_arg(me, arg.raw())?;
             let spec = core_control::parse_share(&raw)?;
@@ -1020,6 +1070,66 @@ pub fn control_op(p: usize, di: usize, call: ControlCall) -> Result<u64, Errno> 
 }
 
 impl Control {
+    /// `ResetDomain`: take domain `slot`, stopped because it asked to
+    /// reboot, back to *created* in place, for its builder to load and
+    /// start again. What stays is what makes it the same partition: its
+    /// id, vCPUs and their pCPUs, its RAM allocation and stage 2
+    /// (with the regions shared into it and out of it), and its device
+    /// model's registration, so the device model serves the next boot as
+    /// it served this one (`docs/01`, "Domain control"). What goes is what
+    /// the guest made of it: vCPU state and contexts (each vCPU powers on
+    /// afresh, its registers, timer and interrupt state reset by its
+    /// owner pCPU at its next start, as on a dom0less reboot), the virtual
+    /// GIC, event channels and grants (closed when it stopped; again here,
+    /// in case a vCPU that was mid-call bound something since), pending
+    /// IOREQ slots, its TLB entries, and its RAM's content: every block is
+    /// refilled from zeros and the reloaded payloads on first touch
+    /// (`lazy`), so nothing of the old boot is seen by the new one.
+    ///
+    /// Checked first (`core_control::check_reset`), then done; nothing in
+    /// the doing can fail.
+    ///
+    fn reset(&mut self, slot: usize) -> Result<(), Errno> {
+        let d = domains().get(slot).ok_or(Errno::Esrch)?;
+        let exit = ExitReason::try_from(u64::from(d.exit_reason.load(Ordering::Acquire)))
+            .map_err(|_| Errno::Einval)?;
+        let vcpus_stopped = (d.first_vcpu..d.first_vcpu + d.nr_vcpus)
+            .all(|v| vcpu(v).is_some_and(|s| s.power.is_stopped()));
+        core_control::check_reset(d.slot_state(), exit, d.payload.is_empty(), vcpus_stopped)?;
+        let rec = self.slots.get_mut(slot).ok_or(Errno::Esrch)?;
+        // Act. The slot stays `Stopped` (no vCPU of it is scheduled, and no
+        // other control call changes it: we hold `CONTROL`) until the end.
+        release_links(slot, d);
+        let server = ioreq::served_domain_reset(slot, d.nr_vcpus);
+        let still_served = server.is_some_and(|s| {
+            domains()
+                .get(s)
+                .is_some_and(|sd| matches!(sd.slot_state(), SlotState::Running | SlotState::Paused))
+        });
+        rec.hold = rec.hold.after_reset(still_served);
+        rec.contexts = [None; MAX_VCPUS_PER_DOMAIN];
+        *d.vgic.lock() = Vgic::new(d.nr_vcpus);
+        for v in d.first_vcpu..d.first_vcpu + d.nr_vcpus {
+            if let Some(s) = vcpu(v) {
+                s.power.reset();
+                s.irq_hint.store(false, Ordering::Relaxed);
+                s.ioreq_wake.store(false, Ordering::Relaxed);
+            }
+        }
+        // Its RAM starts over as on a first boot (lazy RAM): every block
+        // leaves its stage 2 and its device model's window (TLBs flushed)
+        // and nothing recorded stays, so the builder's next `CopyModule`
+        // records afresh and each block is refilled, zeros and payloads,
+        // on its first touch.
+        super::lazy::reset(slot, d);
+        guest::flush_stage2_all(d.s2_root, d.id);
+        d.exit_reason
+            .store(ExitReason::None as u8, Ordering::Release);
+        d.generation.fetch_add(1, Ordering::AcqRel);
+        advance(d, Event::Reset)?;
+        Ok(())
+    }
+
     /// Map `spec`'s part of the owner's RAM into the user, which is being
     /// built; the owner must not be going away.
     fn share(

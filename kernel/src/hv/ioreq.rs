@@ -230,9 +230,10 @@ pub fn ioreq_op(p: usize, si: usize, call: IoreqCall) -> Result<u64, Errno> {
             as_server(si, ti, |srv| match srv.mapped_at {
                 Some(at) if at == ipa => Ok(()),
                 Some(_) => Err(Errno::Eexist),
+                // Nothing is mapped yet: each block of the domain's RAM
+                // is filled and mapped here on the server's first touch
+                // (`lazy::on_fault`), the domain's own or not.
                 None => {
-                    grant::map_range_into(si, ipa, target.ram_pa(), size)
-                        .map_err(|_| Errno::Enomem)?;
                     srv.mapped_at = Some(ipa);
                     Ok(())
                 }
@@ -752,6 +753,55 @@ fn adopt(si: usize, ti: usize, target: &Domain) {
     for v in target.first_vcpu..target.first_vcpu + target.nr_vcpus {
         kick_owner(v);
     }
+}
+
+/// Which served domain's RAM the window at `ipa` of server `si` shows,
+/// and where that window starts.
+pub fn window_of(si: usize, ipa: u64) -> Option<(usize, u64)> {
+    SERVERS.iter().enumerate().find_map(|(ti, s)| {
+        let s = s.lock();
+        let at = s.as_ref().filter(|srv| srv.server == si)?.mapped_at?;
+        let size = domains().get(ti)?.ram_size();
+        (ipa >= at && ipa - at < size).then_some((ti, at))
+    })
+}
+
+/// Domain `ti`'s RAM starts over (`lazy::reset`): its server's window on
+/// the first `size` bytes is unmapped, to be mapped again block by block.
+pub fn forget_window(ti: usize, size: u64) {
+    let Some(s) = SERVERS.get(ti) else { return };
+    let window = s
+        .lock()
+        .as_ref()
+        .and_then(|srv| Some((srv.server, srv.mapped_at?)));
+    if let Some((server, at)) = window {
+        grant::unmap_range_from(server, at, size);
+    }
+}
+
+/// Served domain `di`, with `nr_vcpus` vCPUs, is reset in place
+/// (`ResetDomain`; it is stopped, so none of its vCPUs posts): its server
+/// keeps its registration (ranges, fast page, the mapping of its RAM), but
+/// the slots its old vCPUs left are emptied, so the server does not carry
+/// out an access of the old boot against the new one. A server that has
+/// taken a slot already may still answer it and call `Complete`: the
+/// answer waits in the slot, which no vCPU reads (each clears its pending
+/// access when it powers on), and the next access posted there overwrites
+/// it; `Complete` only kicks a vCPU. Posted writes already in the fast
+/// page's ring stay, in order, ahead of the new boot's. Returns the
+/// server's domain index, if it has one.
+pub fn served_domain_reset(di: usize, nr_vcpus: usize) -> Option<usize> {
+    let server = {
+        let s = SERVERS.get(di)?.lock();
+        let srv = s.as_ref()?;
+        for idx in 0..nr_vcpus.min(SLOTS_PER_PAGE) {
+            flags_of(srv.page_pa + (idx * SLOT_SIZE) as u64)
+                .store(STATE_IOREQ_NONE, Ordering::Release);
+        }
+        srv.server
+    };
+    set_unannounced(di, false);
+    Some(server)
 }
 
 /// Domain `di` is being destroyed (it is stopped, `domain_stopped` ran),

@@ -12,6 +12,7 @@ mod control;
 mod events;
 mod grant;
 mod ioreq;
+mod lazy;
 mod mac;
 mod trap;
 
@@ -30,6 +31,7 @@ use tessera_ipc::platform::{self, MAX_VCPUS_PER_DOMAIN};
 use tessera_kernel::control::{self as control_core, Event, SlotState};
 use tessera_kernel::hostdt::{self, Conduit, HostPlatform};
 use tessera_kernel::image::{ModuleTable, VerifyModules};
+use tessera_kernel::lazy_ram;
 use tessera_kernel::placement::Placement;
 use tessera_kernel::power::VcpuPower;
 use tessera_kernel::sched::RunQueue;
@@ -220,14 +222,31 @@ impl Domain {
         self.ram_size.load(Ordering::Acquire)
     }
 
-    /// The host physical address backing `ipa`, if it is this domain's RAM
-    /// and `[ipa, ipa+len)` stays inside it.
-    pub fn ram_pa_of(&self, ipa: u64, len: u64) -> Option<u64> {
+    /// Its slot (index in `domains()`).
+    pub fn slot(&self) -> usize {
+        usize::from(self.id).saturating_sub(1)
+    }
+
+    /// The offset of `[ipa, ipa+len)` in this domain's RAM, if it lies
+    /// inside it. Only a check: nothing is filled.
+    pub fn ram_offset_of(&self, ipa: u64, len: u64) -> Option<u64> {
         let size = self.ram_size();
         let off = ipa.checked_sub(platform::RAM_BASE)?;
         if size == 0 || off.checked_add(len)? > size {
             return None;
         }
+        Some(off)
+    }
+
+    /// The host physical address backing `ipa`, if it is this domain's RAM
+    /// and `[ipa, ipa+len)` stays inside it, for the kernel to use the bytes
+    /// through its own mapping: the blocks they lie in are filled first
+    /// (`lazy`), so nothing written there is zeroed later. `None` also if a
+    /// block cannot be filled (a corrupt module, reported).
+    #[inline]
+    pub fn ram_pa_of(&self, ipa: u64, len: u64) -> Option<u64> {
+        let off = self.ram_offset_of(ipa, len)?;
+        lazy::ensure(self.slot(), self, off, len).ok()?;
         Some(self.ram_pa() + off)
     }
 }
@@ -572,11 +591,13 @@ fn boot_with(host: &HostPlatform, dtb_addr: u64, dtb_size: u64) -> ! {
         Ok(t) => t,
         Err(e) => halt_with(format_args!("bad unified image: {e}")),
     };
-    // The modules are tens of MiB: hash them with the CPU's SHA-256
-    // instructions when it has them (no guest has run yet).
+    // Every chunk digest list, and the modules read in place; payloads are
+    // checked chunk by chunk as they are copied into a domain (`lazy`).
+    // With the CPU's SHA-256 instructions when it has them (no guest has
+    // run yet).
     let verified = match arch::sha256::BootSha256::at_boot() {
-        Some(sha) => table.verify_all_with(|state, blocks| sha.compress(state, blocks)),
-        None => table.verify_all(),
+        Some(sha) => table.verify_at_boot_with(|state, blocks| sha.compress(state, blocks)),
+        None => table.verify_at_boot(),
     };
     if let Err(e) = verified {
         halt_with(format_args!("bad unified image: {}", table.describe(e)));
@@ -1049,7 +1070,7 @@ fn build_domain(
     };
     control::create_in(slot, fields).map_err(|e| e.why())?;
     let host = dc.static_mem.as_ref().map(|m| m.base);
-    control::assign_memory(slot, size, host, false).map_err(|e| match e {
+    control::assign_memory(slot, size, host).map_err(|e| match e {
         control::BuildError::Memory(_) if host.is_some() => "xen,static-mem is not free host RAM",
         control::BuildError::Memory(_) => "not enough free host RAM",
         other => other.why(),
@@ -1074,9 +1095,9 @@ fn build_domain(
 }
 
 /// (Re)load a domain's RAM: the payload at its load offset, the initrd below
-/// the guest DTB at the top, zeros everywhere else, all of it cleaned to the
-/// point of coherency because guests start with their caches off. Only the
-/// gaps between the payloads are zeroed; the payloads overwrite the rest.
+/// the guest DTB at the top, zeros everywhere else. Only the DTB is written
+/// now; the payloads are recorded and copied, chunk-checked, into each
+/// block when it is first touched, and the rest is zeroed then (`lazy`).
 fn load_domain(d: &Domain) -> Result<(), &'static str> {
     let size = d.ram_size();
     let at = d.load_offset;
@@ -1101,38 +1122,37 @@ fn load_domain(d: &Domain) -> Result<(), &'static str> {
         }
         None => None,
     };
-    let initrd_end = initrd_at.map_or(dtb_off, |(start, r)| start + r.len() as u64);
-    let gaps = [
-        (0, at),
-        (kernel_end, initrd_at.map_or(dtb_off, |(start, _)| start)),
-        (initrd_end, dtb_off),
-        (dtb_off, size),
-    ];
-    for (from, to) in gaps {
-        if to > from {
-            // SAFETY: `[ram_pa, ram_pa + size)` was allocated to this domain
-            // alone and is identity-mapped Normal RAM at EL2; while a domain
-            // is (re)loaded none of its vCPUs runs, and the gaps hold nothing.
-            unsafe { arch::zero_to_poc(d.ram_pa() + from, to - from) };
+    let di = d.slot();
+    lazy::reset(di, d);
+    let record = |offset: u64, data: &'static [u8]| {
+        let module = control::module_index_of(data).ok_or("a payload is not a module")?;
+        let p = lazy_ram::Payload {
+            at: offset,
+            module,
+            from: 0,
+            len: data.len() as u64,
+        };
+        // An empty payload has nothing to copy.
+        match lazy::record(di, d, p) {
+            Ok(()) => Ok(()),
+            Err(_) if data.is_empty() => Ok(()),
+            Err(_) => Err("cannot record a payload"),
         }
-    }
-    let copy = |offset: u64, data: &[u8]| {
-        let dst = d.ram_pa() + offset;
-        // SAFETY: the checks above keep `[offset, offset + len)` inside the
-        // domain's RAM (as in the gaps' comment), and `data` is a module of
-        // the image, which lies outside every domain's RAM.
-        unsafe { arch::copy_to_poc(dst, data) };
     };
-    copy(at, d.payload);
-    let initrd = initrd_at
-        .map(|(start, r)| {
-            copy(start, r);
+    record(at, d.payload)?;
+    let initrd = match initrd_at {
+        Some((start, r)) => {
+            record(start, r)?;
             let ipa = platform::RAM_BASE + start;
-            (ipa, ipa + r.len() as u64)
-        })
-        .or(d.modules.map(|(ipa, m)| (ipa, ipa + m.len() as u64)));
-    // SAFETY: the DTB area `[dtb_off, size)` is the domain's RAM (see the
-    // gaps' comment), just zeroed, and nothing else refers to it.
+            Some((ipa, ipa + r.len() as u64))
+        }
+        None => d.modules.map(|(ipa, m)| (ipa, ipa + m.len() as u64)),
+    };
+    lazy::ensure(di, d, dtb_off, size - dtb_off)
+        .map_err(|_| "cannot fill the guest DTB's RAM (a corrupt payload?)")?;
+    // SAFETY: the DTB area `[dtb_off, size)` is the domain's RAM, filled
+    // just now (zeros, or payload bytes the DTB may overwrite; the layout
+    // keeps them apart), identity-mapped, and no vCPU of the domain runs.
     let out = unsafe {
         core::slice::from_raw_parts_mut(
             (d.ram_pa() + dtb_off) as *mut u8,

@@ -207,11 +207,20 @@ fn reschedule(p: usize) -> *mut VcpuFrame {
     switch_to(p, next) as *mut VcpuFrame
 }
 
-/// Stop the domain after a stage-2 fault or an SError, with one log line.
+/// A stage-2 abort nothing else claimed: the first touch of a block of RAM
+/// (its own, or a served domain's through its device-model window), which
+/// is filled and retried; else stop the domain, with one log line. Reached
+/// only off the MMIO paths, so they pay nothing for it.
 fn fault(v: usize, esr: u64) -> Next {
     let hpfar = read_sysreg!("hpfar_el2");
     let far = read_sysreg!("far_el2");
     let ipa = ((hpfar >> 4) << 12) | (far & 0xfff);
+    if let Some(slot) = vcpu(v).filter(|_| esr::is_translation_abort(esr)) {
+        let di = slot.domain.load(Ordering::Relaxed);
+        if let lazy::Fault::Filled = lazy::on_fault(di, ipa) {
+            return Next::Resume;
+        }
+    }
     if let Some(d) = domain_of(v) {
         log!(
             "d{} {}: stage-2 fault at IPA {:#x} ESR {:#x}; domain stopped",
@@ -629,7 +638,7 @@ fn psci_call(v: usize, f: &mut VcpuFrame) -> Next {
             context,
         } => match target_vcpu(target) {
             None => (Status::InvalidParameters.to_ret(), Next::Resume),
-            Some(_) if d.ram_pa_of(entry, 4).is_none() || entry % 4 != 0 => {
+            Some(_) if d.ram_offset_of(entry, 4).is_none() || entry % 4 != 0 => {
                 (Status::InvalidAddress.to_ret(), Next::Resume)
             }
             Some(t) => match vcpu(t).map(|s| s.power.power_on(entry, context)) {
