@@ -17,7 +17,7 @@
 //! served domain's server lock in `hv::ioreq`, which orders them against
 //! posting.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 /// What becomes of the domains a device model served when it stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,12 +40,18 @@ pub fn on_server_stop(restarts: bool) -> ServerLoss {
     }
 }
 
-/// A served domain's serving epoch and orphan flag.
+/// A served domain's serving epoch and orphan flag, in one word so that
+/// posting an access reads both with one load: bit 0 is the orphan flag,
+/// the bits above it the epoch (so every change adds 2).
 #[derive(Debug)]
 pub struct Serving {
-    epoch: AtomicU32,
-    orphaned: AtomicBool,
+    word: AtomicU32,
 }
+
+/// The orphan flag's bit in a ticket.
+const ORPHANED: u32 = 1;
+/// One epoch step.
+const EPOCH_STEP: u32 = 2;
 
 impl Default for Serving {
     fn default() -> Self {
@@ -56,49 +62,70 @@ impl Default for Serving {
 impl Serving {
     pub const fn new() -> Self {
         Self {
-            epoch: AtomicU32::new(0),
-            orphaned: AtomicBool::new(false),
+            word: AtomicU32::new(0),
         }
     }
 
-    /// The ticket of an access posted now.
+    /// The ticket of an access posted now. It says, too, whether the
+    /// domain is orphaned then (`waits`).
     pub fn ticket(&self) -> u32 {
-        self.epoch.load(Ordering::Acquire)
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Whether the domain was orphaned when `ticket` was taken: an access
+    /// posted then waits for a server instead of going to a slot.
+    pub const fn waits(ticket: u32) -> bool {
+        ticket & ORPHANED != 0
     }
 
     /// Whether an access posted with `ticket` still waits on the slot it
     /// was posted to (the domain's server has not changed since).
     pub fn holds(&self, ticket: u32) -> bool {
-        self.epoch.load(Ordering::Acquire) == ticket
+        self.word.load(Ordering::Acquire) == ticket
     }
 
     /// Whether the domain waits for its device model's next generation.
     pub fn is_orphaned(&self) -> bool {
-        self.orphaned.load(Ordering::Acquire)
+        Self::waits(self.ticket())
     }
 
     /// Its server stopped and will be restarted: every ticket is void, and
     /// accesses wait.
     pub fn orphan(&self) {
-        self.orphaned.store(true, Ordering::Release);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.change(|w| w.wrapping_add(EPOCH_STEP) | ORPHANED);
     }
 
     /// A new server is ready for it: accesses go to that server again, and
     /// those that waited are posted to it (their tickets are void). Whether
     /// it had been orphaned.
     pub fn adopt(&self) -> bool {
-        let was = self.orphaned.swap(false, Ordering::AcqRel);
-        if was {
-            self.epoch.fetch_add(1, Ordering::AcqRel);
-        }
-        was
+        let was = self.change(|w| {
+            if Self::waits(w) {
+                (w & !ORPHANED).wrapping_add(EPOCH_STEP)
+            } else {
+                w
+            }
+        });
+        Self::waits(was)
     }
 
     /// The domain is gone (destroyed): nothing of it waits any more.
     pub fn forget(&self) {
-        self.orphaned.store(false, Ordering::Release);
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.change(|w| (w & !ORPHANED).wrapping_add(EPOCH_STEP));
+    }
+
+    /// Apply `f` to the word atomically; the word before.
+    fn change(&self, f: impl Fn(u32) -> u32) -> u32 {
+        let mut old = self.word.load(Ordering::Acquire);
+        loop {
+            match self
+                .word
+                .compare_exchange_weak(old, f(old), Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(was) => return was,
+                Err(now) => old = now,
+            }
+        }
     }
 }
 
@@ -122,6 +149,8 @@ mod tests {
         assert!(s.is_orphaned());
         assert!(!s.holds(t), "the old server's slot must not be read");
         let waiting = s.ticket();
+        assert!(Serving::waits(waiting), "an access posted now waits");
+        assert!(!Serving::waits(t));
         assert!(s.adopt(), "it was orphaned");
         assert!(!s.is_orphaned());
         assert!(!s.holds(waiting), "a waiting access is posted again");
@@ -150,12 +179,14 @@ mod tests {
     #[test]
     fn the_epoch_wraps_without_panicking() {
         let s = Serving {
-            epoch: AtomicU32::new(u32::MAX),
-            orphaned: AtomicBool::new(false),
+            word: AtomicU32::new(u32::MAX - 1),
         };
         let t = s.ticket();
         s.orphan();
-        assert_eq!(s.ticket(), 0);
+        assert_eq!(s.ticket(), ORPHANED, "the epoch wrapped to 0");
         assert!(!s.holds(t));
+        assert!(s.is_orphaned());
+        assert!(s.adopt());
+        assert_eq!(s.ticket(), EPOCH_STEP);
     }
 }

@@ -121,6 +121,12 @@ pub struct Avc<'a> {
     misses: u64,
 }
 
+/// The cache key of a check: the rule it needs, marked valid.
+#[inline(always)]
+fn cache_key(source: Sid, target: Sid, perm: Perm) -> u64 {
+    VALID | rule_key(source.type_index(), target.type_index(), perm.class() as u16)
+}
+
 #[inline(always)]
 fn slot_of(key: u64) -> usize {
     // Fibonacci hashing: the top bits of the product mix all key bits.
@@ -169,11 +175,24 @@ impl<'a> Avc<'a> {
         self.policy.sid_of(context)
     }
 
+    /// Whether the cache already holds a vector that allows `source` to do
+    /// `perm` to `target`. That is the whole of a check that hits and
+    /// allows, with nothing to record, so a caller can keep it inline and
+    /// send every other case (a miss, a denial) to [`Avc::check`]: false
+    /// means only "ask `check`", never "denied".
+    #[inline(always)]
+    pub fn cached_allow(&self, source: Sid, target: Sid, perm: Perm) -> bool {
+        let key = cache_key(source, target, perm);
+        self.slots
+            .get(slot_of(key))
+            .is_some_and(|s| s.key == key && s.allowed & perm.mask() != 0)
+    }
+
     /// May `source` do `perm` to `target`?
     #[inline]
     pub fn check(&mut self, source: Sid, target: Sid, perm: Perm) -> Decision {
         let class = perm.class();
-        let key = VALID | rule_key(source.type_index(), target.type_index(), class as u16);
+        let key = cache_key(source, target, perm);
         let slot = slot_of(key);
         let allowed = match self.slots.get(slot) {
             Some(s) if s.key == key => s.allowed,

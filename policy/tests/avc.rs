@@ -137,6 +137,32 @@ fn the_cache_serves_repeated_checks() {
 }
 
 #[test]
+fn cached_allow_says_yes_only_for_a_cached_allowed_vector() {
+    let bin = default_binary();
+    let mut avc = Avc::new(Policy::load(&bin).unwrap(), Mode::Enforcing);
+    let (u, s, b) = (
+        avc.sid_of(&ctx("domU_t")).unwrap(),
+        avc.sid_of(&ctx("xenstore_t")).unwrap(),
+        avc.sid_of(&ctx("domB_t")).unwrap(),
+    );
+    let send: Perm = EventPerm::Send.into();
+    assert!(!avc.cached_allow(u, s, send), "nothing is cached yet");
+    assert_eq!(avc.check(u, s, send), Decision::Allow);
+    assert!(avc.cached_allow(u, s, send));
+    assert!(avc.cached_allow(u, s, EventPerm::Bind.into()), "same vector");
+    assert!(!avc.cached_allow(u, s, GrantPerm::Copy.into()), "other class");
+    // A cached denial is not an allow.
+    assert!(matches!(avc.check(u, b, send), Decision::Deny(_)));
+    assert!(!avc.cached_allow(u, b, send));
+    // Permissive mode does not turn a denial into a cached allow either.
+    avc.set_mode(Mode::Permissive);
+    assert!(!avc.cached_allow(u, b, send));
+    avc.flush();
+    assert!(!avc.cached_allow(u, s, send), "flushed");
+    assert_eq!(avc.misses(), 2);
+}
+
+#[test]
 fn colliding_slots_still_give_exact_answers() {
     // More (source, target, class) triples than slots: some must share a
     // slot, and every answer must still match the policy's slow path.

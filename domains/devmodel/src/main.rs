@@ -496,7 +496,14 @@ mod shell {
         /// Serve every posted access; whether there was one. The last one
         /// answered is left in `held` for `ioreq::wait` to complete (with
         /// one call instead of two); an earlier held one is completed first.
-        fn serve(&mut self, held: &mut Option<(u16, u32)>) -> bool {
+        ///
+        /// `EXTRAS_ON`: whether any `EXTRA_*` is set (`extras`); the plain
+        /// loop is compiled without their tests.
+        fn serve<const EXTRAS_ON: bool>(
+            &mut self,
+            held: &mut Option<(u16, u32)>,
+            extras: u8,
+        ) -> bool {
             let mut any = false;
             // Posted writes come before any later access of the domain.
             while let Some(a) = self.fast.next_posted() {
@@ -504,25 +511,22 @@ mod shell {
                 self.after_access(touched);
                 any = true;
             }
-            // Saving state and crashing on purpose cost the plain path one
-            // load.
-            let extras = EXTRAS.load(Ordering::Relaxed);
             for v in 0..self.vcpus {
                 if let Some(a) = self.slots.take(v) {
-                    if extras & EXTRA_CRASH != 0 {
+                    if EXTRAS_ON && extras & EXTRA_CRASH != 0 {
                         crash_if_due(&a);
                     }
                     let (data, touched) = self.access(a);
                     self.after_access(touched);
                     self.slots.answer(v, data);
-                    if extras & EXTRA_PERSIST != 0 {
+                    if EXTRAS_ON && extras & EXTRA_PERSIST != 0 {
                         self.save_if_dirty();
                     }
                     complete_held(held.replace((self.domid, v as u32)));
                     any = true;
                 }
             }
-            if extras & EXTRA_PERSIST != 0 {
+            if EXTRAS_ON && extras & EXTRA_PERSIST != 0 {
                 self.save_if_dirty();
             }
             any
@@ -784,7 +788,18 @@ mod shell {
         /// it. A frame no receive buffer is posted for is dropped, as on a
         /// wire; each port gives up at most `BURST` frames per call so one
         /// chatty guest cannot starve the others.
+        ///
+        /// Inline: it runs after every served access, and with no net
+        /// device (no port) it is one test.
+        #[inline(always)]
         fn pump(&mut self, served: &mut [Served]) {
+            if self.ports.is_empty() {
+                return;
+            }
+            self.pump_ports(served);
+        }
+
+        fn pump_ports(&mut self, served: &mut [Served]) {
             const BURST: usize = 32;
             let frame = &mut self.frame;
             for (port, &(si, slot)) in self.ports.iter().enumerate() {
@@ -1112,7 +1127,21 @@ mod shell {
             "devmodel: ready, {} domains, event port {port}",
             served.len()
         );
-        let mut network = Network::new(&served);
+        let network = Network::new(&served);
+        // Set by `setup` only: the loop without extras is compiled apart.
+        match EXTRAS.load(Ordering::Relaxed) {
+            0 => serve_forever::<false>(&mut served, network, 0),
+            extras => serve_forever::<true>(&mut served, network, extras),
+        }
+    }
+
+    /// Serve every domain, sleeping when there is nothing to do.
+    /// `EXTRAS_ON`: as in `Served::serve`.
+    fn serve_forever<const EXTRAS_ON: bool>(
+        served: &mut heapless::Vec<Served, MAX_SERVED>,
+        mut network: Network,
+        extras: u8,
+    ) -> ! {
         // An answered access not yet completed: `ioreq::wait` completes it
         // and sleeps in one call.
         let mut held = None;
@@ -1120,10 +1149,10 @@ mod shell {
             KICKED.store(false, Ordering::Release);
             let mut any = false;
             for s in served.iter_mut() {
-                any |= s.serve(&mut held);
+                any |= s.serve::<EXTRAS_ON>(&mut held, extras);
             }
             if any {
-                network.pump(&mut served);
+                network.pump(served);
             }
             if INPUT.swap(false, Ordering::AcqRel) {
                 for s in served.iter_mut() {
@@ -1132,7 +1161,7 @@ mod shell {
             }
             // Frames moved and input taken change device state too: it is
             // saved before the held answer goes back.
-            if EXTRAS.load(Ordering::Relaxed) & EXTRA_PERSIST != 0 {
+            if EXTRAS_ON && extras & EXTRA_PERSIST != 0 {
                 for s in served.iter_mut() {
                     s.save_if_dirty();
                 }
@@ -1153,9 +1182,9 @@ mod shell {
                 // Not to be held up behind the new work.
                 complete_held(held.take());
             } else if BEFORE_SLEEP.load(Ordering::Relaxed) != 0 {
-                sleep_after_extras(&mut served, held.take());
+                sleep_after_extras(served, held.take());
             } else {
-                sleep(&served, held.take());
+                sleep(served, held.take());
             }
             cpu::irq_enable();
         }

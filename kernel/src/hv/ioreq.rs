@@ -92,9 +92,12 @@ pub fn set_restarts(di: usize, restarts: bool) {
 /// the access itself, to post it again if its server changes.
 #[derive(Clone, Copy, Debug)]
 pub struct PendingIo {
-    /// The slot it waits on, or `None` while it waits for a server.
-    slot_pa: Option<u64>,
-    /// The served domain's serving epoch when it was posted there.
+    /// The slot it waits on, or `PARKED` while it waits for a server.
+    slot_pa: u64,
+    /// The served domain's serving record, and its ticket when the access
+    /// was posted there (a direct reference: the owner checks it on every
+    /// wake-up).
+    serving: &'static Serving,
     ticket: u32,
     acc: AccessSyndrome,
     read: bool,
@@ -363,16 +366,17 @@ pub fn post(
     write: Option<u64>,
     own: &mut OwnerState,
 ) -> Outcome {
-    let (server, slot_pa, ticket) = {
+    let (server, slot_pa, serving, ticket) = {
         let Some(mut s) = SERVERS.get(di).map(|s| s.lock()) else {
             return Outcome::Unclaimed;
         };
         let Some(serving) = SERVING.get(di) else {
             return Outcome::Unclaimed;
         };
-        if serving.is_orphaned() {
+        let ticket = serving.ticket();
+        if Serving::waits(ticket) {
             drop(s);
-            return park(di, idx, ipa, acc, write, own);
+            return park(di, idx, ipa, acc, write, own, serving);
         }
         let Some(srv) = s.as_mut() else {
             return Outcome::Unclaimed;
@@ -409,15 +413,12 @@ pub fn post(
         // The slot path wakes the server, which drains the posted writes
         // first: that announces them too.
         set_unannounced(di, false);
-        (
-            srv.server,
-            srv.page_pa + (idx * SLOT_SIZE) as u64,
-            serving.ticket(),
-        )
+        (srv.server, srv.page_pa + (idx * SLOT_SIZE) as u64, serving, ticket)
     };
     write_slot(slot_pa, ipa, acc, write);
     own.pending_io = Some(PendingIo {
-        slot_pa: Some(slot_pa),
+        slot_pa,
+        serving,
         ticket,
         acc,
         read: write.is_none(),
@@ -440,10 +441,12 @@ fn park(
     acc: AccessSyndrome,
     write: Option<u64>,
     own: &mut OwnerState,
+    serving: &'static Serving,
 ) -> Outcome {
     own.pending_io = Some(PendingIo {
-        slot_pa: None,
-        ticket: SERVING.get(di).map_or(0, Serving::ticket),
+        slot_pa: PARKED,
+        serving,
+        ticket: serving.ticket(),
         acc,
         read: write.is_none(),
         di,
@@ -453,6 +456,10 @@ fn park(
     });
     Outcome::Waiting
 }
+
+/// `PendingIo::slot_pa` of an access that waits for a server: no slot is
+/// there (slots are 32-byte aligned).
+const PARKED: u64 = u64::MAX;
 
 /// Fill the slot at `slot_pa` with an access and publish it (state READY).
 fn write_slot(slot_pa: u64, ipa: u64, acc: AccessSyndrome, write: Option<u64>) {
@@ -483,20 +490,20 @@ fn write_slot(slot_pa: u64, ipa: u64, acc: AccessSyndrome, write: Option<u64>) {
 #[inline(never)]
 fn repost(own: &mut OwnerState) {
     let Some(io) = own.pending_io else { return };
-    let (Some(s), Some(serving)) = (SERVERS.get(io.di), SERVING.get(io.di)) else {
+    let Some(s) = SERVERS.get(io.di) else {
         return;
     };
     let s = s.lock();
-    let ticket = serving.ticket();
+    let ticket = io.serving.ticket();
     let target = match s.as_ref() {
-        Some(srv) if !serving.is_orphaned() && io.idx < SLOTS_PER_PAGE => {
+        Some(srv) if !Serving::waits(ticket) && io.idx < SLOTS_PER_PAGE => {
             Some((srv.server, srv.page_pa + (io.idx * SLOT_SIZE) as u64))
         }
         _ => None,
     };
     let Some((server, slot_pa)) = target else {
         own.pending_io = Some(PendingIo {
-            slot_pa: None,
+            slot_pa: PARKED,
             ticket,
             ..io
         });
@@ -507,7 +514,7 @@ fn repost(own: &mut OwnerState) {
     write_slot(slot_pa, io.ipa, io.acc, io.write);
     drop(s);
     own.pending_io = Some(PendingIo {
-        slot_pa: Some(slot_pa),
+        slot_pa,
         ticket,
         ..io
     });
@@ -649,14 +656,11 @@ pub fn try_finish(frame: &mut VcpuFrame, own: &mut OwnerState) -> bool {
     };
     // A void ticket: the slot was in a server that stopped, whose RAM may
     // be freed by now; it is never read again.
-    let held = SERVING.get(io.di).is_some_and(|s| s.holds(io.ticket));
-    let slot_pa = match io.slot_pa {
-        Some(pa) if held => pa,
-        _ => {
-            repost(own);
-            return false;
-        }
-    };
+    let slot_pa = io.slot_pa;
+    if slot_pa == PARKED || !io.serving.holds(io.ticket) {
+        repost(own);
+        return false;
+    }
     let flags = flags_of(slot_pa);
     if flags.load(Ordering::Acquire) & 0xf != STATE_IORESP_READY {
         return false;

@@ -96,12 +96,38 @@ pub fn console_sid() -> Option<Sid> {
 
 /// May `source` do `perm` to `target`? `Ok` to proceed; a denial is logged
 /// here (also in permissive mode) and, when enforcing, is `Err(EACCES)`.
+///
+/// The common case, a cached vector that allows, is inline; everything
+/// else (a miss, a denial, the audit line) is out of line in `check_rest`.
 #[inline]
 pub fn check(
     p: usize,
     source: Sid,
     target: Sid,
     perm: impl Into<Perm>,
+) -> Result<(), tessera_ipc::errno::Errno> {
+    let perm = perm.into();
+    if let Some(slot) = AVCS.get(p) {
+        // SAFETY: only pCPU `p` uses slot `p`; the shared reference ends
+        // with this statement, before `check_rest` takes a unique one.
+        let hit = unsafe { &*slot.0.get() }
+            .as_ref()
+            .is_some_and(|avc| avc.cached_allow(source, target, perm));
+        if hit {
+            return Ok(());
+        }
+    }
+    check_rest(p, source, target, perm)
+}
+
+/// [`check`] past a cached allow: fill the cache, decide, audit.
+#[cold]
+#[inline(never)]
+fn check_rest(
+    p: usize,
+    source: Sid,
+    target: Sid,
+    perm: Perm,
 ) -> Result<(), tessera_ipc::errno::Errno> {
     let Some(slot) = AVCS.get(p) else {
         return Err(tessera_ipc::errno::Errno::Eacces);
@@ -111,7 +137,7 @@ pub fn check(
         // No policy installed: nothing is allowed.
         return Err(tessera_ipc::errno::Errno::Eacces);
     };
-    match avc.check(source, target, perm.into()) {
+    match avc.check(source, target, perm) {
         Decision::Allow => Ok(()),
         Decision::AllowPermissive(d) => {
             log!("{}", avc.audit(d));
