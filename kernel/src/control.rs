@@ -27,8 +27,7 @@ use crate::addr::{GuestVa, PAGE_SIZE};
 use tessera_ipc::control::{
     ControlCmd, CreateDomain, DomainState, ExitReason, ModuleInfo, ShareMemory, COPY_MAX,
     CREATE_FLAGS, CREATE_RESTARTS, CREATE_VPL011, LABEL_LEN, MAX_DOMID, MAX_PCPU_NUMBER, MAX_PINS,
-    MEMORY_ALIGN,
-    MEMORY_ANYWHERE, NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
+    MEMORY_ALIGN, MEMORY_ANYWHERE, NAME_LEN, SHARE_WINDOW_BASE, SHARE_WINDOW_SIZE,
 };
 use tessera_ipc::errno::Errno;
 use tessera_ipc::platform::{MAX_VCPUS_PER_DOMAIN, RAM_BASE};

@@ -124,7 +124,12 @@ pub struct Avc<'a> {
 /// The cache key of a check: the rule it needs, marked valid.
 #[inline(always)]
 fn cache_key(source: Sid, target: Sid, perm: Perm) -> u64 {
-    VALID | rule_key(source.type_index(), target.type_index(), perm.class() as u16)
+    VALID
+        | rule_key(
+            source.type_index(),
+            target.type_index(),
+            perm.class() as u16,
+        )
 }
 
 #[inline(always)]

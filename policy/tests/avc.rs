@@ -149,8 +149,14 @@ fn cached_allow_says_yes_only_for_a_cached_allowed_vector() {
     assert!(!avc.cached_allow(u, s, send), "nothing is cached yet");
     assert_eq!(avc.check(u, s, send), Decision::Allow);
     assert!(avc.cached_allow(u, s, send));
-    assert!(avc.cached_allow(u, s, EventPerm::Bind.into()), "same vector");
-    assert!(!avc.cached_allow(u, s, GrantPerm::Copy.into()), "other class");
+    assert!(
+        avc.cached_allow(u, s, EventPerm::Bind.into()),
+        "same vector"
+    );
+    assert!(
+        !avc.cached_allow(u, s, GrantPerm::Copy.into()),
+        "other class"
+    );
     // A cached denial is not an allow.
     assert!(matches!(avc.check(u, b, send), Decision::Deny(_)));
     assert!(!avc.cached_allow(u, b, send));

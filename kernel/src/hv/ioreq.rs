@@ -413,7 +413,12 @@ pub fn post(
         // The slot path wakes the server, which drains the posted writes
         // first: that announces them too.
         set_unannounced(di, false);
-        (srv.server, srv.page_pa + (idx * SLOT_SIZE) as u64, serving, ticket)
+        (
+            srv.server,
+            srv.page_pa + (idx * SLOT_SIZE) as u64,
+            serving,
+            ticket,
+        )
     };
     write_slot(slot_pa, ipa, acc, write);
     own.pending_io = Some(PendingIo {
