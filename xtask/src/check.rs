@@ -1024,10 +1024,16 @@ mod tests {
         let report = check_image(&dir, &Board::RUN);
         assert_eq!(messages(&report.findings), Vec::<String>::new());
         let dot = report.dot.unwrap();
-        assert!(
-            dot.contains("d1 -> d2 [label=\"device model\\npl011 rng console blk net\""),
-            "{dot}"
-        );
+        // linux1 (d2) says tessera,device-model + tessera,virtio, linux2
+        // (d3) tessera,devices: the same edge.
+        for guest in ["d2", "d3"] {
+            assert!(
+                dot.contains(&format!(
+                    "d1 -> {guest} [label=\"device model\\npl011 rng console blk net\""
+                )),
+                "{dot}"
+            );
+        }
     }
 
     #[test]
@@ -1300,6 +1306,16 @@ mod tests {
             domain("g", "tessera,device-model = \"dm\";"),
         ]);
         assert!(check_boot_order(&config).is_empty());
+        // Hyperlaunch's spelling makes the same dependency.
+        let config = parse(&[
+            domain("dm", "boot-order = <5>;"),
+            domain("g", "tessera,devices = \"dm\"; vpl011;"),
+        ]);
+        assert_eq!(
+            messages(&check_boot_order(&config)),
+            ["error: boot order: /chosen/dm: property \"boot-order\": the boot order has a cycle: \
+              \"dm\" before \"g\" (its device model), \"g\" before \"dm\" (boot-order 0 < 5)"]
+        );
     }
 
     #[test]
@@ -1600,6 +1616,98 @@ mod tests {
             written.len(),
             if find_program(DOT).is_some() { 2 } else { 1 }
         );
+    }
+
+    /// `tessera,devices` and `tessera,device-model` + `tessera,virtio`
+    /// are one thing to `check`: the same links need the same rules, and
+    /// the picture labels the device-model edge with the same devices.
+    #[test]
+    fn tessera_devices_is_checked_like_device_model_and_virtio() {
+        if !have_dtc() {
+            return;
+        }
+        // No mmu rule: the device model's link is reported missing one.
+        let src = format!("{BASE_POLICY}{LINK_RULES}").replace(
+            "allow devmodel_t guest_type:mmu { map_read map_write };\n",
+            "",
+        );
+        // The findings and the picture, with the image's (temporary, so
+        // different) directory cut out of the findings.
+        let check = |served: &str| {
+            let dir = image(
+                "devices",
+                &[
+                    domain("dm", &label("devmodel_t")),
+                    domain("g", served),
+                    domain("h", ""),
+                ],
+                Some(&src),
+            );
+            let report = check_image(&dir.0, &Board::RUN);
+            let image_dir = dir.0.display().to_string();
+            let findings: Vec<String> = messages(&report.findings)
+                .iter()
+                .map(|f| f.replace(&image_dir, "<image>"))
+                .collect();
+            (findings, report.dot)
+        };
+        let (old_findings, old_dot) =
+            check("vpl011; tessera,device-model = \"dm\"; tessera,virtio = \"rng\", \"net\";");
+        let (findings, dot) = check("vpl011; tessera,devices = \"dm\", \"rng\", \"net\";");
+        assert!(
+            findings.iter().any(|f| f.starts_with(
+                "error: policy: device model d1 \"dm\" may not serve d2 \"g\": missing allow \
+                 devmodel_t domU_t:mmu"
+            )),
+            "{findings:?}"
+        );
+        assert_eq!(old_findings, findings);
+        assert_eq!(old_dot, dot);
+        let dot = dot.unwrap();
+        assert!(dot.contains("device model\\npl011 rng net"), "{dot}");
+        // Only the server: a PL011, no virtio device.
+        let config = parse(&[
+            domain("dm", ""),
+            domain("g", "vpl011; tessera,devices = \"dm\";"),
+        ]);
+        assert_eq!(
+            links(&config),
+            [Link::DeviceModel {
+                server: 0,
+                guest: 1
+            }]
+        );
+        assert!(unserved_vpl011(&config).is_empty());
+    }
+
+    #[test]
+    fn a_description_mixing_the_two_spellings_is_refused_by_check() {
+        if !have_dtc() {
+            return;
+        }
+        let dir = image(
+            "mixed",
+            &[
+                domain("dm", ""),
+                domain(
+                    "g",
+                    "tessera,devices = \"dm\", \"rng\"; tessera,virtio = \"rng\";",
+                ),
+            ],
+            None,
+        );
+        let report = check_image(&dir.0, &Board::RUN);
+        assert_eq!(report.errors(), 1);
+        assert!(
+            messages(&report.findings)[0].ends_with(
+                "/chosen/g: property \"tessera,devices\": the node also has tessera,virtio: \
+                 tessera,devices says the same as tessera,device-model and tessera,virtio \
+                 together; give one spelling"
+            ),
+            "{:?}",
+            messages(&report.findings)
+        );
+        assert!(report.dot.is_none());
     }
 
     #[test]

@@ -276,8 +276,9 @@ impl fmt::Display for CreateError {
 }
 
 /// The `CreateDomain` that makes description domain `ci`: its name,
-/// label, vCPUs and `domid`; the id of its `tessera,device-model`, which
-/// the kernel then lets alone serve it and waits for before it runs it
+/// label, vCPUs and `domid`; the id of its device model
+/// (`tessera,device-model`, or first in `tessera,devices`), which the
+/// kernel then lets alone serve it and waits for before it runs it
 /// (with `CREATE_VPL011` when that device model emulates its PL011, so
 /// the console focus finds it); its `tessera,pcpus`; and, for a device
 /// model that serves a domain and whose `on-crash` is `"restart"`,
@@ -595,7 +596,8 @@ mod tests {
     }
 
     /// domB (d5, last in the tree), a device model and two guests it
-    /// serves, the second pinned; and an unserved guest.
+    /// serves, the second pinned; and an unserved guest. The second names
+    /// its device model in hyperlaunch's spelling, `tessera,devices`.
     fn served() -> SystemConfig {
         system(&[
             node("guest1", "")
@@ -604,7 +606,7 @@ mod tests {
                 .string("tessera,virtio", "rng"),
             node("dm", ""),
             node("guest2", "")
-                .string("tessera,device-model", "dm")
+                .string("tessera,devices", "dm")
                 .prop("tessera,pcpus", cells(&[1])),
             node("plain", ""),
             node("domb", "")

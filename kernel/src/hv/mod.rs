@@ -126,8 +126,8 @@ pub struct DomainFields {
     /// `tessera,pcpus`: the pCPUs it owns, vCPU i on `pins[i % len]`;
     /// empty when it is not pinned (`tessera_kernel::placement`).
     pins: heapless::Vec<u32, MAX_VCPUS_PER_DOMAIN>,
-    /// The domain index of its device model (`tessera,device-model`, or
-    /// `CreateDomain::device_model`): the only domain that may serve it,
+    /// The domain index of its device model (`tessera,device-model` or
+    /// `tessera,devices`, or `CreateDomain::device_model`): the only domain that may serve it,
     /// and the one it waits for before it runs (`control::Hold`).
     device_model: Option<usize>,
 }

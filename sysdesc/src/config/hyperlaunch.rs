@@ -10,6 +10,11 @@
 //! | `on-crash`                   | `"stop"`, `"restart"` or `"reboot"`        | `"stop"`         |
 //! | `tessera,restart-backoff-ms` | `<N>` ms before a restart (`on-crash = "restart"` only) | the builder's choice |
 //! | `tessera,pcpus`              | `<a b ...>`: vCPU i runs on pCPU `a`, `b`… | not pinned       |
+//! | `tessera,devices`            | `"<device model>", "<virtio kind>", ...`   | not served       |
+//!
+//! `tessera,devices` is parsed in the parent module, beside its other
+//! spelling (`tessera,device-model` with `tessera,virtio`), which it means
+//! exactly.
 //!
 //! The one idea: the boot order is a topological order of "must start
 //! before" edges, some written (`boot-order` ranks) and some derived from
@@ -58,8 +63,8 @@ pub enum Function {
     /// The configuration store (xenstored). At most one.
     Xenstore = 1 << 1,
     /// An IOREQ server emulating other domains' devices. A domain another
-    /// names in `tessera,device-model` has this role whether or not it
-    /// lists it.
+    /// names as its device model (`tessera,device-model`, or first in
+    /// `tessera,devices`) has this role whether or not it lists it.
     DeviceModel = 1 << 2,
     /// The console service. At most one.
     Console = 1 << 3,
@@ -401,7 +406,8 @@ pub(super) fn assign_domids(
 pub enum StartsBefore {
     /// Written: its `boot-order` rank is lower.
     Rank { before: u32, after: u32 },
-    /// Derived: it is the other's `tessera,device-model`.
+    /// Derived: it is the other's device model (`tessera,device-model`, or
+    /// first in `tessera,devices`).
     DeviceModel,
     /// Derived: it is the boot domain, which builds the other.
     BootDomain,

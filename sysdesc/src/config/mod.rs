@@ -23,6 +23,12 @@
 //! The hyperlaunch properties (`domid`, `functions`, `boot-order`,
 //! `on-crash`, `tessera,pcpus`...) that a boot domain needs to build the
 //! others are parsed in `hyperlaunch`, which also computes the boot order.
+//!
+//! Which device model serves a domain, and with which virtio devices, has
+//! two spellings that mean the same: `tessera,device-model` with
+//! `tessera,virtio`, or hyperlaunch's one `tessera,devices` (the server,
+//! then the kinds). Both become the same `device_model` and `virtio`, so
+//! nothing downstream knows which one a description used.
 
 // A `ConfigError` carries the paths it names by value (up to two), so it
 // outlives the blob; it is built once, at boot, on the failure path only.
@@ -98,6 +104,7 @@ const P_XEN_ENHANCED: &str = "xen,enhanced";
 const P_POLICY_MODE: &str = "tessera,policy-mode";
 const P_DEVICE_MODEL: &str = "tessera,device-model";
 const P_VIRTIO: &str = "tessera,virtio";
+const P_DEVICES: &str = "tessera,devices";
 
 /// Most virtio-mmio devices one domain may have.
 pub const MAX_VIRTIO: usize = 8;
@@ -170,17 +177,19 @@ pub struct DomainConfig {
     pub static_mem: Option<MemRange>,
     /// Whether the domain gets an emulated PL011 (from its device model).
     pub vpl011: bool,
-    /// `vpl011` was asked for, but no `tessera,device-model` says who
-    /// emulates it: a tree written for Xen, whose hypervisor emulates the
-    /// PL011 itself (ImageBuilder sets `vpl011` on every domain). Tessera's
-    /// kernel emulates no device, so such a domain gets no PL011 (`vpl011`
+    /// `vpl011` was asked for, but no device model says who emulates it: a
+    /// tree written for Xen, whose hypervisor emulates the PL011 itself
+    /// (ImageBuilder sets `vpl011` on every domain). Tessera's kernel
+    /// emulates no device, so such a domain gets no PL011 (`vpl011`
     /// is false) and its console is the hypervisor console (`console_io`);
     /// `cargo xtask build` and `check` warn.
     pub vpl011_unserved: bool,
-    /// `tessera,device-model = "<domain name>"`: the domain (index) whose
-    /// IOREQ server emulates this one's devices.
+    /// `tessera,device-model = "<domain name>"` (or the first entry of
+    /// `tessera,devices`): the domain (index) whose IOREQ server emulates
+    /// this one's devices.
     pub device_model: Option<usize>,
-    /// `tessera,virtio`: the virtio-mmio devices, in slot order.
+    /// `tessera,virtio` (or the entries of `tessera,devices` after the
+    /// first): the virtio-mmio devices, in slot order.
     pub virtio: heapless::Vec<VirtioKind, MAX_VIRTIO>,
     /// `xen,enhanced` is present and not `"disabled"`: the domain gets the
     /// Xen `/hypervisor` node (grant table, event-channel PPI) in its DT.
@@ -194,7 +203,7 @@ pub struct DomainConfig {
     /// numbers domains in tree order; a boot domain honours this.
     pub domid: u16,
     /// `functions`: the roles this domain plays, plus `DeviceModel` if
-    /// another domain names it in `tessera,device-model`.
+    /// another domain names it as its device model.
     pub functions: Functions,
     /// `boot-order`: a rank, lower starts first; 0 when absent.
     pub boot_order: u32,
@@ -345,11 +354,12 @@ impl SystemConfig {
             .filter_map(move |s| s.users.iter().find(|u| u.domain == domain).map(|u| (s, u)))
     }
 
-    /// The domains device model `server` serves (those naming it in
-    /// `tessera,device-model`), in tree order, as its guest DT lists them
-    /// under `/tessera-ioreq` (`guest_dt::XenGuestNodes::served`). `domid`
-    /// says which id each domain (by index) has: its index + 1 in the
-    /// kernel's dom0less build, its `domid` when a boot domain builds it.
+    /// The domains device model `server` serves (those naming it as their
+    /// device model, in either spelling), in tree order, as its guest DT
+    /// lists them under `/tessera-ioreq` (`guest_dt::XenGuestNodes::served`).
+    /// `domid` says which id each domain (by index) has: its index + 1 in
+    /// the kernel's dom0less build, its `domid` when a boot domain builds
+    /// it.
     /// The kernel and domB both write the device model's DT from this, so
     /// the device model sees the same nodes in either mode.
     pub fn served_by(
@@ -518,10 +528,12 @@ pub enum ConfigErrorKind {
     XenEnhancedInvalid,
     /// `tessera,device-model` is not a string.
     DeviceModelInvalid,
-    /// `tessera,device-model` names no domain (or the domain itself).
+    /// `tessera,device-model` (or `tessera,devices`) names no domain.
     DeviceModelNotFound {
         name: heapless::String<MAX_DOMAIN_NAME>,
     },
+    /// `tessera,device-model` (or `tessera,devices`) names the domain itself.
+    DeviceModelIsItself,
     /// A `tessera,virtio` entry is not one of net, blk, console, rng.
     VirtioUnknown,
     /// More than `MAX_VIRTIO` `tessera,virtio` entries.
@@ -529,6 +541,28 @@ pub enum ConfigErrorKind {
     /// `tessera,virtio` devices but no device model. (A lone `vpl011` is
     /// accepted: see `DomainConfig::vpl011_unserved`.)
     DevicesWithoutDeviceModel,
+    /// `tessera,devices` beside `other` (`tessera,device-model` or
+    /// `tessera,virtio`): two spellings of one thing, which could disagree.
+    DevicesBesideOtherSpelling {
+        other: &'static str,
+    },
+    /// `tessera,devices` is empty, or its first entry (the device-model
+    /// domain) is empty or not UTF-8.
+    DevicesNoDeviceModel,
+    /// `tessera,devices` is not a list of NUL-terminated strings.
+    DevicesNotStrings,
+    /// Entry `entry` (1-based; the device model is entry 1) of
+    /// `tessera,devices` is empty.
+    DevicesKindEmpty {
+        entry: usize,
+    },
+    /// Entry `entry` of `tessera,devices` is not one of net, blk, console,
+    /// rng.
+    DevicesKindUnknown {
+        entry: usize,
+    },
+    /// More than `MAX_VIRTIO` kinds after the device model.
+    DevicesTooManyKinds,
     /// `/chosen` `tessera,policy-mode` is not `"enforcing"` or `"permissive"`.
     PolicyModeInvalid,
 
@@ -810,12 +844,40 @@ impl fmt::Display for ConfigErrorKind {
             Self::DeviceModelNotFound { name } => {
                 write!(f, "no other domain is named {name:?}")
             }
+            Self::DeviceModelIsItself => f.write_str(
+                "names this domain itself; a domain cannot be its own device model",
+            ),
             Self::VirtioUnknown => {
                 f.write_str("expected a list of \"net\", \"blk\", \"console\", \"rng\"")
             }
             Self::VirtioTooMany => write!(f, "more than {MAX_VIRTIO} devices"),
             Self::DevicesWithoutDeviceModel => f.write_str(
-                "virtio devices need a device model: add tessera,device-model = \"<domain>\"",
+                "virtio devices need a device model: add tessera,device-model = \"<domain>\" \
+                 (or give both as tessera,devices = \"<domain>\", \"<kind>\", ...)",
+            ),
+            Self::DevicesBesideOtherSpelling { other } => write!(
+                f,
+                "the node also has {other}: tessera,devices says the same as \
+                 tessera,device-model and tessera,virtio together; give one spelling"
+            ),
+            Self::DevicesNoDeviceModel => f.write_str(
+                "expected \"<device-model domain>\", \"<kind>\", ...: the first entry must name \
+                 the domain that serves this one",
+            ),
+            Self::DevicesNotStrings => f.write_str("not a list of NUL-terminated strings"),
+            Self::DevicesKindEmpty { entry } => write!(
+                f,
+                "entry {entry} is empty; after the device-model domain, expected \"net\", \
+                 \"blk\", \"console\" or \"rng\""
+            ),
+            Self::DevicesKindUnknown { entry } => write!(
+                f,
+                "entry {entry} is not a virtio kind; after the device-model domain, expected \
+                 \"net\", \"blk\", \"console\" or \"rng\""
+            ),
+            Self::DevicesTooManyKinds => write!(
+                f,
+                "more than {MAX_VIRTIO} virtio kinds after the device-model domain"
             ),
             Self::PolicyModeInvalid => f.write_str("expected \"enforcing\" or \"permissive\""),
             Self::DomidBadLength { len } => write!(f, "{len} bytes, expected one cell"),
@@ -967,6 +1029,8 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
     let mut paths = heapless::Vec::<NodePath, MAX_DOMAINS>::new();
     let mut nodes = heapless::Vec::<Node<'_, '_>, MAX_DOMAINS>::new();
     let mut requested_domids = heapless::Vec::<Option<u16>, MAX_DOMAINS>::new();
+    let mut requested_device_models =
+        heapless::Vec::<Option<DeviceModelName<'_>>, MAX_DOMAINS>::new();
     for node in chosen.node.children() {
         if !is_compatible(&node, "xen,domain") {
             continue;
@@ -975,7 +1039,7 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
         if domains.is_full() {
             return Err(error(&path, None, ConfigErrorKind::TooManyDomains));
         }
-        let (domain, requested_domid) = parse_domain(&node, &path)?;
+        let (domain, requested) = parse_domain(&node, &path)?;
         hyperlaunch::check_unique_functions(&domain, &path, &domains, &paths)?;
         if let Some(other) = domains
             .iter()
@@ -1015,14 +1079,17 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
             .push(node)
             .map_err(|_| error(&path, None, ConfigErrorKind::TooManyDomains))?;
         requested_domids
-            .push(requested_domid)
+            .push(requested.domid)
+            .map_err(|_| error(&path, None, ConfigErrorKind::TooManyDomains))?;
+        requested_device_models
+            .push(requested.device_model)
             .map_err(|_| error(&path, None, ConfigErrorKind::TooManyDomains))?;
     }
     if domains.is_empty() {
         return Err(error(&chosen.path, None, ConfigErrorKind::NoDomains));
     }
     hyperlaunch::assign_domids(&requested_domids, &paths, &mut domains)?;
-    resolve_device_models(&nodes, &paths, &mut domains)?;
+    resolve_device_models(&requested_device_models, &paths, &mut domains)?;
     let linked = links::Domains {
         nodes: &nodes,
         paths: &paths,
@@ -1051,12 +1118,33 @@ fn parse_policy_mode(chosen: &Node<'_, '_>, path: &NodePath) -> Result<bool, Con
     }
 }
 
-/// One domain node, and the `domid` it asks for (ids are given out once
-/// every domain is known).
-fn parse_domain(
-    node: &Node<'_, '_>,
+/// What a domain node asks for that can only be settled once every domain
+/// is known: its `domid` (ids are given out in tree order) and its device
+/// model (which may come later in the tree).
+struct DomainRequests<'dtb> {
+    domid: Option<u16>,
+    device_model: Option<DeviceModelName<'dtb>>,
+}
+
+/// A device-model domain as a served domain names it, and the property
+/// that named it (for the error if it names no other domain).
+#[derive(Clone, Copy)]
+struct DeviceModelName<'dtb> {
+    name: &'dtb str,
+    property: &'static str,
+}
+
+/// What a domain node says about its emulated devices, in either spelling.
+struct Devices<'dtb> {
+    device_model: Option<DeviceModelName<'dtb>>,
+    virtio: heapless::Vec<VirtioKind, MAX_VIRTIO>,
+}
+
+/// One domain node, and what it asks for of the others.
+fn parse_domain<'dtb>(
+    node: &Node<'_, 'dtb>,
     path: &NodePath,
-) -> Result<(DomainConfig, Option<u16>), ConfigError> {
+) -> Result<(DomainConfig, DomainRequests<'dtb>), ConfigError> {
     let base = dtb::base_name(node.name);
     if base.is_empty() {
         return Err(error(path, None, ConfigErrorKind::NameEmpty));
@@ -1071,6 +1159,7 @@ fn parse_domain(
     let static_mem = parse_static_mem(node, path, memory_bytes)?;
     let (xen_enhanced, xenstore) = parse_xen_enhanced(node, path)?;
     let launch = hyperlaunch::parse(node, path, vcpus)?;
+    let devices = parse_devices(node, path)?;
 
     let domain = DomainConfig {
         name,
@@ -1084,7 +1173,7 @@ fn parse_domain(
         vpl011: prop(node, P_VPL011).is_some(),
         vpl011_unserved: false,
         device_model: None,
-        virtio: parse_virtio(node, path)?,
+        virtio: devices.virtio,
         xen_enhanced,
         xenstore,
         domid: 0,
@@ -1094,7 +1183,103 @@ fn parse_domain(
         restart_backoff_ms: launch.restart_backoff_ms,
         pcpus: launch.pcpus,
     };
-    Ok((domain, launch.domid))
+    let requests = DomainRequests {
+        domid: launch.domid,
+        device_model: devices.device_model,
+    };
+    Ok((domain, requests))
+}
+
+/// `tessera,devices`, or else `tessera,device-model` and `tessera,virtio`.
+/// A node with both spellings is refused rather than merged: they could
+/// disagree, and neither would be the obvious winner.
+fn parse_devices<'dtb>(
+    node: &Node<'_, 'dtb>,
+    path: &NodePath,
+) -> Result<Devices<'dtb>, ConfigError> {
+    let Some(value) = prop(node, P_DEVICES) else {
+        return Ok(Devices {
+            device_model: parse_device_model(node, path)?,
+            virtio: parse_virtio(node, path)?,
+        });
+    };
+    if let Some(other) = [P_DEVICE_MODEL, P_VIRTIO]
+        .into_iter()
+        .find(|p| prop(node, p).is_some())
+    {
+        return Err(error(
+            path,
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesBesideOtherSpelling { other },
+        ));
+    }
+    parse_devices_list(value, path)
+}
+
+/// `tessera,devices = "<device-model domain>", "<kind>", ...`: the server,
+/// then the virtio kinds in slot order (none: it serves only `vpl011`).
+fn parse_devices_list<'dtb>(
+    value: &'dtb [u8],
+    path: &NodePath,
+) -> Result<Devices<'dtb>, ConfigError> {
+    let fail = |kind| error(path, Some(P_DEVICES), kind);
+    if value.is_empty() {
+        return Err(fail(ConfigErrorKind::DevicesNoDeviceModel));
+    }
+    let body = value
+        .strip_suffix(&[0])
+        .ok_or_else(|| fail(ConfigErrorKind::DevicesNotStrings))?;
+    let mut entries = body.split(|b| *b == 0);
+    let name = entries
+        .next()
+        .and_then(|raw| core::str::from_utf8(raw).ok())
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| fail(ConfigErrorKind::DevicesNoDeviceModel))?;
+    let mut virtio = heapless::Vec::new();
+    // Entries are numbered from 1, the device model being entry 1, so the
+    // number is the one a reader counts in the source.
+    for (entry, raw) in (2..).zip(entries) {
+        if raw.is_empty() {
+            return Err(fail(ConfigErrorKind::DevicesKindEmpty { entry }));
+        }
+        let kind = core::str::from_utf8(raw)
+            .ok()
+            .and_then(VirtioKind::from_name)
+            .ok_or_else(|| fail(ConfigErrorKind::DevicesKindUnknown { entry }))?;
+        virtio
+            .push(kind)
+            .map_err(|_| fail(ConfigErrorKind::DevicesTooManyKinds))?;
+    }
+    Ok(Devices {
+        device_model: Some(DeviceModelName {
+            name,
+            property: P_DEVICES,
+        }),
+        virtio,
+    })
+}
+
+/// `tessera,device-model = "<domain name>"`, not yet resolved.
+fn parse_device_model<'dtb>(
+    node: &Node<'_, 'dtb>,
+    path: &NodePath,
+) -> Result<Option<DeviceModelName<'dtb>>, ConfigError> {
+    let Some(value) = prop(node, P_DEVICE_MODEL) else {
+        return Ok(None);
+    };
+    let name = string_value(value)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            error(
+                path,
+                Some(P_DEVICE_MODEL),
+                ConfigErrorKind::DeviceModelInvalid,
+            )
+        })?;
+    Ok(Some(DeviceModelName {
+        name,
+        property: P_DEVICE_MODEL,
+    }))
 }
 
 fn parse_virtio(
@@ -1122,44 +1307,30 @@ fn parse_virtio(
     Ok(out)
 }
 
-/// Resolve every `tessera,device-model` name to a domain index, now that
-/// all domains are known.
+/// Resolve every device-model name (`requested[i]` is domain i's) to a
+/// domain index, now that all domains are known.
 fn resolve_device_models(
-    nodes: &[Node<'_, '_>],
+    requested: &[Option<DeviceModelName<'_>>],
     paths: &[NodePath],
     domains: &mut [DomainConfig],
 ) -> Result<(), ConfigError> {
-    for i in 0..domains.len() {
-        let (node, path) = (&nodes[i], &paths[i]);
-        let wanted = match prop(node, P_DEVICE_MODEL) {
-            None => None,
-            Some(v) => Some(string_value(v).filter(|s| !s.is_empty()).ok_or_else(|| {
-                error(
-                    path,
-                    Some(P_DEVICE_MODEL),
-                    ConfigErrorKind::DeviceModelInvalid,
-                )
-            })?),
-        };
+    for (i, (wanted, path)) in requested.iter().zip(paths).enumerate() {
         let server = match wanted {
             None => None,
-            Some(name) => {
+            Some(wanted) => {
+                let fail = |kind| error(path, Some(wanted.property), kind);
                 let found = domains
                     .iter()
-                    .enumerate()
-                    .position(|(j, d)| j != i && d.name.as_str() == name);
-                Some(found.ok_or_else(|| {
-                    error(
-                        path,
-                        Some(P_DEVICE_MODEL),
-                        ConfigErrorKind::DeviceModelNotFound {
-                            name: heapless::String::try_from(
-                                &name[..name.len().min(MAX_DOMAIN_NAME)],
-                            )
-                            .unwrap_or_default(),
-                        },
-                    )
-                })?)
+                    .position(|d| d.name.as_str() == wanted.name)
+                    .ok_or_else(|| {
+                        fail(ConfigErrorKind::DeviceModelNotFound {
+                            name: truncated_name(wanted.name),
+                        })
+                    })?;
+                if found == i {
+                    return Err(fail(ConfigErrorKind::DeviceModelIsItself));
+                }
+                Some(found)
             }
         };
         let d = &mut domains[i];
@@ -1182,6 +1353,18 @@ fn resolve_device_models(
         }
     }
     Ok(())
+}
+
+/// `name`, cut to at most `MAX_DOMAIN_NAME` bytes at a character boundary
+/// (a name that long matches no domain, but the error still shows it).
+fn truncated_name(name: &str) -> heapless::String<MAX_DOMAIN_NAME> {
+    let mut end = name.len().min(MAX_DOMAIN_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.get(..end)
+        .and_then(|cut| heapless::String::try_from(cut).ok())
+        .unwrap_or_default()
 }
 
 /// `xen,enhanced` as (enhanced, xenstore). Xen's binding: empty or

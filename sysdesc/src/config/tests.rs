@@ -1623,8 +1623,21 @@ fn device_model_errors() {
         (
             Domain::new("g").set(P_DEVICE_MODEL, string("g")),
             Some(P_DEVICE_MODEL),
+            ConfigErrorKind::DeviceModelIsItself,
+        ),
+        (
+            // Longer than any domain name, and cut mid-character at
+            // `MAX_DOMAIN_NAME` bytes: the error shows whole characters.
+            Domain::new("g").set(
+                P_DEVICE_MODEL,
+                string(&format!("x{}", "é".repeat(MAX_DOMAIN_NAME))),
+            ),
+            Some(P_DEVICE_MODEL),
             ConfigErrorKind::DeviceModelNotFound {
-                name: "g".try_into().unwrap(),
+                name: format!("x{}", "é".repeat(MAX_DOMAIN_NAME / 2 - 1))
+                    .as_str()
+                    .try_into()
+                    .unwrap(),
             },
         ),
         (
@@ -1669,6 +1682,177 @@ fn device_model_errors() {
         assert_eq!(err.property, prop);
         assert!(!err.to_string().is_empty());
     }
+}
+
+/// The same served guest in `tessera,devices` spelling and in
+/// `tessera,device-model` + `tessera,virtio`: `devices` is the value of
+/// `tessera,devices`, the server first.
+fn served_both_ways(devices: &[&str]) -> (Domain, Domain) {
+    let (server, kinds) = devices.split_first().unwrap();
+    let mut old = Domain::new("g")
+        .set(P_VPL011, vec![])
+        .set(P_DEVICE_MODEL, string(server));
+    if !kinds.is_empty() {
+        old = old.set(P_VIRTIO, strings(kinds));
+    }
+    let new = Domain::new("g")
+        .set(P_VPL011, vec![])
+        .set(P_DEVICES, strings(devices));
+    (old, new)
+}
+
+#[test]
+fn tessera_devices_means_tessera_device_model_and_tessera_virtio() {
+    for devices in [
+        &["dm", "rng", "console", "blk", "net"][..],
+        &["dm", "net", "net"],
+        // Only the server: it emulates the PL011 and no virtio device.
+        &["dm"],
+    ] {
+        let (old, new) = served_both_ways(devices);
+        // The server after the guest, too: names resolve once all are known.
+        for dm_first in [true, false] {
+            let system = |guest: Domain| {
+                let mut domains = vec![Domain::new("dm"), guest, Domain::new("h")];
+                if !dm_first {
+                    domains.swap(0, 2);
+                }
+                parse(&domains).unwrap()
+            };
+            let (old, new) = (system(old.clone()), system(new.clone()));
+            assert_eq!(old, new, "{devices:?}");
+            let dm = usize::from(!dm_first) * 2;
+            let g = &new.domains[1];
+            assert_eq!(g.device_model, Some(dm));
+            assert!(g.vpl011 && !g.vpl011_unserved);
+            assert_eq!(g.virtio.len(), devices.len() - 1);
+            assert!(new.domains[dm].functions.contains(Function::DeviceModel));
+            // The device model's DT (written by the kernel or domB from
+            // `served_by`) is the same either way.
+            let domid = |i: usize| i as u16 + 1;
+            assert_eq!(old.served_by(dm, domid), new.served_by(dm, domid));
+        }
+    }
+}
+
+#[test]
+fn tessera_devices_errors() {
+    let guest = |value: Vec<u8>| Domain::new("g").set(P_DEVICES, value);
+    let mut too_many = vec!["dm"];
+    too_many.extend(["rng"; MAX_VIRTIO + 1]);
+    let cases: Vec<(Domain, Option<&str>, ConfigErrorKind)> = vec![
+        (
+            guest(strings(&["dm", "rng"])).set(P_DEVICE_MODEL, string("dm")),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesBesideOtherSpelling {
+                other: P_DEVICE_MODEL,
+            },
+        ),
+        (
+            guest(strings(&["dm", "rng"])).set(P_VIRTIO, strings(&["rng"])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesBesideOtherSpelling { other: P_VIRTIO },
+        ),
+        (
+            guest(vec![]),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesNoDeviceModel,
+        ),
+        (
+            guest(strings(&[""])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesNoDeviceModel,
+        ),
+        (
+            guest(strings(&["", "rng"])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesNoDeviceModel,
+        ),
+        (
+            guest(b"\xff\0rng\0".to_vec()),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesNoDeviceModel,
+        ),
+        (
+            guest(b"dm".to_vec()),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesNotStrings,
+        ),
+        (
+            guest(b"dm\0rng".to_vec()),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesNotStrings,
+        ),
+        (
+            guest(strings(&["dm", "rng", "gpu"])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesKindUnknown { entry: 3 },
+        ),
+        (
+            // A domain name where a kind belongs: the server comes once.
+            guest(strings(&["dm", "dm"])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesKindUnknown { entry: 2 },
+        ),
+        (
+            guest(strings(&["dm", "rng", ""])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesKindEmpty { entry: 3 },
+        ),
+        (
+            guest(strings(&too_many)),
+            Some(P_DEVICES),
+            ConfigErrorKind::DevicesTooManyKinds,
+        ),
+        (
+            guest(strings(&["nobody", "rng"])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DeviceModelNotFound {
+                name: "nobody".try_into().unwrap(),
+            },
+        ),
+        (
+            guest(strings(&["g"])),
+            Some(P_DEVICES),
+            ConfigErrorKind::DeviceModelIsItself,
+        ),
+    ];
+    for (guest, prop, kind) in cases {
+        let err = expect_system_error(&[Domain::new("dm"), guest], "/chosen/g", prop, kind);
+        assert!(!err.to_string().is_empty());
+    }
+    // Exactly `MAX_VIRTIO` kinds fit.
+    let mut full = vec!["dm"];
+    full.extend(["rng"; MAX_VIRTIO]);
+    let cfg = parse(&[Domain::new("dm"), guest(strings(&full))]).unwrap();
+    assert_eq!(cfg.domains[1].virtio.len(), MAX_VIRTIO);
+}
+
+#[test]
+fn tessera_devices_errors_name_the_node_and_say_what_to_write() {
+    let err = parse(&[
+        Domain::new("dm"),
+        Domain::new("g")
+            .set(P_DEVICES, strings(&["dm", "rng"]))
+            .set(P_VIRTIO, strings(&["rng"])),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/chosen/g: property \"tessera,devices\": the node also has tessera,virtio: \
+         tessera,devices says the same as tessera,device-model and tessera,virtio together; \
+         give one spelling"
+    );
+    let err = parse(&[
+        Domain::new("dm"),
+        Domain::new("g").set(P_DEVICES, strings(&["dm", "rng", "gpu"])),
+    ])
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/chosen/g: property \"tessera,devices\": entry 3 is not a virtio kind; after the \
+         device-model domain, expected \"net\", \"blk\", \"console\" or \"rng\""
+    );
 }
 
 mod hyperlaunch;
