@@ -225,8 +225,9 @@ pub struct DomainInfo {
     /// An [`ExitReason`] value.
     pub exit_reason: u8,
     pub vcpus: U32,
-    /// Starts at 1 and counts the restarts the kernel did itself: its
-    /// own reboots of a dom0less domain, and `ResetDomain`.
+    /// Starts at 0 (the first boot) and counts the restarts the kernel did
+    /// itself: its own reboots of a dom0less domain, and `ResetDomain`.
+    /// domB numbers its rebuilds and reboots the same way.
     pub generation: U32,
     pub _pad: U32,
     /// Bytes of RAM (0 before `AssignMemory`).

@@ -426,7 +426,7 @@ fn tessera_default_image(cx: &Context) -> Result<(), Failure> {
         &[
             r"tessera: d3 linux2: shutdown \(reboot\)",
             r"^\(domb\) domb: d3 linux2: asked to reboot",
-            r"tessera: d3 linux2: reset in place by d5 domb \(generation 2\)",
+            r"tessera: d3 linux2: reset in place by d5 domb \(generation 1\)",
             r"^\(domb\) measured d3 linux2: kernel sha256=",
             r"^\(domb\) domb: d3 linux2: rebooted in place as generation 1",
         ],

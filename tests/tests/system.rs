@@ -428,7 +428,7 @@ fn grant_restart(cx: &Context) -> Result<(), Failure> {
     qemu.forbid(r"TEST grants FAIL", "a grant test failed")?;
     qemu.forbid(r"stage-2 fault", "no domain may fault")?;
     qemu.expect(&shutdown("granter", "reboot"), WAIT)?;
-    qemu.expect(r"tessera: d1 granter: restarting \(generation 2\)", WAIT)?;
+    qemu.expect(r"tessera: d1 granter: restarting \(generation 1\)", WAIT)?;
     qemu.expect_all(
         &[&pass("guest", "grants"), &pass("granter", "grants")],
         WAIT,
@@ -476,7 +476,7 @@ fn domctl(cx: &Context) -> Result<(), Failure> {
         &[
             r"\(rebooter\) .*REBOOT-START",
             &shutdown("rebooter", "reboot"),
-            r"tessera: d2 rebooter: reset in place by d1 builder \(generation 2\)",
+            r"tessera: d2 rebooter: reset in place by d1 builder \(generation 1\)",
         ],
         WAIT,
     )?;
@@ -657,8 +657,7 @@ fn hyperlaunch_reboot_in_place(cx: &Context) -> Result<(), Failure> {
     let [in_place_1, in_place_2] = [1, 2].map(|generation| {
         [
             format!(
-                r"tessera: d2 inplace: reset in place by d1 domb \(generation {}\)",
-                generation + 1
+                r"tessera: d2 inplace: reset in place by d1 domb \(generation {generation}\)"
             ),
             domb(&format!(
                 "d2 inplace: rebooted in place as generation {generation}$"

@@ -362,7 +362,7 @@ impl Control {
         unsafe { *d.fields.get() = fields };
         d.ram_pa.store(0, Ordering::Relaxed);
         d.ram_size.store(0, Ordering::Release);
-        d.generation.store(1, Ordering::Relaxed);
+        d.generation.store(0, Ordering::Relaxed);
         d.exit_reason
             .store(ExitReason::None as u8, Ordering::Relaxed);
         *d.vgic.lock() = Vgic::new(n);
