@@ -5,8 +5,8 @@
 //!   runs in the first word of the shared region (which the boot domain
 //!   lends, so it outlives a crash). The first run tells its peer it is up
 //!   (one event), waits until the peer has seen it, and crashes on purpose;
-//!   a later run sends nothing and passes, so its peer can only learn of it
-//!   from the kernel.
+//!   a later run sends nothing, so its peer can only learn of it from the
+//!   kernel, and passes once the peer has seen it bound again.
 //! - `test=restart-peer port=<p> shm=<base> shm_size=<n>`: the crasher's
 //!   peer, started first. It sees the first run's event, then its port go
 //!   back to unbound when the crasher is destroyed, then an event on the
@@ -27,7 +27,8 @@ use tessera_rt::xen::{self, PortState};
 
 /// Where the crasher counts its runs.
 const RUNS: usize = 0;
-/// Where the peer says it has seen the first run (1).
+/// Where the peer says it has seen the first run (1), then the rebuilt
+/// crasher bound to its port again (2).
 const SEEN: usize = 8;
 const REGION_BYTES: usize = 0x1000;
 /// Longest the peer waits for each step (the restart back-off included).
@@ -50,6 +51,12 @@ pub fn crasher() -> TestResult {
         println!("restart: crashing on purpose");
         tessera_rt::exit(ShutdownReason::Crash)
     }
+    // Powering off closes the channel: not before the peer has seen it
+    // bound again, or it would find the port unbound once more.
+    ensure!(
+        wait_until(WAIT_MS, || region.load_u64(SEEN) == 2),
+        "the peer never saw the rebuilt crasher"
+    );
     Ok(())
 }
 
@@ -104,6 +111,7 @@ pub fn peer() -> TestResult {
         "after the peer-restarted event port {port} is {again:?}"
     );
     println!("restart-peer: peer restarted: port {port} is bound to d{remote} again");
+    region.store_u64(SEEN, 2);
 
     ensure!(
         wait_until(WAIT_MS, || region.load_u64(RUNS) == 2),
