@@ -195,12 +195,12 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
     // RAM.
     let mut memory = heapless::Vec::new();
     for node in root.children() {
-        let is_memory = dtb::base_name(node.name) == "memory"
+        let is_memory = dtb::base_name(node.name()) == "memory"
             || prop(&node, P_DEVICE_TYPE).and_then(string_value) == Some("memory");
         if !is_memory {
             continue;
         }
-        let path = root_path.child(node.name);
+        let path = root_path.child(node.name());
         for range in reg_ranges(&node, &path, root_cells)? {
             if range.size != 0 {
                 memory
@@ -224,7 +224,7 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
     if let Some(rm) = dtb::lookup(&fdt, "/reserved-memory") {
         let cells = Cells::of(&rm.node);
         for child in rm.node.children() {
-            let path = rm.path.child(child.name);
+            let path = rm.path.child(child.name());
             if prop(&child, P_REG).is_none() {
                 continue; // A dynamic reservation: nothing fixed to avoid.
             }
@@ -289,7 +289,7 @@ fn parse_cpus(fdt: &dtb::Fdt<'_>) -> Result<heapless::Vec<u64, MAX_HOST_CPUS>, H
         if prop(&node, P_DEVICE_TYPE).and_then(string_value) != Some("cpu") {
             continue;
         }
-        let path = cpus.path.child(node.name);
+        let path = cpus.path.child(node.name());
         let mpidr = reg_ranges(&node, &path, cells)?
             .next()
             .ok_or_else(|| error(&path, Some(P_REG), HostDtErrorKind::MissingReg))?

@@ -42,8 +42,8 @@ pub struct Fdt<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Node<'b, 'a> {
     fdt: &'b Fdt<'a>,
-    /// The name with its unit address (`uart@1000`); empty for the root.
-    pub name: &'a str,
+    /// The name's bytes (checked UTF-8 by `open`), without the NUL.
+    name: &'a [u8],
     body: usize,
 }
 
@@ -67,10 +67,9 @@ impl<'a> Fdt<'a> {
         }
         let rest = self.structs.get(at + 4..)?;
         let len = rest.iter().position(|b| *b == 0)?;
-        let name = core::str::from_utf8(rest.get(..len)?).ok()?;
         Some(Node {
             fdt: self,
-            name,
+            name: rest.get(..len)?,
             body: at + 4 + align4(len + 1),
         })
     }
@@ -150,6 +149,22 @@ impl<'a> Fdt<'a> {
 }
 
 impl<'b, 'a> Node<'b, 'a> {
+    /// The name with its unit address (`uart@1000`); empty for the root.
+    /// Made a `str` only when asked for: most walks compare names as bytes.
+    pub fn name(&self) -> &'a str {
+        // `open` proved every node name UTF-8.
+        core::str::from_utf8(self.name).unwrap_or_default()
+    }
+
+    /// Whether the node is called `wanted`, or has that base name (the
+    /// part before `@`) when `wanted` has no unit address.
+    pub fn is_named(&self, wanted: &str) -> bool {
+        let wanted = wanted.as_bytes();
+        self.name == wanted
+            || (!wanted.contains(&b'@')
+                && self.name.split(|b| *b == b'@').next() == Some(wanted))
+    }
+
     /// The node's properties, in blob order.
     pub fn properties(&self) -> impl Iterator<Item = Property<'a>> + 'b {
         let fdt = self.fdt;
@@ -161,11 +176,29 @@ impl<'b, 'a> Node<'b, 'a> {
         })
     }
 
-    /// The value of property `name`: names are compared as bytes, in place.
+    /// The value of property `name`. Names are compared in place in the
+    /// strings block, first byte first, without looking for each one's end:
+    /// this is the lookup every parse repeats most.
     pub fn property(&self, name: &str) -> Option<&'a [u8]> {
-        self.properties()
-            .find(|p| p.name == name.as_bytes())
-            .map(|p| p.value)
+        let fdt = self.fdt;
+        let want = name.as_bytes();
+        let first = *want.first()?;
+        let mut at = self.body;
+        while fdt.token(at)? == FDT_PROP {
+            let len = fdt.token(at + 4)? as usize;
+            let off = fdt.token(at + 8)? as usize;
+            let end = (at + 12)
+                .checked_add(len)
+                .filter(|end| *end <= fdt.structs.len())?;
+            if fdt.strings.get(off) == Some(&first)
+                && fdt.strings.get(off..off.checked_add(want.len())?) == Some(want)
+                && fdt.strings.get(off + want.len()) == Some(&0)
+            {
+                return fdt.structs.get(at + 12..end);
+            }
+            at = align4(end);
+        }
+        None
     }
 
     /// The node's direct subnodes, in blob order.
@@ -702,10 +735,8 @@ pub fn lookup<'b, 'a>(fdt: &'b Fdt<'a>, path: &str) -> Option<Located<'b, 'a>> {
     }
     for component in path.split('/').filter(|c| !c.is_empty()) {
         let cells = Cells::of(&node);
-        let child = node.children().find(|c| {
-            c.name == component || (!component.contains('@') && base_name(c.name) == component)
-        })?;
-        found_path = found_path.child(child.name);
+        let child = node.children().find(|c| c.is_named(component))?;
+        found_path = found_path.child(child.name());
         parent_cells = cells;
         node = child;
     }
@@ -735,21 +766,21 @@ pub fn find_firsts<'b, 'a, const N: usize>(
 ) -> [Option<Located<'b, 'a>>; N] {
     let mut found = [const { None }; N];
     if let Some(root) = root(fdt) {
-        firsts_below(root, NodePath::root(), classify, &mut found, 1);
+        let mut names = [&[][..]; MAX_DEPTH];
+        firsts_below(root, &mut names, 0, classify, &mut found);
     }
     found
 }
 
+/// The walk below `node`, whose path is `names[..depth]` (the root's
+/// children are at depth 0). A path is built only for a node found.
 fn firsts_below<'b, 'a, const N: usize>(
     node: Node<'b, 'a>,
-    path: NodePath,
+    names: &mut [&'a [u8]; MAX_DEPTH],
+    depth: usize,
     classify: &dyn Fn(&Node<'b, 'a>) -> Option<usize>,
     found: &mut [Option<Located<'b, 'a>>; N],
-    depth: usize,
 ) {
-    if depth > MAX_DEPTH {
-        return;
-    }
     // Read only for a node with a match below it: two more property scans
     // per node would double the walk.
     let mut cells = None;
@@ -757,17 +788,24 @@ fn firsts_below<'b, 'a, const N: usize>(
         if found.iter().all(Option::is_some) {
             return;
         }
-        let child_path = path.child(child.name);
+        let Some(slot) = names.get_mut(depth) else {
+            return;
+        };
+        *slot = child.name;
         if let Some(slot) = classify(&child).and_then(|k| found.get_mut(k)) {
             if slot.is_none() {
+                let mut path = NodePath::root();
+                for name in names.iter().take(depth + 1) {
+                    path = path.child(core::str::from_utf8(name).unwrap_or_default());
+                }
                 *slot = Some(Located {
                     node: child,
-                    path: child_path.clone(),
+                    path,
                     parent_cells: *cells.get_or_insert_with(|| Cells::of(&node)),
                 });
             }
         }
-        firsts_below(child, child_path, classify, found, depth + 1);
+        firsts_below(child, names, depth + 1, classify, found);
     }
 }
 
@@ -844,11 +882,11 @@ mod tests {
         let n = w.finish().unwrap();
         let fdt = open(&buf[..n]).unwrap();
         let root = root(&fdt).unwrap();
-        assert_eq!(root.name, "");
+        assert_eq!(root.name(), "");
         // Children skip whole subtrees, and only direct subnodes count.
-        let names: Vec<_> = root.children().map(|c| c.name).collect();
+        let names: Vec<_> = root.children().map(|c| c.name()).collect();
         assert_eq!(names, ["a", "b@2"]);
-        let all: Vec<_> = fdt.all_nodes().map(|c| c.name).collect();
+        let all: Vec<_> = fdt.all_nodes().map(|c| c.name()).collect();
         assert_eq!(all, ["", "a", "deep", "deeper", "b@2"]);
         let b = lookup(&fdt, "/b").unwrap().node;
         assert_eq!(prop(&b, "model").and_then(string_value), Some("bee"));
@@ -856,6 +894,9 @@ mod tests {
         // A name is matched whole: neither a prefix nor an extension.
         assert_eq!(prop(&b, "mode"), None);
         assert_eq!(prop(&b, "models"), None);
+        assert_eq!(prop(&b, ""), None);
+        assert!(b.is_named("b") && b.is_named("b@2") && !b.is_named("b@3"));
+        assert!(!b.is_named("b@") && !b.is_named("") && !b.is_named("bb"));
         let props: Vec<_> = root.properties().map(|p| p.name).collect();
         assert_eq!(props, [&b"#address-cells"[..], b"model"]);
         assert!(b.children().next().is_none());
@@ -880,7 +921,7 @@ mod tests {
                     .properties()
                     .map(|p| (p.name.to_vec(), p.value.to_vec()))
                     .collect();
-                (node.name.to_string(), props)
+                (node.name().to_string(), props)
             })
             .collect();
         let b: Vec<_> = theirs
