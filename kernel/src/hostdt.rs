@@ -195,12 +195,12 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
     // RAM.
     let mut memory = heapless::Vec::new();
     for node in root.children() {
-        let is_memory = dtb::base_name(node.name) == "memory"
+        let is_memory = dtb::base_name(node.name()) == "memory"
             || prop(&node, P_DEVICE_TYPE).and_then(string_value) == Some("memory");
         if !is_memory {
             continue;
         }
-        let path = root_path.child(node.name);
+        let path = root_path.child(node.name());
         for range in reg_ranges(&node, &path, root_cells)? {
             if range.size != 0 {
                 memory
@@ -215,11 +215,8 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
 
     // Reservations.
     let mut reserved = heapless::Vec::new();
-    for r in fdt.memory_reservations() {
-        let range = MemRange {
-            base: r.address() as usize as u64,
-            size: r.size() as u64,
-        };
+    for (base, size) in fdt.memory_reservations() {
+        let range = MemRange { base, size };
         reserved
             .push(range)
             .map_err(|_| error(&root_path, None, HostDtErrorKind::TooManyReservedRanges))?;
@@ -227,7 +224,7 @@ pub fn parse_host(dtb_bytes: &[u8]) -> Result<HostPlatform, HostDtError> {
     if let Some(rm) = dtb::lookup(&fdt, "/reserved-memory") {
         let cells = Cells::of(&rm.node);
         for child in rm.node.children() {
-            let path = rm.path.child(child.name);
+            let path = rm.path.child(child.name());
             if prop(&child, P_REG).is_none() {
                 continue; // A dynamic reservation: nothing fixed to avoid.
             }
@@ -283,7 +280,7 @@ fn first_reg(found: &Located<'_, '_>) -> Result<MemRange, HostDtError> {
         .ok_or_else(|| error(&found.path, Some(P_REG), HostDtErrorKind::MissingReg))
 }
 
-fn parse_cpus(fdt: &fdt::Fdt<'_>) -> Result<heapless::Vec<u64, MAX_HOST_CPUS>, HostDtError> {
+fn parse_cpus(fdt: &dtb::Fdt<'_>) -> Result<heapless::Vec<u64, MAX_HOST_CPUS>, HostDtError> {
     let cpus = dtb::lookup(fdt, "/cpus")
         .ok_or_else(|| error(&NodePath::root(), None, HostDtErrorKind::NoCpus))?;
     let cells = Cells::of(&cpus.node);
@@ -292,7 +289,7 @@ fn parse_cpus(fdt: &fdt::Fdt<'_>) -> Result<heapless::Vec<u64, MAX_HOST_CPUS>, H
         if prop(&node, P_DEVICE_TYPE).and_then(string_value) != Some("cpu") {
             continue;
         }
-        let path = cpus.path.child(node.name);
+        let path = cpus.path.child(node.name());
         let mpidr = reg_ranges(&node, &path, cells)?
             .next()
             .ok_or_else(|| error(&path, Some(P_REG), HostDtErrorKind::MissingReg))?
@@ -325,7 +322,7 @@ fn parse_gic(gic: Option<Located<'_, '_>>) -> Result<(MemRange, MemRange), HostD
 /// The UART named by `/chosen/stdout-path` if it is a PL011, else the first
 /// PL011 in the tree (`first_pl011`): its registers and its SPI.
 fn parse_uart<'b, 'a>(
-    fdt: &'b fdt::Fdt<'a>,
+    fdt: &'b dtb::Fdt<'a>,
     first_pl011: Option<Located<'b, 'a>>,
 ) -> Result<(MemRange, Option<u32>), HostDtError> {
     let from_chosen = dtb::lookup(fdt, "/chosen")
@@ -368,7 +365,7 @@ fn first_spi(node: &dtb::Node<'_, '_>) -> Option<u32> {
 }
 
 fn parse_psci<'b, 'a>(
-    fdt: &'b fdt::Fdt<'a>,
+    fdt: &'b dtb::Fdt<'a>,
     psci: Option<Located<'b, 'a>>,
 ) -> Result<Conduit, HostDtError> {
     let psci = psci

@@ -462,7 +462,8 @@ mod tests {
     fn describes_the_virt_platform() {
         let blob = build(&params());
         // Our own checker accepts it (properties before subnodes, no NOPs...).
-        let fdt = dtb::open(&blob).unwrap();
+        dtb::open(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
         let root = fdt.find_node("/").unwrap();
         assert_eq!(root.compatible().unwrap().first(), "linux,dummy-virt");
         assert_eq!(root.cell_sizes().address_cells, 2);
@@ -556,7 +557,8 @@ mod tests {
         p.initrd = None;
         p.bootargs = "";
         let blob = build(&p);
-        let fdt = dtb::open(&blob).unwrap();
+        dtb::open(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
         assert!(fdt.find_node("/pl011@9000000").is_none());
         assert!(fdt.find_node("/apb-pclk").is_none());
         let chosen = fdt.find_node("/chosen").unwrap();
@@ -621,7 +623,8 @@ mod tests {
             ..XenGuestNodes::NONE
         };
         let blob = build_with(&params(), &xen);
-        let fdt = dtb::open(&blob).unwrap();
+        dtb::open(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
         let node = fdt.find_node("/tessera-ioreq/domain@3").unwrap();
         let value = |n: &fdt::node::FdtNode, name| n.property(name).unwrap().value.to_vec();
         assert_eq!(value(&node, "tessera,domid"), 3u32.to_be_bytes());
@@ -642,7 +645,8 @@ mod tests {
             build_with(&params(), &XenGuestNodes::NONE)
         );
         let blob = build(&params());
-        let fdt = dtb::open(&blob).unwrap();
+        dtb::open(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
         assert!(fdt.find_node("/hypervisor").is_none());
         assert!(fdt.find_node("/reserved-memory").is_none());
     }
@@ -659,7 +663,8 @@ mod tests {
                 served: &[],
             },
         );
-        let fdt = dtb::open(&blob).unwrap();
+        dtb::open(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
         let root = fdt.find_node("/").unwrap();
         // Depth 1, named exactly "hypervisor" (no unit address).
         let hyp = root
@@ -691,7 +696,8 @@ mod tests {
     #[test]
     fn shared_memory_nodes_match_xen() {
         let blob = build_with(&params(), &full_xen());
-        let fdt = dtb::open(&blob).unwrap();
+        dtb::open(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
         assert!(fdt.find_node("/hypervisor").is_some());
 
         let resv = fdt.find_node("/reserved-memory").unwrap();
@@ -735,7 +741,8 @@ mod tests {
                 served: &[],
             },
         );
-        let fdt = dtb::open(&blob).unwrap();
+        dtb::open(&blob).unwrap();
+        let fdt = fdt::Fdt::new(&blob).unwrap();
         assert!(fdt.find_node("/hypervisor").is_none());
         assert_eq!(
             fdt.find_node("/reserved-memory")

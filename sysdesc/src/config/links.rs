@@ -161,13 +161,13 @@ pub(super) fn parse_evtchns(
     // Each channel takes two nodes. Bounding the count first also bounds
     // the pairwise searches below.
     if let Some(e) = evtchn_nodes(domains).nth(2 * MAX_STATIC_EVTCHNS) {
-        let path = domains.child_path(e.domain, e.node.name);
+        let path = domains.child_path(e.domain, e.node.name());
         return Err(error(&path, None, ConfigErrorKind::TooManyEvtchns));
     }
 
     let mut channels = heapless::Vec::new();
     for e in evtchn_nodes(domains) {
-        let path = domains.child_path(e.domain, e.node.name);
+        let path = domains.child_path(e.domain, e.node.name());
         let (port, peer_phandle) = read_evtchn(&e.node, &path)?;
         let own_phandle = phandle(&e.node, &path)?;
 
@@ -177,7 +177,7 @@ pub(super) fn parse_evtchns(
             .filter(|s| s.domain == e.domain)
             .find(|s| read_evtchn(&s.node, &NodePath::default()).is_ok_and(|(p, _)| p == port));
         if let Some(s) = same_port {
-            let other = domains.child_path(s.domain, s.node.name);
+            let other = domains.child_path(s.domain, s.node.name());
             return Err(error(
                 &path,
                 Some(P_EVTCHN),
@@ -194,7 +194,7 @@ pub(super) fn parse_evtchns(
                 },
             )
         })?;
-        let peer_path = domains.child_path(peer.domain, peer.node.name);
+        let peer_path = domains.child_path(peer.domain, peer.node.name());
         if peer.domain == e.domain {
             return Err(error(
                 &path,
@@ -394,7 +394,7 @@ fn shm_node_path(domains: &Domains<'_, '_, '_>, domain: usize, id: &str) -> Node
     domains
         .children_of(domain, COMPAT_SHM)
         .find(|n| prop(n, P_SHM_ID).and_then(string_value) == Some(id))
-        .map(|n| domains.child_path(domain, n.name))
+        .map(|n| domains.child_path(domain, n.name()))
         .unwrap_or_else(|| domains.domain_path(domain))
 }
 
@@ -405,7 +405,7 @@ pub(super) fn parse_shm(
     for (d, (node, config)) in domains.nodes.iter().zip(domains.configs).enumerate() {
         let cells = Cells::of(node);
         for child in domains.children_of(d, COMPAT_SHM) {
-            let path = domains.child_path(d, child.name);
+            let path = domains.child_path(d, child.name());
             let s = read_shm(&child, &path, cells)?;
             check_guest_windows(&s, config, &path)?;
             check_against_own_regions(domains, &regions, d, &s, &path)?;

@@ -1035,7 +1035,7 @@ pub fn parse_system(dtb_bytes: &[u8]) -> Result<SystemConfig, ConfigError> {
         if !is_compatible(&node, "xen,domain") {
             continue;
         }
-        let path = chosen.path.child(node.name);
+        let path = chosen.path.child(node.name());
         if domains.is_full() {
             return Err(error(&path, None, ConfigErrorKind::TooManyDomains));
         }
@@ -1145,7 +1145,7 @@ fn parse_domain<'dtb>(
     node: &Node<'_, 'dtb>,
     path: &NodePath,
 ) -> Result<(DomainConfig, DomainRequests<'dtb>), ConfigError> {
-    let base = dtb::base_name(node.name);
+    let base = dtb::base_name(node.name());
     if base.is_empty() {
         return Err(error(path, None, ConfigErrorKind::NameEmpty));
     }
@@ -1429,7 +1429,7 @@ fn parse_modules(node: &Node<'_, '_>, path: &NodePath) -> Result<Modules, Config
     let mut ramdisk: Option<(ModuleSpec, NodePath)> = None;
     let mut bootargs = heapless::String::new();
     for child in node.children() {
-        let child_path = path.child(child.name);
+        let child_path = path.child(child.name());
         if is_compatible(&child, "multiboot,kernel") {
             if let Some((_, other)) = &kernel {
                 let other = other.clone();
