@@ -6,6 +6,7 @@
 //! |------------------------------|--------------------------------------------|------------------|
 //! | `domid`                      | `<N>`, 1..=`MAX_DOMAINS`; 0 = automatic    | lowest free id   |
 //! | `functions`                  | `"boot"`, `"xenstore"`, `"device-model"`, `"console"`, `"vtpm"` | none |
+//! | `capabilities`               | `<mask>`, Xen's `DOMAIN_CAPS_*`: 1 << 2 xenstore, 1 << 3 device model | 0 |
 //! | `boot-order`                 | `<N>`, a rank: lower starts first          | 0                |
 //! | `on-crash`                   | `"stop"`, `"restart"` or `"reboot"`        | `"stop"`         |
 //! | `tessera,restart-backoff-ms` | `<N>` ms before a restart (`on-crash = "restart"` only) | the builder's choice |
@@ -29,7 +30,14 @@
 //! a bitmask cell (`FUNCTION_BOOT` = 1, `FUNCTION_CONSOLE` = 4,
 //! `FUNCTION_XENSTORE` = 1 << 30); Tessera writes the names, so a
 //! description reads without a table, and a numeric value is an error rather
-//! than a guess. Xen's `domid = <0>` means "the next free id", and so it
+//! than a guess. Xen's dom0less `capabilities` cell (`DOMAIN_CAPS_*` in
+//! Xen's `public/bootfdt.h`) is read too, as the functions it names:
+//! `DOMAIN_CAPS_XENSTORE` (1 << 2) is `"xenstore"`, and
+//! `DOMAIN_CAPS_DEVICE_MODEL` (1 << 3) `"device-model"`. `DOMAIN_CAPS_CONTROL`
+//! and `DOMAIN_CAPS_HARDWARE` are refused with an error that says why: a
+//! static partitioning has no control or hardware domain (the boot domain
+//! builds, device-model domains emulate). A domain may carry both
+//! properties; it has the functions of both. Xen's `domid = <0>` means "the next free id", and so it
 //! does here. Xen gives every domain an id below `DOMID_FIRST_RESERVED`;
 //! Tessera's builders index fixed tables by id, so ids stop at
 //! `MAX_DOMAINS`.
@@ -44,6 +52,7 @@ use tessera_ipc::platform::MAX_VCPUS_PER_DOMAIN;
 
 pub(super) const P_DOMID: &str = "domid";
 pub(super) const P_FUNCTIONS: &str = "functions";
+pub(super) const P_CAPABILITIES: &str = "capabilities";
 pub(super) const P_BOOT_ORDER: &str = "boot-order";
 pub(super) const P_ON_CRASH: &str = "on-crash";
 pub(super) const P_RESTART_BACKOFF: &str = "tessera,restart-backoff-ms";
@@ -125,6 +134,11 @@ impl Functions {
         self.0 == 0
     }
 
+    /// The functions of either set.
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
     /// The functions in the set, in `Function::ALL` order.
     pub fn iter(self) -> impl Iterator<Item = Function> {
         Function::ALL.into_iter().filter(move |f| self.contains(*f))
@@ -183,7 +197,7 @@ pub(super) fn parse(
     let on_crash = parse_on_crash(node, path)?;
     Ok(Hyperlaunch {
         domid: parse_domid(node, path)?,
-        functions: parse_functions(node, path)?,
+        functions: parse_functions(node, path)?.union(parse_capabilities(node, path)?),
         boot_order: parse_boot_order(node, path)?,
         on_crash,
         restart_backoff_ms: parse_restart_backoff(node, path, on_crash)?,
@@ -227,6 +241,41 @@ fn parse_functions(node: &Node<'_, '_>, path: &NodePath) -> Result<Functions, Co
             }));
         }
         functions.insert(function);
+    }
+    Ok(functions)
+}
+
+/// Xen's `DOMAIN_CAPS_*` bits (`public/bootfdt.h`), and what each is here.
+const CAPABILITIES: [(u32, Result<Function, &str>); 4] = [
+    (1 << 0, Err("DOMAIN_CAPS_CONTROL")),
+    (1 << 1, Err("DOMAIN_CAPS_HARDWARE")),
+    (1 << 2, Ok(Function::Xenstore)),
+    (1 << 3, Ok(Function::DeviceModel)),
+];
+
+/// Xen's dom0less `capabilities` cell, as the functions it names.
+fn parse_capabilities(node: &Node<'_, '_>, path: &NodePath) -> Result<Functions, ConfigError> {
+    let mut functions = Functions::NONE;
+    let Some(value) = prop(node, P_CAPABILITIES) else {
+        return Ok(functions);
+    };
+    let fail = |kind| error(path, Some(P_CAPABILITIES), kind);
+    let mask = u32_value(value)
+        .ok_or_else(|| fail(ConfigErrorKind::CapabilitiesBadLength { len: value.len() }))?;
+    let known = CAPABILITIES.iter().fold(0, |m, (bit, _)| m | bit);
+    if mask & !known != 0 {
+        return Err(fail(ConfigErrorKind::CapabilitiesUnknown {
+            bits: mask & !known,
+        }));
+    }
+    for (bit, meaning) in CAPABILITIES {
+        if mask & bit == 0 {
+            continue;
+        }
+        match meaning {
+            Ok(function) => functions.insert(function),
+            Err(name) => return Err(fail(ConfigErrorKind::CapabilityUnsupported { name })),
+        }
     }
     Ok(functions)
 }

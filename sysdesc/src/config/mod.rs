@@ -581,6 +581,19 @@ pub enum ConfigErrorKind {
     },
     /// `functions` is not a list of known function names.
     FunctionUnknown,
+    /// `capabilities` is not one cell.
+    CapabilitiesBadLength {
+        len: usize,
+    },
+    /// `capabilities` asks for a Xen capability Tessera has no domain for
+    /// (`DOMAIN_CAPS_CONTROL`, `DOMAIN_CAPS_HARDWARE`).
+    CapabilityUnsupported {
+        name: &'static str,
+    },
+    /// `capabilities` has bits no Xen capability defines.
+    CapabilitiesUnknown {
+        bits: u32,
+    },
     /// `functions` names one function twice.
     FunctionDuplicate {
         name: &'static str,
@@ -892,6 +905,17 @@ impl fmt::Display for ConfigErrorKind {
                 "expected a list of \"boot\", \"xenstore\", \"device-model\", \"console\", \"vtpm\"",
             ),
             Self::FunctionDuplicate { name } => write!(f, "{name:?} is listed twice"),
+            Self::CapabilitiesBadLength { len } => write!(f, "{len} bytes, expected one cell"),
+            Self::CapabilityUnsupported { name } => write!(
+                f,
+                "{name} is not supported: Tessera has no control or hardware domain \
+                 (domB builds the partitions, with functions = \"boot\"; devices are \
+                 emulated by device-model domains)"
+            ),
+            Self::CapabilitiesUnknown { bits } => write!(
+                f,
+                "unknown capability bits {bits:#x} (known: 1 << 2 xenstore, 1 << 3 device model)"
+            ),
             Self::FunctionNotUnique { name, other } => {
                 write!(f, "{other} is already the {name:?} domain; there can be only one")
             }

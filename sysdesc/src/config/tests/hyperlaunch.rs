@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::hyperlaunch::{
-    P_BOOT_ORDER, P_DOMID, P_FUNCTIONS, P_ON_CRASH, P_PCPUS, P_RESTART_BACKOFF,
+    P_BOOT_ORDER, P_CAPABILITIES, P_DOMID, P_FUNCTIONS, P_ON_CRASH, P_PCPUS, P_RESTART_BACKOFF,
 };
 
 fn names(cfg: &SystemConfig, order: &[usize]) -> Vec<String> {
@@ -160,6 +160,79 @@ fn function_errors() {
         Domain::new("b").set(P_FUNCTIONS, strings(&["device-model", "vtpm"])),
     ])
     .unwrap();
+}
+
+#[test]
+fn xen_capabilities_name_the_functions_tessera_has() {
+    let cfg = parse(&[
+        Domain::new("store").set(P_CAPABILITIES, cells(&[1 << 2])),
+        Domain::new("dm").set(P_CAPABILITIES, cells(&[1 << 3])),
+        Domain::new("both")
+            .set(P_CAPABILITIES, cells(&[1 << 3]))
+            .set(P_FUNCTIONS, strings(&["vtpm", "device-model"])),
+        Domain::new("plain").set(P_CAPABILITIES, cells(&[0])),
+    ])
+    .unwrap();
+    let listed = |i: usize| -> Vec<&str> {
+        cfg.domains[i]
+            .functions
+            .iter()
+            .map(Function::name)
+            .collect()
+    };
+    assert_eq!(listed(0), ["xenstore"]);
+    assert_eq!(listed(1), ["device-model"]);
+    // Both properties: the functions of both, a function in each is fine.
+    assert_eq!(listed(2), ["device-model", "vtpm"]);
+    assert!(listed(3).is_empty());
+}
+
+#[test]
+fn capability_errors() {
+    let with = |v: Vec<u8>| Domain::new("a").set(P_CAPABILITIES, v);
+    for (bad, len) in [(vec![], 0), (cells(&[4, 0]), 8), (strings(&["xenstore"]), 9)] {
+        expect_error(
+            with(bad),
+            "/chosen/a",
+            Some(P_CAPABILITIES),
+            ConfigErrorKind::CapabilitiesBadLength { len },
+        );
+    }
+    for (mask, name) in [
+        (1, "DOMAIN_CAPS_CONTROL"),
+        (2, "DOMAIN_CAPS_HARDWARE"),
+        // A traditional dom0: control is the first refused.
+        (7, "DOMAIN_CAPS_CONTROL"),
+    ] {
+        let err = expect_error(
+            with(cells(&[mask])),
+            "/chosen/a",
+            Some(P_CAPABILITIES),
+            ConfigErrorKind::CapabilityUnsupported { name },
+        );
+        assert!(err.to_string().contains("no control or hardware domain"), "{err}");
+    }
+    expect_error(
+        with(cells(&[(1 << 2) | (1 << 4) | (1 << 31)])),
+        "/chosen/a",
+        Some(P_CAPABILITIES),
+        ConfigErrorKind::CapabilitiesUnknown {
+            bits: (1 << 4) | (1 << 31),
+        },
+    );
+    // The xenstore capability is as unique as the function.
+    expect_system_error(
+        &[
+            Domain::new("a").set(P_FUNCTIONS, strings(&["xenstore"])),
+            Domain::new("c").set(P_CAPABILITIES, cells(&[1 << 2])),
+        ],
+        "/chosen/c",
+        Some(P_FUNCTIONS),
+        ConfigErrorKind::FunctionNotUnique {
+            name: "xenstore",
+            other: NodePath::new("/chosen/a"),
+        },
+    );
 }
 
 #[test]
