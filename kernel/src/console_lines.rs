@@ -24,6 +24,10 @@ pub trait Sink {
 /// Longest line kept; longer lines are split.
 pub const LINE_MAX: usize = 256;
 
+/// Bytes a domain may write while the terminal is busy before the rest is
+/// dropped (`LineBuffer::stash`): a few lines.
+pub const STASH_MAX: usize = 1024;
+
 /// Which domain owns the terminal's open (unterminated) line, and how many
 /// bytes of its partial line are already shown.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -107,10 +111,22 @@ enum Escape {
     Csi,
 }
 
-/// A domain's partial console line.
+/// A domain's partial console line, and what it wrote while the terminal
+/// was busy.
+///
+/// Why the stash: a domain's console write must never wait for another
+/// pCPU's use of the terminal. A partition pinned to its own pCPU (a
+/// control loop) would otherwise be delayed by whatever another partition
+/// prints: an interference channel between partitions. So a writer that
+/// finds the terminal busy stashes its bytes and goes on; they are printed,
+/// in order, before its next bytes or when the terminal's holder drains
+/// the stashes on its way out.
 pub struct LineBuffer {
     buf: heapless::Vec<u8, LINE_MAX>,
     escape: Escape,
+    stash: heapless::Vec<u8, STASH_MAX>,
+    /// Bytes that did not fit in the stash, since it was last printed.
+    dropped: usize,
 }
 
 impl Default for LineBuffer {
@@ -124,7 +140,23 @@ impl LineBuffer {
         Self {
             buf: heapless::Vec::new(),
             escape: Escape::None,
+            stash: heapless::Vec::new(),
+            dropped: 0,
         }
+    }
+
+    /// Keep `bytes` to print later (the terminal is busy); what does not
+    /// fit is counted and said when the stash is printed.
+    pub fn stash(&mut self, bytes: &[u8]) {
+        let room = STASH_MAX - self.stash.len();
+        let (kept, lost) = bytes.split_at(bytes.len().min(room));
+        let _ = self.stash.extend_from_slice(kept);
+        self.dropped = self.dropped.saturating_add(lost.len());
+    }
+
+    /// Whether bytes wait in the stash.
+    pub fn has_stash(&self) -> bool {
+        !self.stash.is_empty() || self.dropped != 0
     }
 
     /// Append domain `di`'s bytes, printing every completed (or overlong)
@@ -137,6 +169,39 @@ impl LineBuffer {
         name: &str,
         bytes: &[u8],
         interactive: bool,
+    ) {
+        if self.has_stash() {
+            let stash = core::mem::take(&mut self.stash);
+            self.feed(term, sink, di, name, &stash);
+            let dropped = core::mem::take(&mut self.dropped);
+            if dropped != 0 {
+                // Said on a line of its own, after the partial line.
+                if !self.buf.is_empty() {
+                    term.line(sink, di, name, &self.buf);
+                    self.buf.clear();
+                }
+                let mut note = heapless::String::<64>::new();
+                let _ = core::fmt::write(
+                    &mut note,
+                    format_args!("[{dropped} bytes of console output dropped]"),
+                );
+                term.line(sink, di, name, note.as_bytes());
+            }
+        }
+        self.feed(term, sink, di, name, bytes);
+        if interactive {
+            term.partial(sink, di, name, &self.buf);
+        }
+    }
+
+    /// Append `bytes`, printing every completed (or overlong) line.
+    fn feed(
+        &mut self,
+        term: &mut Terminal,
+        sink: &mut impl Sink,
+        di: usize,
+        name: &str,
+        bytes: &[u8],
     ) {
         for &b in bytes {
             match (self.escape, b) {
@@ -185,9 +250,6 @@ impl LineBuffer {
                 self.buf.clear();
                 let _ = self.buf.push(b);
             }
-        }
-        if interactive {
-            term.partial(sink, di, name, &self.buf);
         }
     }
 }
@@ -245,6 +307,47 @@ mod tests {
         assert_eq!(s.text(), "(a) ~ # \n(b) tick\n(a) ~ # x");
         a.push(&mut t, &mut s, 1, "a", b"\n", true);
         assert_eq!(s.text(), "(a) ~ # \n(b) tick\n(a) ~ # x\n");
+    }
+
+    #[test]
+    fn stashed_bytes_print_in_order_before_the_next_ones() {
+        let (mut t, mut s) = (Terminal::new(), Screen::default());
+        let mut a = LineBuffer::new();
+        a.push(&mut t, &mut s, 1, "a", b"one ", false);
+        a.stash(b"two\nthr");
+        assert!(a.has_stash());
+        assert_eq!(s.text(), "");
+        a.push(&mut t, &mut s, 1, "a", b"ee\n", false);
+        assert_eq!(s.text(), "(a) one two\n(a) three\n");
+        assert!(!a.has_stash());
+        // Draining alone (no new bytes) prints the stash too.
+        a.stash(b"four\n");
+        a.push(&mut t, &mut s, 1, "a", b"", false);
+        assert_eq!(s.text(), "(a) one two\n(a) three\n(a) four\n");
+    }
+
+    #[test]
+    fn a_full_stash_drops_the_rest_and_says_how_much() {
+        let (mut t, mut s) = (Terminal::new(), Screen::default());
+        let mut a = LineBuffer::new();
+        let line = [b'y'; 99];
+        for _ in 0..(STASH_MAX / 100 + 1) {
+            a.stash(&line);
+            a.stash(b"\n");
+        }
+        let kept = STASH_MAX;
+        let written = (STASH_MAX / 100 + 1) * 100;
+        a.stash(b"partial");
+        a.push(&mut t, &mut s, 1, "a", b"", false);
+        let text = s.text();
+        assert!(
+            text.ends_with(&format!(
+                "[{} bytes of console output dropped]\n",
+                written + 7 - kept
+            )),
+            "{text}"
+        );
+        assert!(!a.has_stash());
     }
 
     #[test]

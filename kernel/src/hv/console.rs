@@ -15,7 +15,7 @@ use super::{domains, ioreq, next_with_uart, MAX_DOMAINS};
 use crate::arch::aarch64::Lock;
 use crate::arch::aarch64::{gic, uart};
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use tessera_kernel::console_input::Keyboard;
 pub use tessera_kernel::console_lines::LineBuffer;
 use tessera_kernel::console_lines::{Sink, Terminal};
@@ -50,6 +50,40 @@ pub fn log_line(args: fmt::Arguments<'_>) {
     let _ = Uart.write_str("tessera: ");
     let _ = Uart.write_fmt(args);
     let _ = Uart.write_str("\n");
+    drop(term);
+    drain_stashes();
+}
+
+/// Domains (bit = domain index) whose console bytes wait in their stash
+/// because the terminal was busy when they wrote (`guest_output`).
+static STASHED: AtomicU64 = AtomicU64::new(0);
+const _: () = assert!(MAX_DOMAINS <= 64, "STASHED has one bit per domain");
+
+/// Print what other domains stashed while the terminal was busy. Never
+/// waits: a domain whose buffer or the terminal is in use now keeps its
+/// bit, and its stash goes out with its next write or the next drain.
+fn drain_stashes() {
+    let mut stashed = STASHED.swap(0, Ordering::AcqRel);
+    while stashed != 0 {
+        let di = stashed.trailing_zeros() as usize;
+        let bit = 1u64 << di;
+        stashed &= !bit;
+        let printed = domains().get(di).is_some_and(|d| {
+            let Some(mut buf) = d.console.try_lock() else {
+                return false;
+            };
+            let Some(mut term) = LOCK.try_lock() else {
+                return false;
+            };
+            if buf.has_stash() {
+                buf.push(&mut term, &mut Uart, di, &d.name, &[], focus() == di);
+            }
+            true
+        });
+        if !printed {
+            STASHED.fetch_or(bit, Ordering::AcqRel);
+        }
+    }
 }
 
 /// The domain index that receives keyboard input (`usize::MAX`: none):
@@ -153,10 +187,26 @@ pub fn forget_input(di: usize) {
     KEYBOARD.lock().forget(di);
 }
 
-/// Domain `di`'s console output (its `LineBuffer` is `buf`).
+/// Domain `di`'s console output (its `LineBuffer` is `buf`). It never
+/// waits for the terminal: if another pCPU is printing, the bytes are
+/// stashed (`LineBuffer::stash`) and printed later, in order.
 pub fn guest_output(buf: &mut LineBuffer, di: usize, name: &str, bytes: &[u8]) {
-    let mut term = LOCK.lock();
+    let Some(mut term) = LOCK.try_lock() else {
+        buf.stash(bytes);
+        if let Some(bit) = 1u64.checked_shl(di as u32) {
+            STASHED.fetch_or(bit, Ordering::AcqRel);
+        }
+        return;
+    };
     buf.push(&mut term, &mut Uart, di, name, bytes, focus() == di);
+    drop(term);
+    // Its own stash went out first, just now.
+    if let Some(bit) = 1u64.checked_shl(di as u32) {
+        STASHED.fetch_and(!bit, Ordering::AcqRel);
+    }
+    if STASHED.load(Ordering::Acquire) != 0 {
+        drain_stashes();
+    }
 }
 
 /// `log!("...")`: a formatted kernel log line.
