@@ -107,7 +107,9 @@ unsafe extern "C" {
 pub fn has_sha256() -> bool {
     let isar0: u64;
     // SAFETY: reading an ID register has no side effect.
-    unsafe { core::arch::asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0, options(nomem, nostack, preserves_flags))
+    };
     (isar0 >> 12) & 0xf != 0
 }
 

@@ -161,8 +161,7 @@ impl<'b, 'a> Node<'b, 'a> {
     pub fn is_named(&self, wanted: &str) -> bool {
         let wanted = wanted.as_bytes();
         self.name == wanted
-            || (!wanted.contains(&b'@')
-                && self.name.split(|b| *b == b'@').next() == Some(wanted))
+            || (!wanted.contains(&b'@') && self.name.split(|b| *b == b'@').next() == Some(wanted))
     }
 
     /// The node's properties, in blob order.

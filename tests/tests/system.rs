@@ -656,9 +656,7 @@ fn hyperlaunch_reboot_in_place(cx: &Context) -> Result<(), Failure> {
     // interleave: one set.
     let [in_place_1, in_place_2] = [1, 2].map(|generation| {
         [
-            format!(
-                r"tessera: d2 inplace: reset in place by d1 domb \(generation {generation}\)"
-            ),
+            format!(r"tessera: d2 inplace: reset in place by d1 domb \(generation {generation}\)"),
             domb(&format!(
                 "d2 inplace: rebooted in place as generation {generation}$"
             )),

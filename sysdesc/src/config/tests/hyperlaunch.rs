@@ -190,7 +190,11 @@ fn xen_capabilities_name_the_functions_tessera_has() {
 #[test]
 fn capability_errors() {
     let with = |v: Vec<u8>| Domain::new("a").set(P_CAPABILITIES, v);
-    for (bad, len) in [(vec![], 0), (cells(&[4, 0]), 8), (strings(&["xenstore"]), 9)] {
+    for (bad, len) in [
+        (vec![], 0),
+        (cells(&[4, 0]), 8),
+        (strings(&["xenstore"]), 9),
+    ] {
         expect_error(
             with(bad),
             "/chosen/a",
@@ -210,7 +214,10 @@ fn capability_errors() {
             Some(P_CAPABILITIES),
             ConfigErrorKind::CapabilityUnsupported { name },
         );
-        assert!(err.to_string().contains("no control or hardware domain"), "{err}");
+        assert!(
+            err.to_string().contains("no control or hardware domain"),
+            "{err}"
+        );
     }
     expect_error(
         with(cells(&[(1 << 2) | (1 << 4) | (1 << 31)])),
