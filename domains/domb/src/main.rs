@@ -184,13 +184,12 @@ mod shell {
             }
         }
 
-        /// Builds plan domain `k`, and starts it too if `start`:
-        /// everything is checked first (payloads, layout), then the plan's
-        /// steps are issued; on a failure what was made is destroyed again.
-        fn build(&mut self, plan: &Plan<'_>, k: usize, start: bool) -> Result<(), Failure> {
-            let Some(dc) = self.domain(k) else {
-                return Err(Failure::Unexpected("no such domain"));
-            };
+        /// Domain `dc`'s payloads and where they go in its RAM: what both a
+        /// build and a reboot in place load.
+        fn payloads_and_layout(
+            &self,
+            dc: &DomainConfig,
+        ) -> Result<(Payloads, layout::Layout), Failure> {
             let payloads = self.payloads(dc)?;
             let layout = layout::layout(
                 dc.memory_bytes,
@@ -198,6 +197,17 @@ mod shell {
                 payloads.ramdisk.map(|r| r.data.len() as u64),
             )
             .map_err(Failure::Layout)?;
+            Ok((payloads, layout))
+        }
+
+        /// Builds plan domain `k`, and starts it too if `start`:
+        /// everything is checked first (payloads, layout), then the plan's
+        /// steps are issued; on a failure what was made is destroyed again.
+        fn build(&mut self, plan: &Plan<'_>, k: usize, start: bool) -> Result<(), Failure> {
+            let Some(dc) = self.domain(k) else {
+                return Err(Failure::Unexpected("no such domain"));
+            };
+            let (payloads, layout) = self.payloads_and_layout(dc)?;
             let stages = core::array::from_fn::<Stage, MAX_DOMAINS, _>(|i| self.stage(i));
             let stage = |other: usize| stages.get(other).copied().unwrap_or(Stage::Absent);
             let mut log_buf = [0u8; DOMAIN_LOG_SIZE];
@@ -231,13 +241,7 @@ mod shell {
             let Some(dc) = self.domain(k) else {
                 return Err(Failure::Unexpected("no such domain"));
             };
-            let payloads = self.payloads(dc)?;
-            let layout = layout::layout(
-                dc.memory_bytes,
-                payloads.kernel.data,
-                payloads.ramdisk.map(|r| r.data.len() as u64),
-            )
-            .map_err(Failure::Layout)?;
+            let (payloads, layout) = self.payloads_and_layout(dc)?;
             let stages = core::array::from_fn::<Stage, MAX_DOMAINS, _>(|i| self.stage(i));
             let running = |other: usize| stages.get(other) == Some(&Stage::Running);
             let mut log_buf = [0u8; DOMAIN_LOG_SIZE];
